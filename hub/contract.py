@@ -1,0 +1,295 @@
+"""The device protocol of CONTRACT.md §2 as plain, frozen data.
+
+Everything that turns bytes from a device into something the hub can trust lives here,
+so the hub, the agent, the bridge and the simulators share one schema.  Parsing never
+raises anything but :class:`~hub.errors.ContractError`, whose message is the reason a
+dead letter records.
+
+>>> ev = parse_event("laser-node", b'{"boot":7,"seq":42,"type":"badge","uid":"04a1b2c3"}')
+>>> ev.identity, ev.data["uid"]
+(('laser-node', 7, 42), '04A1B2C3')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hub.errors import ContractError
+
+MAX_PAYLOAD = 4096
+DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+UID_HEX = re.compile(r"(?:[0-9A-F]{2}){4,10}")
+
+TOPIC_PREFIX = "peershop/dev/"
+HUB_STATUS_TOPIC = "peershop/hub/status"
+
+EVENT_TYPES = ("badge", "badge_removed", "power", "running", "button", "consume", "fault")
+DENY_REASONS = (
+    "unknown_badge",
+    "not_trained",
+    "locked_out",
+    "tool_in_use",
+    "outside_hours",
+    "suspended",
+    "no_reservation",
+)
+CMD_ACTIONS = ("grant", "deny", "release", "lock", "unlock", "rebirth")
+TOOL_STATES = ("free", "in_use", "idle", "busy", "offline", "locked")
+
+
+def event_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}{device_id}/event"
+
+
+def status_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}{device_id}/status"
+
+
+def cmd_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}{device_id}/cmd"
+
+
+def allowlist_topic(device_id: str) -> str:
+    return f"{TOPIC_PREFIX}{device_id}/allowlist"
+
+
+def tool_state_topic(tool_id: str) -> str:
+    return f"peershop/tool/{tool_id}/state"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """One event of CONTRACT.md §2, validated; ``data`` holds the type's own fields."""
+
+    device_id: str
+    boot: int
+    seq: int
+    type: str
+    data: dict[str, Any]
+    device_ts: datetime | None = None
+    replay: bool = False
+
+    @property
+    def identity(self) -> tuple[str, int, int]:
+        return (self.device_id, self.boot, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A birth (``online``) or last will (``offline``) of CONTRACT.md §2."""
+
+    device_id: str
+    state: str
+    boot: int | None
+    fw: str | None = None
+    kind: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_topic(topic: str) -> tuple[str, str]:
+    """Split ``peershop/dev/{id}/{leaf}`` into ``(id, leaf)``; a bad id is a ContractError."""
+    if not topic.startswith(TOPIC_PREFIX):
+        raise ContractError(f"topic {topic!r} is not under {TOPIC_PREFIX}")
+    rest = topic[len(TOPIC_PREFIX) :]
+    device_id, sep, leaf = rest.partition("/")
+    if not sep or "/" in leaf:
+        raise ContractError(f"topic {topic!r} is not {TOPIC_PREFIX}{{id}}/{{leaf}}")
+    if not DEVICE_ID.fullmatch(device_id):
+        raise ContractError(f"device id {device_id!r} does not match [a-z0-9][a-z0-9-]{{0,62}}")
+    return device_id, leaf
+
+
+def _load_object(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_PAYLOAD:
+        raise ContractError(f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD} limit")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"payload is not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(obj, dict):
+        raise ContractError(f"payload is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ContractError(f"payload contains {name}, which is not JSON")
+
+
+def _int(obj: dict[str, Any], key: str, *, required: bool = True) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ContractError(f"field {key!r} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(f"field {key!r} must be an integer, got {_show(value)}")
+    if value < 0 or value > 2**63 - 1:
+        raise ContractError(f"field {key!r} must be between 0 and 2^63-1, got {value}")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, *, required: bool = True) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ContractError(f"field {key!r} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(f"field {key!r} must be a number, got {_show(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ContractError(f"field {key!r} must be finite, got {value}")
+    return value
+
+
+def _text(
+    obj: dict[str, Any], key: str, *, required: bool = True, max_len: int = 200
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ContractError(f"field {key!r} is missing")
+        return None
+    if not isinstance(value, str):
+        raise ContractError(f"field {key!r} must be a string, got {_show(value)}")
+    if required and not value.strip():
+        raise ContractError(f"field {key!r} must not be empty")
+    if len(value) > max_len:
+        raise ContractError(f"field {key!r} is longer than {max_len} characters")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def normalize_uid(value: Any) -> str:
+    """A badge uid as stored and compared: uppercase hex, 4 to 10 bytes."""
+    if not isinstance(value, str):
+        raise ContractError(f"field 'uid' must be a hex string, got {_show(value)}")
+    uid = value.strip().upper()
+    if not UID_HEX.fullmatch(uid):
+        raise ContractError(f"field 'uid' must be 4 to 10 bytes of hex, got {_show(value)}")
+    return uid
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """A device clock reading: ISO 8601 (UTC, or with an offset) or Unix seconds."""
+    if isinstance(value, bool):
+        raise ContractError(f"field 'ts' must be ISO 8601 or Unix seconds, got {_show(value)}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or not 0 <= value < 253402300800:
+            raise ContractError(f"field 'ts' is out of range: {value}")
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ContractError(f"field 'ts' is not ISO 8601: {_show(value)}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)  # the contract says UTC
+        return parsed.astimezone(UTC)
+    raise ContractError(f"field 'ts' must be ISO 8601 or Unix seconds, got {_show(value)}")
+
+
+def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    if kind in ("badge", "badge_removed"):
+        return {"uid": normalize_uid(obj.get("uid"))}
+    if kind == "power":
+        data: dict[str, Any] = {"w": _number(obj, "w")}
+        wh_total = _number(obj, "wh_total", required=False)
+        if wh_total is not None:
+            if wh_total < 0:
+                raise ContractError(f"field 'wh_total' must not be negative, got {wh_total}")
+            data["wh_total"] = wh_total
+        return data
+    if kind == "running":
+        on = obj.get("on")
+        if not isinstance(on, bool):
+            raise ContractError(f"field 'on' must be true or false, got {_show(on)}")
+        return {"on": on}
+    if kind == "button":
+        return {"name": _text(obj, "name", max_len=64)}
+    if kind == "consume":
+        qty = _number(obj, "qty")
+        if qty <= 0:
+            raise ContractError(f"field 'qty' must be positive, got {qty}")
+        return {
+            "item": _text(obj, "item", max_len=100),
+            "qty": qty,
+            "unit": _text(obj, "unit", max_len=20),
+        }
+    if kind == "fault":
+        code = obj.get("code")
+        if isinstance(code, bool) or not isinstance(code, str | int) or code == "":
+            raise ContractError(f"field 'code' must be a string or integer, got {_show(code)}")
+        data = {"code": code}
+        msg = _text(obj, "msg", required=False, max_len=500)
+        if msg is not None:
+            data["msg"] = msg
+        return data
+    raise ContractError(f"unknown event type {kind!r}")
+
+
+def event_from_object(device_id: str, obj: dict[str, Any]) -> DeviceEvent:
+    """Validate an already decoded event object (used by the serial bridge, too)."""
+    boot = _int(obj, "boot")
+    seq = _int(obj, "seq")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ContractError(f"field 'type' must be a string, got {_show(kind)}")
+    data = _fields_for(kind, obj)
+    ts = obj.get("ts")
+    device_ts = None if ts is None else parse_timestamp(ts)
+    replay = obj.get("replay", False)
+    if not isinstance(replay, bool):
+        raise ContractError(f"field 'replay' must be true or false, got {_show(replay)}")
+    return DeviceEvent(device_id, boot, seq, kind, data, device_ts, replay)
+
+
+def parse_event(device_id: str, payload: bytes) -> DeviceEvent:
+    """Validate the payload of ``peershop/dev/{id}/event``."""
+    return event_from_object(device_id, _load_object(payload))
+
+
+def parse_status(device_id: str, payload: bytes) -> DeviceStatus:
+    """Validate the payload of ``peershop/dev/{id}/status`` (birth or will)."""
+    obj = _load_object(payload)
+    state = obj.get("state")
+    if state not in ("online", "offline"):
+        raise ContractError(f"field 'state' must be 'online' or 'offline', got {_show(state)}")
+    boot = _int(obj, "boot", required=state == "online")
+    fw = _text(obj, "fw", required=False, max_len=64)
+    kind = obj.get("kind", [])
+    if isinstance(kind, str):
+        kind = [kind]
+    if not isinstance(kind, list) or not all(isinstance(k, str) and k for k in kind):
+        raise ContractError(f"field 'kind' must be a list of strings, got {_show(kind)}")
+    return DeviceStatus(device_id, state, boot, fw, tuple(kind))
+
+
+def event_to_payload(event: DeviceEvent) -> bytes:
+    """The wire form of an event, as a device sends it (simulators, agent, bridge)."""
+    obj: dict[str, Any] = {"boot": event.boot, "seq": event.seq, "type": event.type}
+    if event.device_ts is not None:
+        obj["ts"] = (
+            event.device_ts.astimezone(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+    obj.update(event.data)
+    if event.replay:
+        obj["replay"] = True
+    return json.dumps(obj, separators=(",", ":")).encode()
