@@ -1,0 +1,294 @@
+"""The hub's configuration: one TOML file plus ``PEERSHOP_<SECTION>_<KEY>`` overrides.
+
+Every key is checked at the door (Moonraker-style): a bad value stops start-up with a
+:class:`~hub.errors.ConfigError` naming ``section.key`` and the reason.
+
+>>> cfg = load_config(None, env={"PEERSHOP_MQTT_PORT": "1884"}, search=())
+>>> cfg.mqtt.port, cfg.http.listen
+(1884, ('127.0.0.1', 8080))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hub.errors import ConfigError
+
+DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: Any) -> timedelta:
+    """``"7d"``, ``"15m"``, ``"1h30m"``, ``"500ms"`` or a number of seconds."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as 15m or 7d")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower()
+        pos, seconds = 0, 0.0
+        for m in _DURATION.finditer(s):
+            if s[pos : m.start()].strip():
+                break
+            seconds += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if pos == 0 or s[pos:].strip():
+            raise ValueError(f"{text!r} is not a duration such as 15m, 1h30m or 7d")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value in (None, "") else _str(value)
+
+
+def _port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a port number, got {value!r}") from None
+    if isinstance(value, bool) or not 1 <= port <= 65535:
+        raise ValueError(f"a port must be between 1 and 65535, got {value!r}")
+    return port
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    host, sep, port = _str(value).rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), _port(port)
+
+
+def _timezone(value: Any) -> ZoneInfo:
+    try:
+        return ZoneInfo(_str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+
+
+def _anchor(value: Any) -> tuple[int, time]:
+    """``"monday 00:00"``: the weekday and local time at which periods start."""
+    parts = _str(value).strip().lower().split()
+    if len(parts) != 2 or parts[0] not in WEEKDAYS:
+        raise ValueError(f"expected '<weekday> HH:MM', got {value!r}")
+    try:
+        at = time.fromisoformat(parts[1])
+    except ValueError:
+        raise ValueError(f"expected '<weekday> HH:MM', got {value!r}") from None
+    return WEEKDAYS.index(parts[0]), at
+
+
+def _path(value: Any) -> Path:
+    return Path(_str(value)).expanduser()
+
+
+def _db_url(value: Any) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = _str(value)
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {text!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"only sqlite and postgresql are supported, got {url.drivername!r}")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable[[Any], Any]
+    default: Any
+
+
+# The schema: section -> key -> (parser, default).  ``None`` defaults are optional keys.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "site": {
+        "name": Key(_str, "peershop"),
+        "data_dir": Key(_path, "./data"),
+        "timezone": Key(_timezone, "UTC"),
+    },
+    "db": {
+        "url": Key(_db_url, None),  # default derived from site.data_dir
+    },
+    "mqtt": {
+        "host": Key(_str, "127.0.0.1"),
+        "port": Key(_port, 1883),
+        "username": Key(_opt_str, None),
+        "password": Key(_opt_str, None),
+        "tls_ca": Key(_opt_str, None),
+        "client_id": Key(_str, "peershop-hub"),
+        "keepalive": Key(_int_range(5, 3600), 30),
+    },
+    "http": {
+        "listen": Key(_listen, "127.0.0.1:8080"),
+    },
+    "period": {
+        "length": Key(parse_duration, "7d"),
+        "anchor": Key(_anchor, "monday 00:00"),
+    },
+    "ingest": {
+        "batch_max": Key(_int_range(1, 10000), 1000),
+        "receive_maximum": Key(_int_range(20, 65535), 2000),
+        "reset_on_start": Key(_bool, False),
+    },
+}
+
+
+def _section(name: str) -> type:
+    fields = SCHEMA[name]
+    return dataclass(frozen=True)(
+        type(f"{name.title()}Config", (), {"__annotations__": dict.fromkeys(fields, Any)})
+    )
+
+
+SiteConfig = _section("site")
+DbConfig = _section("db")
+MqttConfig = _section("mqtt")
+HttpConfig = _section("http")
+PeriodConfig = _section("period")
+IngestConfig = _section("ingest")
+_SECTIONS = {
+    "site": SiteConfig,
+    "db": DbConfig,
+    "mqtt": MqttConfig,
+    "http": HttpConfig,
+    "period": PeriodConfig,
+    "ingest": IngestConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration; ``source`` is the file it came from, if any."""
+
+    site: Any
+    db: Any
+    mqtt: Any
+    http: Any
+    period: Any
+    ingest: Any
+    source: Path | None = None
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed, e.g. ``cfg.replace(mqtt={"port": 1884})``."""
+        raw = {name: dict(vars(getattr(self, name))) for name in SCHEMA}
+        for name, values in sections.items():
+            raw[name].update(values)
+        return Config(**{n: _SECTIONS[n](**raw[n]) for n in SCHEMA}, source=self.source)
+
+
+def _find(path: str | Path | None, search: Iterable[Path]) -> Path | None:
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("--config", f"file {path} does not exist")
+        return path
+    for candidate in search:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    search: Iterable[Path] = DEFAULT_SEARCH,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Read the TOML file, apply environment and explicit overrides, validate every key."""
+    env = os.environ if env is None else env
+    source = _find(path, search)
+    raw: dict[str, dict[str, Any]] = {}
+    if source is not None:
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(source), f"is not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(str(source), f"cannot be read ({exc.strerror})") from None
+    for section, values in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(section, f"unknown section (known: {', '.join(SCHEMA)})")
+        if not isinstance(values, dict):
+            raise ConfigError(section, "must be a table")
+        for key in values:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{section}.{key}", "unknown key")
+    for name, value in env.items():
+        if not name.startswith("PEERSHOP_"):
+            continue
+        rest = name[len("PEERSHOP_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in SCHEMA:
+            continue  # PEERSHOP_* variables of other tools are not ours to judge
+        if key not in SCHEMA[section]:
+            raise ConfigError(f"{section}.{key}", f"unknown key (from environment {name})")
+        raw.setdefault(section, {})[key] = value
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+
+    parsed: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        parsed[section] = {}
+        for key, spec in keys.items():
+            value = raw.get(section, {}).get(key, spec.default)
+            if value is None:
+                parsed[section][key] = None
+                continue
+            try:
+                parsed[section][key] = spec.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{section}.{key}", str(exc)) from None
+    if parsed["db"]["url"] is None:
+        data_dir = parsed["site"]["data_dir"].resolve()
+        parsed["db"]["url"] = f"sqlite:///{data_dir / 'peershop.db'}"
+    if parsed["mqtt"]["password"] and not parsed["mqtt"]["username"]:
+        raise ConfigError("mqtt.username", "is required when mqtt.password is set")
+    tls_ca = parsed["mqtt"]["tls_ca"]
+    if tls_ca and not Path(tls_ca).is_file():
+        raise ConfigError("mqtt.tls_ca", f"file {tls_ca} does not exist")
+    return Config(**{n: _SECTIONS[n](**parsed[n]) for n in SCHEMA}, source=source)
