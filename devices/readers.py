@@ -101,8 +101,12 @@ class BadgeReader:
             self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
             self._thread.start()
 
+    #: seconds the background loop waits between polls; readers whose poll blocks on
+    #: their port keep 0.
+    _poll_interval = 0.0
+
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self._poll_interval):
             try:
                 self.poll()
             except Exception:
