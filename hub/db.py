@@ -67,20 +67,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
-    """Insert rows, skipping any whose unique key is already stored; returns rows inserted.
+def insert_ignore(session: Session, table: Any) -> Any:
+    """An INSERT that skips rows whose unique key is already stored (either backend).
 
     This is the idempotent half of at-least-once delivery: a redelivered or replayed
     message hits the unique constraint and is dropped, inside the same transaction.
     """
-    if not rows:
-        return 0
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - config validation allows only the two
-        raise RuntimeError(f"unsupported database {dialect}")
-    result = session.execute(stmt, rows)
-    return max(result.rowcount, 0)
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database {dialect}")  # config allows only the two
+
+
+def insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert rows with :func:`insert_ignore`; returns how many were new."""
+    if not rows:
+        return 0
+    return max(session.execute(insert_ignore(session, table), rows).rowcount, 0)

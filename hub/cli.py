@@ -1,0 +1,161 @@
+"""The ``peershop`` command (click).  Only commands that work exist here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hub import __version__
+from hub.config import Config, load_config
+from hub.errors import ConfigError, PeershopError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Alembic announces every plugin at INFO on each start; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class Context:
+    def __init__(self, config_path: str | None, verbose: bool):
+        self.config_path = config_path
+        self.verbose = verbose
+        self._config: Config | None = None
+
+    def config(self, **overrides: dict[str, Any]) -> Config:
+        if self._config is None or overrides:
+            try:
+                self._config = load_config(self.config_path, overrides=overrides or None)
+            except ConfigError as exc:
+                raise click.ClickException(f"invalid configuration: {exc}") from None
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="PEERSHOP_CONFIG",
+    help="TOML config (default ./peershop.toml, then /etc/peershop/peershop.toml).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
+@click.version_option(__version__, prog_name="peershop")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """peershop: run a makerspace as a peer project."""
+    ctx.obj = Context(config_path, verbose)
+
+
+@main.command()
+@click.option(
+    "--private-broker",
+    is_flag=True,
+    help="Start a private Mosquitto in the data dir and use it (for trying peershop out).",
+)
+@pass_ctx
+def run(ctx: Context, private_broker: bool) -> None:
+    """The hub: MQTT ingest into the database, until Ctrl-C or SIGTERM."""
+    from hub.broker import PrivateBroker
+    from hub.service import Hub
+
+    _setup_logging(ctx.verbose)
+    cfg = ctx.config()
+    broker = None
+    try:
+        if private_broker:
+            broker = PrivateBroker(cfg.site.data_dir / "mosquitto").start()
+            cfg = ctx.config(mqtt={"host": "127.0.0.1", "port": broker.port})
+            click.echo(f"private Mosquitto on 127.0.0.1:{broker.port}", err=True)
+        hub = Hub(cfg)
+    except PeershopError as exc:
+        if broker:
+            broker.stop()
+        raise click.ClickException(str(exc)) from None
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    hub.start()
+    click.echo(
+        f"peershop {__version__} ingesting from {cfg.mqtt.host}:{cfg.mqtt.port} "
+        f"into {hub.engine.url.render_as_string(hide_password=True)}",
+        err=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        click.echo("stopping: committing the batch in hand, publishing offline", err=True)
+        hub.stop()
+        if broker:
+            broker.stop()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def stats(ctx: Context, as_json: bool) -> None:
+    """Counts from the database; safe while the hub runs."""
+    from hub.db import make_engine, migrate, session_factory
+    from hub.queries import counts
+
+    engine = make_engine(ctx.config().db.url)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            result = counts(session)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>14}  {value}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@pass_ctx
+def load(ctx: Context, file: Path, dry_run: bool) -> None:
+    """Load a shop file (members, tools, trainings, tasks, stations); idempotent."""
+    from hub.db import make_engine, migrate, session_factory
+    from hub.shopfile import apply_shop, parse_shop_file
+
+    try:
+        shop = parse_shop_file(file)
+    except PeershopError as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = make_engine(ctx.config().db.url)
+    try:
+        migrate(engine)
+        sm = session_factory(engine)
+        with sm() as session, session.begin():
+            changes = apply_shop(session, shop)
+            if dry_run:
+                session.rollback()
+    finally:
+        engine.dispose()
+    for line in changes:
+        click.echo(line)
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{len(changes)} {'change' if len(changes) == 1 else 'changes'} ({verb})", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

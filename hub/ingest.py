@@ -1,0 +1,205 @@
+"""Ingest: raw device messages in, stored events, device states and dead letters out.
+
+:func:`store_batch` is the one place that writes what devices say.  It runs inside the
+caller's transaction, so a batch is stored whole or not at all, and the MQTT adapter
+acks the batch only after that transaction commits.  Each event identity
+``(device, boot, seq)`` is stored once, however often it arrives; anything that does not
+follow CONTRACT.md §2 becomes a dead letter with the reason and never stops ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.contract import DeviceEvent, DeviceStatus, parse_event, parse_status, parse_topic
+from hub.db import insert_ignore, insert_ignoring_duplicates
+from hub.errors import ContractError
+from hub.models import DeadLetter, Device, DeviceStatusLog, Event
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_KEEP = 1024  # bytes of a rejected payload kept for the coordinator to read
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as it came off the broker, stamped with the hub's receive time."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event newly written to the log (the rules run on these, in ``id`` order)."""
+
+    id: int
+    event: DeviceEvent
+    received_at: datetime
+
+
+@dataclass
+class BatchResult:
+    new_events: list[StoredEvent] = field(default_factory=list)
+    duplicates: int = 0
+    statuses: list[DeviceStatus] = field(default_factory=list)
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (topic, reason)
+    new_devices: list[str] = field(default_factory=list)
+
+
+def _dead_letter(msg: Inbound, device_id: str | None, reason: str) -> dict[str, Any]:
+    return {
+        "received_at": msg.received_at,
+        "topic": msg.topic[:300],
+        "device_id": device_id,
+        "reason": reason[:500],
+        "payload": bytes(msg.payload[:DEAD_LETTER_KEEP]),
+        "size": len(msg.payload),
+    }
+
+
+def store_batch(session: Session, messages: Sequence[Inbound]) -> BatchResult:
+    """Validate and store ``messages`` in the caller's transaction, in arrival order."""
+    result = BatchResult()
+    events: list[tuple[DeviceEvent, Inbound]] = []
+    statuses: list[tuple[DeviceStatus, Inbound]] = []
+    dead: list[dict[str, Any]] = []
+    seen_at: dict[str, datetime] = {}
+    identities: set[tuple[str, int, int]] = set()
+
+    for msg in messages:
+        device_id = None
+        try:
+            device_id, leaf = parse_topic(msg.topic)
+            if leaf == "event":
+                ev = parse_event(device_id, msg.payload)
+                if ev.identity in identities:
+                    result.duplicates += 1
+                else:
+                    identities.add(ev.identity)
+                    events.append((ev, msg))
+            elif leaf == "status":
+                if not msg.payload:
+                    continue  # a cleared retained status: nothing was said
+                statuses.append((parse_status(device_id, msg.payload), msg))
+            else:
+                raise ContractError(f"the hub does not take messages on .../{leaf}")
+        except ContractError as exc:
+            dead.append(_dead_letter(msg, device_id, str(exc)))
+            result.dead_letters.append((msg.topic, str(exc)))
+            if device_id is None:
+                continue
+        seen_at[device_id] = max(msg.received_at, seen_at.get(device_id, msg.received_at))
+
+    devices = _devices(session, seen_at, result)
+    if events:
+        _store_events(session, events, devices, result)
+    for status, msg in statuses:
+        _apply_status(session, devices[status.device_id], status, msg.received_at)
+        result.statuses.append(status)
+    if dead:
+        session.execute(DeadLetter.__table__.insert(), dead)
+    return result
+
+
+def _devices(session: Session, seen_at: dict[str, datetime], result: BatchResult) -> dict:
+    if not seen_at:
+        return {}
+    known = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(list(seen_at))))}
+    for device_id, at in seen_at.items():
+        device = known.get(device_id)
+        if device is None:
+            # An unknown device is kept as pending: a coordinator approves it later, and
+            # nothing it said is lost meanwhile.
+            device = Device(id=device_id, approval="pending", online=False, kind=[], first_seen=at)
+            session.add(device)
+            known[device_id] = device
+            result.new_devices.append(device_id)
+            log.info("device %s: first seen, registered as pending", device_id)
+        if device.last_seen is None or at > device.last_seen:
+            device.last_seen = at
+    session.flush()
+    return known
+
+
+def _store_events(
+    session: Session,
+    events: list[tuple[DeviceEvent, Inbound]],
+    devices: dict[str, Device],
+    result: BatchResult,
+) -> None:
+    rows = [
+        {
+            "device_id": ev.device_id,
+            "boot": ev.boot,
+            "seq": ev.seq,
+            "type": ev.type,
+            "device_ts": ev.device_ts,
+            "received_at": msg.received_at,
+            "replay": ev.replay,
+            "data": ev.data,
+        }
+        for ev, msg in events
+    ]
+    table = Event.__table__
+    stmt = insert_ignore(session, table).returning(
+        table.c.id, table.c.device_id, table.c.boot, table.c.seq, sort_by_parameter_order=True
+    )
+    inserted = session.execute(stmt, rows).all()
+    by_identity = {(ev.device_id, ev.boot, ev.seq): (ev, msg) for ev, msg in events}
+    for row in inserted:
+        ev, msg = by_identity[(row.device_id, row.boot, row.seq)]
+        result.new_events.append(StoredEvent(row.id, ev, msg.received_at))
+        device = devices[row.device_id]
+        if device.last_event_id is None or row.id > device.last_event_id:
+            device.last_event_id = row.id
+    result.new_events.sort(key=lambda s: s.id)
+    result.duplicates += len(events) - len(inserted)
+
+
+def _apply_status(session: Session, device: Device, status: DeviceStatus, at: datetime) -> None:
+    """Births and wills, in order; a will from an older boot is stale and ignored."""
+    stale = (
+        status.boot is not None
+        and device.boot is not None
+        and status.boot < device.boot
+        and (status.state == "offline" or device.online)
+    )
+    if not stale:
+        device.online = status.state == "online"
+        device.status_at = at
+        if status.boot is not None:
+            device.boot = status.boot
+        if status.state == "online":
+            device.fw = status.fw
+            device.kind = list(status.kind)
+    else:
+        log.info(
+            "device %s: ignored stale %s of boot %s (current boot %s)",
+            device.id,
+            status.state,
+            status.boot,
+            device.boot,
+        )
+    insert_ignoring_duplicates(
+        session,
+        DeviceStatusLog.__table__,
+        [
+            {
+                "device_id": device.id,
+                "boot": status.boot,
+                "state": status.state,
+                "fw": status.fw,
+                "received_at": at,
+                "ignored": stale,
+            }
+        ],
+    )

@@ -1,0 +1,121 @@
+"""Hub-to-device messages that survive a crash.
+
+A rule that decides to tell a device something calls :func:`enqueue` in the same
+transaction as the records it writes, so the command exists exactly when the decision
+does.  :class:`OutboxPublisher` publishes pending rows and deletes each one when the
+broker has acknowledged it (PUBACK).  After a hub restart every remaining row is sent
+again: devices treat a repeated command by its ``re``/identity, as CONTRACT.md §2 says.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.models import Outbox
+from hub.mqtt import MqttLink
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(
+    session: Session, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+) -> None:
+    """Add a message to the outbox inside the caller's transaction."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    session.add(Outbox(topic=topic, payload=payload, qos=qos, retain=retain))
+
+
+class OutboxPublisher:
+    """Publishes outbox rows over ``link`` and deletes them on PUBACK."""
+
+    def __init__(self, link: MqttLink, sm: sessionmaker[Session], batch: int = 500):
+        self.link = link
+        self.sm = sm
+        self.batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._sent: set[int] = set()  # outbox ids handed to paho in this process
+        self._done: list[int] = []  # outbox ids the broker has
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self.published = 0
+        self.delivered = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """New rows were committed (or the link came up): publish soon."""
+        self._wake.set()
+
+    def on_published(self, mid: int) -> None:
+        """paho's PUBACK callback (network thread)."""
+        with self._lock:
+            outbox_id = self._inflight.pop(mid, None)
+            if outbox_id is not None:
+                self._done.append(outbox_id)
+        if outbox_id is not None:
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self.sm() as session:
+            return len(session.scalars(select(Outbox.id)).all())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self._flush()
+            except Exception:
+                log.exception("outbox: publishing failed; retrying")
+                self._stop.wait(1.0)
+        try:
+            self._delete_done()
+        except Exception:
+            log.exception("outbox: could not record delivered messages at shutdown")
+
+    def _delete_done(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        if done:
+            with self.sm.begin() as session:
+                session.execute(delete(Outbox).where(Outbox.id.in_(done)))
+            self.delivered += len(done)
+            self._sent.difference_update(done)
+
+    def _flush(self) -> None:
+        self._delete_done()
+        if not self.link.is_connected:
+            return
+        # Rows already handed to paho stay with paho: it resends them itself after a
+        # reconnect (persistent session), so sending them again would double them.
+        with self.sm() as session:
+            rows: list[Any] = session.execute(
+                select(Outbox.id, Outbox.topic, Outbox.payload, Outbox.qos, Outbox.retain)
+                .order_by(Outbox.id)
+                .limit(self.batch + len(self._sent))
+            ).all()
+        for row in rows:
+            if row.id in self._sent:
+                continue
+            with self._lock:
+                info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                if row.qos == 0:
+                    self._done.append(row.id)
+                else:
+                    self._inflight[info.mid] = row.id
+            self._sent.add(row.id)
+            self.published += 1
