@@ -577,7 +577,7 @@ def _exact_shares(
         absorbed = frozenset(r for r in resources if units_r[r] > 0)
         overhead = total_f - sum((pools.get(r, Fraction(0)) for r in absorbed), Fraction(0))
         expected = _flat(overhead, factors)
-        for r in absorbed:
+        for r in sorted(absorbed):
             unit_cost[r] = pools.get(r, Fraction(0)) / units_r[r]
             resource_cost[r] = pools.get(r, Fraction(0))
         for (m, r), n in used.items():
@@ -691,7 +691,7 @@ def pool_report(
         expected.setdefault(e.project, Fraction(0))
         if not ex.absorbs_all and e.resource not in ex.absorbed:
             expected[e.project] += wh
-    for r, cost in ex.resource_cost.items():
+    for r, cost in sorted(ex.resource_cost.items()):
         if r not in resource_projects:
             raise ValueError(f"resource {r!r} belongs to no project")
         p = resource_projects[r]
