@@ -1,0 +1,129 @@
+"""Who is in the space: a badge at a ``sign_in`` station toggles the member in and out.
+
+Pure: badges and ``now`` go in, :class:`SignedIn` / :class:`SignedOut` records come out.
+
+* A badge signs the member in, the next one signs them out (reason ``badge``).
+* A second badge within ``repeat`` (default 5 s) of the member's last toggle is a reader
+  repeating the same tap and is ignored.
+* Forgotten sign-outs close at a local time of day (default 04:00, the ``auto_close_at``
+  setting), reason ``auto``, at that instant rather than when the job happened to run.
+  The cutoff is the first instant *after* the sign-in at which the shop's wall clock
+  reads that time: in the autumn hour that occurs twice that is whichever pass comes first
+  after the sign-in; in the spring hour that does not exist it is the moment the clock
+  jumps past it.  :meth:`Presence.badge` closes a forgotten sign-in before it toggles, so
+  a member who forgot yesterday is signed *in* today, not out.
+* An out time never lies before its in time, whatever the clocks do.
+
+>>> from datetime import UTC, datetime
+>>> p = Presence(ZoneInfo("Europe/Berlin"))
+>>> p.badge("ada", datetime(2026, 11, 26, 17, tzinfo=UTC))
+[SignedIn(member='ada', at=datetime.datetime(2026, 11, 26, 17, 0, tzinfo=datetime.timezone.utc))]
+>>> [out.at.isoformat() for out in p.auto_close(datetime(2026, 11, 27, 12, tzinfo=UTC))]
+['2026-11-27T03:00:00+00:00']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    member: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOut:
+    member: str
+    since: datetime
+    at: datetime
+    reason: str  # "badge" or "auto"
+
+
+def auto_close_time(since: datetime, at: time, tz: ZoneInfo) -> datetime:
+    """The first instant after ``since`` at which the wall clock in ``tz`` reads ``at`` (UTC)."""
+    since = since.astimezone(UTC)
+    day = since.astimezone(tz).date()
+    candidates = []
+    for date in (day, day + timedelta(days=1)):
+        wall = datetime.combine(date, at.replace(tzinfo=None))
+        first, second = (wall.replace(tzinfo=tz, fold=f).astimezone(UTC) for f in (0, 1))
+        if _wall(first, tz) == wall:
+            candidates.append(first)
+            if _wall(second, tz) == wall:  # the autumn hour: a second pass
+                candidates.append(second)
+        else:
+            candidates.append(_jump(second, first, wall, tz))
+    return min(c for c in candidates if c > since)
+
+
+def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def _jump(before: datetime, after: datetime, wall: datetime, tz: ZoneInfo) -> datetime:
+    """The instant the clock jumps past a ``wall`` time that does not exist (to the second).
+
+    ``before`` reads earlier than ``wall`` and ``after`` later; bisect between them.
+    """
+    while after - before > timedelta(seconds=1):
+        middle = before + (after - before) / 2
+        if _wall(middle, tz) >= wall:
+            after = middle
+        else:
+            before = middle
+    return (
+        after.replace(microsecond=0) if _wall(after.replace(microsecond=0), tz) >= wall else after
+    )
+
+
+class Presence:
+    """The sign-in state of the space.  ``present`` maps member to signed-in time."""
+
+    def __init__(
+        self,
+        tz: ZoneInfo,
+        *,
+        auto_close_at: time = time(4, 0),
+        repeat: timedelta = timedelta(seconds=5),
+        present: Mapping[str, datetime] | None = None,
+    ):
+        self.tz = tz
+        self.auto_close_at = auto_close_at
+        self.repeat = repeat
+        self.present: dict[str, datetime] = dict(present or {})
+        self._last_toggle: dict[str, datetime] = {}
+
+    def badge(self, member: str, now: datetime) -> list[SignedIn | SignedOut]:
+        """A badge at a sign-in station: the records it makes (none for a repeat)."""
+        last = self._last_toggle.get(member)
+        if last is not None and timedelta(0) <= now - last < self.repeat:
+            return []
+        records: list[SignedIn | SignedOut] = []
+        since = self.present.get(member)
+        if since is not None and auto_close_time(since, self.auto_close_at, self.tz) <= now:
+            records.append(self._close(member, "auto"))
+            since = None
+        self._last_toggle[member] = now
+        if since is None:
+            self.present[member] = now
+            return [*records, SignedIn(member, now)]
+        del self.present[member]
+        return [SignedOut(member, since, max(now, since), "badge")]
+
+    def auto_close(self, now: datetime) -> list[SignedOut]:
+        """Close every sign-in whose cutoff has passed by ``now`` (run by the scheduler)."""
+        due = [
+            member
+            for member, since in self.present.items()
+            if auto_close_time(since, self.auto_close_at, self.tz) <= now
+        ]
+        return [self._close(member, "auto") for member in sorted(due)]
+
+    def _close(self, member: str, reason: str) -> SignedOut:
+        since = self.present.pop(member)
+        return SignedOut(member, since, auto_close_time(since, self.auto_close_at, self.tz), reason)
