@@ -370,21 +370,15 @@ def format_report(result: SimulationResult) -> str:
     if alloc.applied != sc.model:
         out.append("  Nobody used anything, so the effort is shared flat.")
     if sc.effort:
+        pools = alloc.applied == "production_effort"  # only there does a pool matter
         out += ["", "Who did what"]
         rows = [
-            [
-                e.member,
-                e.task,
-                _fmt(e.hours),
-                _fmt(e.weight),
-                _fmt(e.weighted_hours),
-                e.resource or "overhead",
-            ]
+            [e.member, e.task, _fmt(e.hours), _fmt(e.weight), _fmt(e.weighted_hours)]
+            + ([e.resource or "overhead"] if pools else [])
             for e in sorted(sc.effort, key=lambda e: (e.member, e.task))
         ]
-        out += _table(
-            ["member", "task", "hours", "weight", "weighted", "pool"], rows, right={2, 3, 4}
-        )
+        headers = ["member", "task", "hours", "weight", "weighted"] + (["pool"] if pools else [])
+        out += _table(headers, rows, right={2, 3, 4})
     if alloc.members:
         out += ["", "Contributions (balance = credited - expected)"]
         rows = [
@@ -394,10 +388,11 @@ def format_report(result: SimulationResult) -> str:
         out += _table(["member", "credited", "expected", "balance"], rows, right={1, 2, 3})
     else:
         out += ["", "Nobody took part in this period."]
-    if alloc.resources:
+    shown = {r: c for r, c in alloc.resources.items() if c.units or c.scarce_multiplier}
+    if shown:
         out += ["", "Resources (cost per unit, in weighted hours of expected contribution)"]
         rows = []
-        for r, c in alloc.resources.items():
+        for r, c in shown.items():
             rows.append(
                 [
                     r,

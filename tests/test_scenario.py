@@ -318,3 +318,10 @@ def test_simulate_rejects_a_bad_scenario_without_a_result(tmp_path):
     assert result.exit_code != 0
     assert result.stdout == ""
     assert "use[0]: unknown member 'Z'" in result.stderr
+
+
+def test_simulate_table_shows_pools_only_where_they_count():
+    text = CliRunner().invoke(simulate_command, [str(EXAMPLES / "flat-rate.yaml")]).stdout
+    lines = [line.split() for line in text.splitlines()]
+    assert ["A", "cleaning", "6", "1.5", "9"] in lines  # flat_rate: no pool column
+    assert not any(line and line[0] == "laser" for line in lines)  # nobody used the laser
