@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -544,3 +546,10 @@ def test_clearing_rules(bids, supply):
             won.remove(b.member)
     m = c.multiplier
     assert sum(b.max > m for b in bids) <= len(c.winners) <= max(sum(b.max >= m for b in bids), 0)
+
+
+@pytest.mark.parametrize("module", ["hub.peerconomy", "hub.scenario"])
+def test_docstring_examples_hold(module):
+    results = doctest.testmod(importlib.import_module(module))
+    assert results.attempted > 0
+    assert results.failed == 0
