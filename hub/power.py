@@ -159,6 +159,11 @@ class PowerMeter:
         self.w = w
         return SampleOutcome(segment, self.level, w, note)
 
+    def forget_reading(self) -> None:
+        """The device went away: assume 0 W until its next sample (a counter covers the gap)."""
+        self.level = "off"
+        self.w = 0.0
+
     def _estimate(self, at: datetime) -> float:
         assert self.at is not None
         return self.w * (at - self.at).total_seconds() / 3600.0

@@ -372,6 +372,9 @@ class ToolSessionState:
         if self.session is not None:
             effects += self._close("device_offline", t, now)
         self.online = False
+        # what the tool drew before is no longer known: not busy until it says so again
+        self.meter.forget_reading()
+        self.running = False
         return effects + self._state_effects(t)
 
     def device_online(self, now: datetime) -> list[Effect]:

@@ -75,6 +75,15 @@ def test_precedence_fixing_the_first_reason_reveals_the_next():
     for fix in fixes:
         tool, member = fix(tool, member)
         seen.append(reason(tool, member))
+    assert seen == [
+        "unknown_badge",
+        "suspended",
+        "not_trained",
+        "locked_out",
+        "outside_hours",
+        "tool_in_use",
+        "no_reservation",
+    ]
     assert seen == list(DENY_ORDER)
     booked = [Reservation("bob", NOW - s(60), NOW + s(3600))]
     assert isinstance(decide(tool, member, NOW, reservations=booked).reply, Grant)

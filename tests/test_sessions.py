@@ -136,10 +136,13 @@ def test_max_duration_closes_a_session_nobody_ended():
 def test_device_offline_closes_the_session_and_shows_the_tool_offline():
     t = tool("card_present")
     t.start("ada", at(0))
+    t.power(900, at(10))
     effects = t.device_offline(at(20))
-    assert ended(effects).close_reason == "device_offline"
+    end = ended(effects)
+    assert (end.close_reason, end.end, end.busy_s) == ("device_offline", at(20), 600)
     assert not any(isinstance(e, ReleaseTool) for e in effects)
     assert states(effects) == ["offline"]
+    # the old 900 W reading is not trusted after the outage
     assert states(t.device_online(at(25))) == ["free"]
 
 
@@ -332,3 +335,14 @@ def test_random_streams_give_sane_sessions_that_always_close(ops, replay):
             assert e.end >= e.start
             assert e.busy_s >= 0 and e.idle_s >= 0 and e.wh >= 0
             assert e.busy_s + e.idle_s <= e.duration_s + 1e-6
+
+
+def test_idle_time_after_activity_stopped_is_not_charged_on_timeout():
+    t = tool("timeout", idle_timeout=15 * MIN, idle_w=100)
+    t.start("ada", at(0))
+    t.power(900, at(0))
+    t.power(50, at(10))  # idle level, below idle_w: the machine idles, nobody works
+    t.power(50, at(20))
+    end = ended(t.tick(at(25)))
+    assert (end.end, end.busy_s, end.idle_s) == (at(10), 600, 0)
+    assert end.wh == pytest.approx(150)
