@@ -93,10 +93,12 @@ class CurrentSensor:
     :param sample: a callable returning the ADC pin's voltage now; replaces the MCP3008
         (tests feed synthetic waves). :param clock: seconds, monotonic.
 
-    >>> ct = CurrentSensor(0, amps_per_volt=30, running_w=200, idle_w=50)  # doctest: +SKIP
-    >>> ct.when_running = lambda: print("spindle on")
-    >>> ct.when_idle = lambda: print("spindle off")
-    >>> ct.when_reading = lambda w: print(f"{w:.0f} W")
+    Example::
+
+        ct = CurrentSensor(0, amps_per_volt=30, running_w=200, idle_w=50)
+        ct.when_running = lambda: print("spindle on")
+        ct.when_idle = lambda: print("spindle off")
+        ct.when_reading = lambda w: print(f"{w:.0f} W")
     """
 
     def __init__(
@@ -241,8 +243,10 @@ class RunningInput:
     :param background: confirm changes from a daemon thread; with ``False`` call
         :meth:`poll` yourself. :param clock: seconds, monotonic.
 
-    >>> spindle = RunningInput(23)                               # doctest: +SKIP
-    >>> spindle.when_changed = lambda on: print("running" if on else "stopped")
+    Example::
+
+        spindle = RunningInput(23)
+        spindle.when_changed = lambda on: print("running" if on else "stopped")
     """
 
     def __init__(

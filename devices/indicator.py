@@ -15,9 +15,11 @@ Nothing blocks: steady patterns run in gpiozero's background blink, the short on
 thread of their own; a new state cancels what is showing. The buzzer is an *active* buzzer
 (it sounds at a fixed pitch when powered), driven by gpiozero's ``Buzzer``.
 
->>> ind = Indicator(led=22, buzzer=24)                 # doctest: +SKIP
->>> ind.grant()                                        # green, one beep
->>> ind.deny()                                         # three blinks and beeps, back to green
+Example::
+
+    ind = Indicator(led=22, buzzer=24)
+    ind.grant()                                        # green, one beep
+    ind.deny()                                         # three blinks and beeps, back to green
 """
 
 from __future__ import annotations

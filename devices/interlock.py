@@ -50,11 +50,12 @@ class Interlock:
         cut finish instead of stopping a spindle mid-work (as Fabman's bridge does).
     :param pin_factory: gpiozero pin factory; ``None`` for the default.
 
-    >>> lock = Interlock(5, active_high=False)      # doctest: +SKIP
-    >>> lock.enable()                               # member granted: the tool gets power
-    >>> lock.is_enabled
-    True
-    >>> lock.disable()                              # session over: power cut
+    Example::
+
+        lock = Interlock(5, active_high=False)
+        lock.enable()                               # member granted: the tool gets power
+        lock.is_enabled                             # True
+        lock.disable()                              # session over: power cut
     """
 
     def __init__(

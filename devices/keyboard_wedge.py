@@ -95,8 +95,10 @@ class KeyboardWedgeReader(BadgeReader):
     :param hold_time: the same card again within this time is one presentation.
     :param background: read in a daemon thread; with ``False`` call :meth:`poll`.
 
-    >>> reader = KeyboardWedgeReader("/dev/input/by-id/usb-Reader-event-kbd")  # doctest: +SKIP
-    >>> reader.when_badge = lambda uid: print("badge", uid)
+    Example::
+
+        reader = KeyboardWedgeReader("/dev/input/by-id/usb-Reader-event-kbd")
+        reader.when_badge = lambda uid: print("badge", uid)
     """
 
     def __init__(

@@ -165,10 +165,11 @@ class Pn532Reader(BadgeReader):
     :param background: poll in a daemon thread; with ``False`` call :meth:`poll` yourself.
     :param clock: seconds, monotonic; injectable for tests.
 
-    >>> reader = Pn532Reader("/dev/serial0")           # doctest: +SKIP
-    >>> reader.when_badge = lambda uid: print("badge", uid)
-    >>> reader.firmware                                # after the first poll
-    (50, 1, 6)
+    Example::
+
+        reader = Pn532Reader("/dev/serial0")
+        reader.when_badge = lambda uid: print("badge", uid)
+        reader.firmware              # (50, 1, 6) for a PN532 v1.6, after the first poll
     """
 
     def __init__(

@@ -105,9 +105,11 @@ class Rdm6300Reader(BadgeReader):
     :param background: read in a daemon thread; with ``False`` call :meth:`poll` yourself.
     :param clock: seconds, monotonic; injectable for tests.
 
-    >>> reader = Rdm6300Reader("/dev/serial0")          # doctest: +SKIP
-    >>> reader.when_badge = lambda uid: print("badge", uid)
-    >>> reader.when_removed = lambda uid: print("gone", uid)
+    Example::
+
+        reader = Rdm6300Reader("/dev/serial0")
+        reader.when_badge = lambda uid: print("badge", uid)
+        reader.when_removed = lambda uid: print("gone", uid)
     """
 
     def __init__(

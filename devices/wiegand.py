@@ -80,8 +80,10 @@ class WiegandReader(BadgeReader):
         or :meth:`flush` yourself.
     :param clock: seconds, monotonic; injectable for tests.
 
-    >>> reader = WiegandReader(d0=17, d1=27)            # doctest: +SKIP
-    >>> reader.when_badge = lambda uid: print("badge", uid)
+    Example::
+
+        reader = WiegandReader(d0=17, d1=27)
+        reader.when_badge = lambda uid: print("badge", uid)
     """
 
     def __init__(
