@@ -74,6 +74,7 @@ class PrivateBroker:
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
         self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -90,7 +91,8 @@ class PrivateBroker:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._read_log, args=(self.process,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read_log, args=(self.process,), daemon=True)
+        self._reader.start()
         if not self._ready.wait(timeout) or self.process.poll() is not None:
             self.stop()
             tail = "\n".join(self.log_lines[-10:])
@@ -116,13 +118,22 @@ class PrivateBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process = None
+        self._reap()
 
     def kill(self) -> None:
         """SIGKILL: what a power cut does to the broker (unsaved state is lost)."""
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        """After the process ended: let the log reader reach EOF, then close the pipe."""
+        if self.process is not None:
+            if self._reader is not None:
+                self._reader.join(5)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
         self.process = None
 
     def restart(self) -> None:

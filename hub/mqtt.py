@@ -181,6 +181,10 @@ class MqttLink:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+            # If the thread stopped mid-connect, paho leaves the socket open.
+            sock = self.client.socket()
+            if sock is not None:
+                sock.close()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)

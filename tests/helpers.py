@@ -1,0 +1,172 @@
+"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from hub.contract import event_topic
+from hub.mqtt import MqttLink, MqttSettings, Received
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it is truthy (for state in another process or a database)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def event_payload(boot: int, seq: int, type: str = "power", **fields: Any) -> bytes:
+    body: dict[str, Any] = {"boot": boot, "seq": seq, "type": type}
+    if type == "power" and "w" not in fields:
+        fields = {"w": float(seq % 1000), **fields}
+    body.update(fields)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Device:
+    """A simulated §2 device: publishes QoS 1 and waits for the broker's PUBACKs."""
+
+    def __init__(self, port: int, device_id: str):
+        self.device_id = device_id
+        self.link = MqttLink(
+            MqttSettings(port=port), f"dev-{device_id}-{uuid.uuid4().hex[:6]}", persistent=False
+        )
+        self.link.start()
+        assert self.link.wait_connected(10), f"device {device_id} could not connect"
+        self._pending: list[Any] = []
+
+    def send(self, payload: bytes, topic: str | None = None, retain: bool = False) -> None:
+        info = self.link.publish(topic or event_topic(self.device_id), payload, 1, retain)
+        self._pending.append(info)
+
+    def send_events(self, boot: int, seqs: Iterable[int], **fields: Any) -> None:
+        for seq in seqs:
+            self.send(event_payload(boot, seq, **fields))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until the broker has acknowledged everything sent so far."""
+        for info in self._pending:
+            info.wait_for_publish(timeout)
+            assert info.is_published()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.link.stop()
+
+
+class Listener:
+    """Subscribes to topics and lets a test await the messages it expects."""
+
+    def __init__(self, port: int, *topics: str):
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self.link = MqttLink(
+            MqttSettings(port=port),
+            f"listener-{uuid.uuid4().hex[:8]}",
+            on_message=self._on_message,
+            subscriptions=topics,
+            persistent=False,
+        )
+        self.link.start()
+        assert self.link.wait_subscribed(10), "listener could not subscribe"
+
+    def _on_message(self, msg: Received) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def wait(self, predicate: Callable[[list[Received]], Any], timeout: float = 15.0) -> Any:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate(self.messages), timeout)
+        assert ok, f"expected messages did not arrive; got {[m.topic for m in self.messages]}"
+        return ok
+
+    def payloads(self, topic: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [json.loads(m.payload) for m in self.messages if m.topic == topic and m.payload]
+
+    def close(self) -> None:
+        self.link.stop()
+
+
+def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_id: str) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                "[site]",
+                f'data_dir = "{data_dir}"',
+                "[db]",
+                f'url = "{db_url}"',
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                f'client_id = "{client_id}"',
+                "",
+            ]
+        )
+    )
+    return path
+
+
+class HubProcess:
+    """``peershop run`` as a real process, to kill with SIGKILL or stop with SIGTERM."""
+
+    def __init__(self, config: Path, log: Path):
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int) -> None:
+        listener = Listener(port, "peershop/hub/status")
+        try:
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "hub.cli", "--config", str(self.config), "run"],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            # The hub publishes its retained birth once it is connected and subscribed
+            # enough to take messages; a stale retained "online" from a killed hub would
+            # also match, so wait for a birth published after this start.
+            start_count = len(listener.payloads("peershop/hub/status"))
+            listener.wait(
+                lambda msgs: any(
+                    m.topic == "peershop/hub/status" and not m.retain and b"online" in m.payload
+                    for m in msgs[start_count:]
+                ),
+                timeout=30,
+            )
+        finally:
+            listener.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
