@@ -157,5 +157,16 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
     click.echo(f"{len(changes)} {'change' if len(changes) == 1 else 'changes'} ({verb})", err=True)
 
 
+# Commands that live beside the code they drive.  Each module owns its command; this
+# block only registers them, so adding one is a one-line change here.
+def _register() -> None:
+    from hub.scenario import simulate_command
+
+    main.add_command(simulate_command)
+
+
+_register()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
