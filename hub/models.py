@@ -142,6 +142,9 @@ class Tool(Base):
     )
     power: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     scarce: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Access and session settings beyond power: opening hours, max_duration,
+    # enforce_reservations, no_cut_while_busy, end_on_stop (docs/shop-file.md).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     bindings: Mapped[list[ToolBinding]] = relationship(
         back_populates="tool", cascade="all, delete-orphan"

@@ -171,6 +171,7 @@ def upgrade() -> None:
         sa.Column("training_id", sa.String(length=64), nullable=True),
         sa.Column("power", sa.JSON(), nullable=False),
         sa.Column("scarce", sa.JSON(), nullable=True),
+        sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("locked", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"],
