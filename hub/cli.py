@@ -160,9 +160,15 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
 # Commands that live beside the code they drive.  Each module owns its command; this
 # block only registers them, so adding one is a one-line change here.
 def _register() -> None:
+    from hub import ops_cli
     from hub.scenario import simulate_command
 
     main.add_command(simulate_command)
+    main.add_command(ops_cli.device_group)
+    main.add_command(ops_cli.mosquitto_config_command)
+    main.add_command(ops_cli.backup_command)
+    main.add_command(ops_cli.restore_command)
+    main.add_command(ops_cli.migrate_command)
 
 
 _register()

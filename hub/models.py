@@ -259,3 +259,19 @@ class Outbox(Base):
     qos: Mapped[int] = mapped_column(Integer, default=1)
     retain: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MqttAccount(Base):
+    """A login at the broker: a §2 device, or a Tasmota/Shelly plug with its topic.
+
+    ``password_hash`` is Mosquitto's own ``$7$`` line, so the password file can be
+    rewritten from the database alone; a revoked account keeps its row for the audit.
+    """
+
+    __tablename__ = "mqtt_accounts"
+    username: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="device")  # device|tasmota|shelly
+    topic: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
