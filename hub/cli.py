@@ -160,6 +160,7 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
 # Commands that live beside the code they drive.  Each module owns its command; this
 # block only registers them, so adding one is a one-line change here.
 def _register() -> None:
+    from firmware_bridge.bridge import bridge_command
     from hub import ops_cli
     from hub.scenario import simulate_command
 
@@ -169,6 +170,7 @@ def _register() -> None:
     main.add_command(ops_cli.backup_command)
     main.add_command(ops_cli.restore_command)
     main.add_command(ops_cli.migrate_command)
+    main.add_command(bridge_command)
 
 
 _register()
