@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import pwd
 import re
 import secrets
 import signal
@@ -230,12 +231,25 @@ def load_settings(outdir: Path) -> BrokerSettings | None:
     return BrokerSettings(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def render_conf(outdir: Path, settings: BrokerSettings) -> str:
+def _owner_name(path: Path) -> str | None:
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except KeyError:
+        return None
+
+
+def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None) -> str:
     outdir = Path(outdir).resolve()
     listen = f"listener {settings.port}" + (f" {settings.bind}" if settings.bind else "")
     lines = [
         "# Written by `peershop mosquitto-config`; rewritten whenever a device is added or",
         "# revoked.  Change it through that command's options, not by editing this file.",
+    ]
+    if user:
+        # Started as root, Mosquitto becomes this user: the owner of these files, the
+        # only one who may read them.
+        lines.append(f"user {user}")
+    lines += [
         "per_listener_settings false",
         "allow_anonymous false",
         f"password_file {outdir / PASSWORD_NAME}",
@@ -313,8 +327,8 @@ def render_acl(hub_username: str, accounts: Iterable[MqttAccount], shelly: Itera
 def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Write via a temporary file and rename, so the broker never reads half a file.
 
-    A rename needs only write access to the folder, so root (an operator's ``sudo``)
-    and the ``peershop`` user can both replace files the other wrote.
+    The file belongs to the folder's owner (the ``peershop`` user on a Pi), also when
+    root writes it, so the broker running as that user can read it at the next reload.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -323,6 +337,9 @@ def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        folder = path.parent.stat()
+        if os.geteuid() == 0 and folder.st_uid != 0:
+            os.chown(tmp, folder.st_uid, folder.st_gid)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -366,7 +383,7 @@ def write_broker_files(
         PASSWORD_NAME: render_passwords(hub_username, mosquitto_hash(hub_password), accounts),
         ACL_NAME: render_acl(hub_username, accounts, shelly_ok),
         SETTINGS_NAME: json.dumps(asdict(settings), indent=2) + "\n",
-        CONF_NAME: render_conf(outdir, settings),
+        CONF_NAME: render_conf(outdir, settings, _owner_name(outdir)),
     }
     written = []
     for name, text in files.items():
