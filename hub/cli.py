@@ -157,6 +157,80 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
     click.echo(f"{len(changes)} {'change' if len(changes) == 1 else 'changes'} ({verb})", err=True)
 
 
+def _database(ctx: Context):
+    """An engine and session factory for the configured database, migrated."""
+    from hub.db import make_engine, migrate, session_factory
+
+    engine = make_engine(ctx.config().db.url)
+    migrate(engine)
+    return engine, session_factory(engine)
+
+
+@main.command()
+@click.option("--reader", "reader", required=True, help="Device id of the reader tapped.")
+@click.option("--member", "handle", help="Give the last unknown badge to this member.")
+@pass_ctx
+def enrol(ctx: Context, reader: str, handle: str | None) -> None:
+    """Give a member the last unknown badge tapped at READER (without --member: list them)."""
+    from hub.enrol import EnrolError, enrol_last_unknown, unknown_badges
+
+    engine, sm = _database(ctx)
+    try:
+        if handle is None:
+            with sm() as session:
+                found = unknown_badges(session, reader)
+            if not found:
+                raise click.ClickException(f"no unknown badge has been seen at {reader}")
+            for badge in found:
+                click.echo(f"{badge.uid}  seen {badge.at:%Y-%m-%d %H:%M:%S} UTC")
+            return
+        with sm.begin() as session:
+            badge = enrol_last_unknown(session, reader, handle)
+        click.echo(f"badge {badge.uid} (seen at {reader} {badge.at:%H:%M:%S} UTC) -> {handle}")
+    except EnrolError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+@main.command()
+@click.option(
+    "--check", is_flag=True, help="Only compare with what is stored; exit 1 on a difference."
+)
+@pass_ctx
+def rebuild(ctx: Context, check: bool) -> None:
+    """Run the rules over the whole event log again (stop the hub first unless --check)."""
+    from sqlalchemy import func, select
+
+    from hub.models import Event
+    from hub.rebuild import compare, replace, replay
+
+    engine, sm = _database(ctx)
+    try:
+        with sm() as session:
+            total = session.scalar(select(func.count(Event.id))) or 0
+            with click.progressbar(length=total, label="replaying events", file=sys.stderr) as bar:
+                rebuilt = replay(session, ctx.config(), progress=bar.update)
+            report = compare(session, rebuilt.records)
+        differs = False
+        for kind, (stored, again, diff) in report.items():
+            mark = "same" if not diff else "DIFFERENT"
+            differs = differs or bool(diff)
+            click.echo(f"{kind:>14}: stored {stored}, rebuilt {again}: {mark}")
+            for example in diff:
+                click.echo(f"{'':>16}{example}")
+        if check:
+            if differs:
+                raise SystemExit(1)
+            return
+        if differs:
+            with sm.begin() as session:
+                replace(session, rebuilt.records)
+            click.echo("stored records replaced by the rebuilt ones")
+    finally:
+        engine.dispose()
+
+
 # Commands that live beside the code they drive.  Each module owns its command; this
 # block only registers them, so adding one is a one-line change here.
 def _register() -> None:

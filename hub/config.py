@@ -108,6 +108,13 @@ def _anchor(value: Any) -> tuple[int, time]:
     return WEEKDAYS.index(parts[0]), at
 
 
+def _clock(value: Any) -> time:
+    try:
+        return time.fromisoformat(_str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a local time HH:MM, got {value!r}") from None
+
+
 def _path(value: Any) -> Path:
     return Path(_str(value)).expanduser()
 
@@ -169,6 +176,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "length": Key(parse_duration, "7d"),
         "anchor": Key(_anchor, "monday 00:00"),
     },
+    "presence": {
+        # forgotten sign-outs (and task-station efforts) close at this local time
+        "auto_signout": Key(_clock, "04:00"),
+    },
     "ingest": {
         "batch_max": Key(_int_range(1, 10000), 1000),
         "receive_maximum": Key(_int_range(20, 65535), 2000),
@@ -189,6 +200,7 @@ DbConfig = _section("db")
 MqttConfig = _section("mqtt")
 HttpConfig = _section("http")
 PeriodConfig = _section("period")
+PresenceConfig = _section("presence")
 IngestConfig = _section("ingest")
 _SECTIONS = {
     "site": SiteConfig,
@@ -196,6 +208,7 @@ _SECTIONS = {
     "mqtt": MqttConfig,
     "http": HttpConfig,
     "period": PeriodConfig,
+    "presence": PresenceConfig,
     "ingest": IngestConfig,
 }
 
@@ -209,6 +222,7 @@ class Config:
     mqtt: Any
     http: Any
     period: Any
+    presence: Any
     ingest: Any
     source: Path | None = None
 

@@ -66,8 +66,42 @@ def _dead_letter(msg: Inbound, device_id: str | None, reason: str) -> dict[str, 
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a message turned out to be: an event, a status, a dead letter, or nothing."""
+
+    device_id: str | None = None
+    event: DeviceEvent | None = None
+    status: DeviceStatus | None = None
+    error: str | None = None
+
+
+NOTHING = Parsed()
+
+
+def parse_inbound(msg: Inbound) -> Parsed:
+    """Validate one device message against CONTRACT.md §2 (pure, never raises)."""
+    device_id = None
+    try:
+        device_id, leaf = parse_topic(msg.topic)
+        if leaf == "event":
+            return Parsed(device_id, event=parse_event(device_id, msg.payload))
+        if leaf == "status":
+            if not msg.payload:
+                return NOTHING  # a cleared retained status: nothing was said
+            return Parsed(device_id, status=parse_status(device_id, msg.payload))
+        raise ContractError(f"the hub does not take messages on .../{leaf}")
+    except ContractError as exc:
+        return Parsed(device_id, error=str(exc))
+
+
 def store_batch(session: Session, messages: Sequence[Inbound]) -> BatchResult:
     """Validate and store ``messages`` in the caller's transaction, in arrival order."""
+    return store_parsed(session, [(m, parse_inbound(m)) for m in messages])
+
+
+def store_parsed(session: Session, items: Sequence[tuple[Inbound, Parsed]]) -> BatchResult:
+    """Store already validated messages in the caller's transaction, in arrival order."""
     result = BatchResult()
     events: list[tuple[DeviceEvent, Inbound]] = []
     statuses: list[tuple[DeviceStatus, Inbound]] = []
@@ -75,29 +109,22 @@ def store_batch(session: Session, messages: Sequence[Inbound]) -> BatchResult:
     seen_at: dict[str, datetime] = {}
     identities: set[tuple[str, int, int]] = set()
 
-    for msg in messages:
-        device_id = None
-        try:
-            device_id, leaf = parse_topic(msg.topic)
-            if leaf == "event":
-                ev = parse_event(device_id, msg.payload)
-                if ev.identity in identities:
-                    result.duplicates += 1
-                else:
-                    identities.add(ev.identity)
-                    events.append((ev, msg))
-            elif leaf == "status":
-                if not msg.payload:
-                    continue  # a cleared retained status: nothing was said
-                statuses.append((parse_status(device_id, msg.payload), msg))
+    for msg, parsed in items:
+        if parsed.error is not None:
+            dead.append(_dead_letter(msg, parsed.device_id, parsed.error))
+            result.dead_letters.append((msg.topic, parsed.error))
+        elif parsed.event is not None:
+            ev = parsed.event
+            if ev.identity in identities:
+                result.duplicates += 1
             else:
-                raise ContractError(f"the hub does not take messages on .../{leaf}")
-        except ContractError as exc:
-            dead.append(_dead_letter(msg, device_id, str(exc)))
-            result.dead_letters.append((msg.topic, str(exc)))
-            if device_id is None:
-                continue
-        seen_at[device_id] = max(msg.received_at, seen_at.get(device_id, msg.received_at))
+                identities.add(ev.identity)
+                events.append((ev, msg))
+        elif parsed.status is not None:
+            statuses.append((parsed.status, msg))
+        if parsed.device_id is not None:
+            at = msg.received_at
+            seen_at[parsed.device_id] = max(at, seen_at.get(parsed.device_id, at))
 
     devices = _devices(session, seen_at, result)
     if events:

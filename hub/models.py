@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -275,3 +276,134 @@ class MqttAccount(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- the shop rules' records (issue 3) ------------------------------------------------
+# Badge decisions are facts the hub decided live (who a uid belonged to, what was
+# answered); `peershop rebuild` keeps them and recomputes everything derived from them
+# and from the event log: sessions, presence, effort and usage.
+
+
+class BadgeDecision(Base):
+    """What the hub made of one badge event: the member it resolved to and the answer."""
+
+    __tablename__ = "badge_decisions"
+    __table_args__ = (
+        UniqueConstraint("device_id", "boot", "seq", name="uq_badge_decisions_event"),
+        Index("ix_badge_decisions_device_at", "device_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    boot: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uid: Mapped[str] = mapped_column(String(20))
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tool_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    station: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # grant | deny | release | sign_in | sign_out | effort_start | effort_end | none
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    replay: Mapped[bool] = mapped_column(Boolean, default=False)
+    training: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UsageSession(Base):
+    """A member's use of a tool: open while ``end`` is NULL."""
+
+    __tablename__ = "usage_sessions"
+    __table_args__ = (
+        Index("ix_usage_sessions_tool_start", "tool_id", "start"),
+        Index("ix_usage_sessions_member_start", "member", "start"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)
+    tool_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(64))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    busy_s: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_s: Mapped[float] = mapped_column(Float, default=0.0)
+    wh: Mapped[float] = mapped_column(Float, default=0.0)
+    close_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
+class PresenceChange(Base):
+    """A member signing in to or out of the space (reason ``badge`` or ``auto``)."""
+
+    __tablename__ = "presence_changes"
+    __table_args__ = (Index("ix_presence_changes_member_at", "member", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(4))  # in | out
+    reason: Mapped[str] = mapped_column(String(10))
+
+
+class EffortRecord(Base):
+    """A member did ``hours`` of a task at the weight posted when they took it."""
+
+    __tablename__ = "effort_records"
+    __table_args__ = (Index("ix_effort_records_member_start", "member", "start"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)
+    member: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    hours: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    weight: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))  # station | board | coordinator
+    device_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+
+
+class UsageRecord(Base):
+    """Consumables used (a ``consume`` event), charged to whoever held the tool."""
+
+    __tablename__ = "usage_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    boot: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    tool_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    item: Mapped[str] = mapped_column(String(100))
+    qty: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(20))
+
+
+class AllowlistVersion(Base):
+    """The latest signed allow-list issued for a tool (CONTRACT.md §2)."""
+
+    __tablename__ = "allowlists"
+    tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    issued: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HubStart(Base):
+    """A hub start: sessions open then were closed with reason ``hub_restart``.
+
+    ``after_event_id`` places the start in the event log, so a rebuild closes the same
+    sessions at the same point.
+    """
+
+    __tablename__ = "hub_starts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    after_event_id: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[str] = mapped_column(String(32))
+
+
+class ShopMeta(Base):
+    """Small counters shared between processes (``shop_version`` bumps on every change
+    of members, badges, trainings or tools, so a running hub reloads them)."""
+
+    __tablename__ = "shop_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

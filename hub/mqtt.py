@@ -200,6 +200,15 @@ class MqttLink:
     def generation(self) -> int:
         return self._generation
 
+    def add_subscriptions(self, topics: Iterable[str]) -> None:
+        """Subscribe to more topics now and after every reconnect."""
+        new = [t for t in topics if t not in self._subscriptions]
+        if not new:
+            return
+        self._subscriptions.extend(new)
+        if self.is_connected:
+            self.client.subscribe([(t, 1) for t in new])
+
     # -- sending ---------------------------------------------------------------------
 
     def publish(

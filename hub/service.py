@@ -1,11 +1,22 @@
-"""The hub process: MQTT in, batched transactions, ack after commit, outbox out.
+"""The hub process: MQTT in, rules in memory, batched transactions, ack after commit.
 
-One ingest thread owns the write path.  It takes whatever the broker has delivered
-(up to ``ingest.batch_max``), stores it in one transaction with
-:func:`hub.ingest.store_batch`, commits, and only then acknowledges those messages, so a
-crash at any moment leaves every unacknowledged message with the broker, which sends it
-again; the event log's unique identity drops the second copy.  Committing many messages
-at once keeps throughput from collapsing to one fsync per message.
+Two paths, so that a decision never waits on a disk write:
+
+- **Decide** (MQTT network thread, in arrival order): validate the message, drop an
+  identity already seen (:class:`~hub.seen.SeenIndex`), run the shop rules
+  (:class:`~hub.shop.ShopEngine`) in memory and publish what they say at once: the
+  reply to a badge, tool states, plug switching.
+- **Store** (ingest thread): take whatever has been decided (up to
+  ``ingest.batch_max``), store the events *and the records the rules made from them* in
+  one transaction, commit, and only then acknowledge those messages.  A crash at any
+  moment leaves every unacknowledged message with the broker, which sends it again; the
+  restarted hub rebuilds its state from the database, so the same event never makes a
+  second record.  Committing many messages at once keeps throughput from collapsing to
+  one fsync per message.
+
+A timer thread runs the rules' clock (timeouts, forgotten sign-outs), notices shop
+changes made by other processes (``peershop load``, ``peershop enrol``) and re-issues
+the signed offline allow-lists when they change.
 """
 
 from __future__ import annotations
@@ -16,23 +27,38 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hub import __version__
 from hub.config import Config
-from hub.contract import HUB_STATUS_TOPIC
+from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent
 from hub.db import make_engine, migrate, session_factory
-from hub.ingest import BatchResult, Inbound, store_batch
+from hub.errors import ContractError
+from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
+from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
-from hub.outbox import OutboxPublisher
+from hub.outbox import OutboxPublisher, enqueue
+from hub.plugs import parse_plug, plug_subscriptions
+from hub.seen import SeenIndex
+from hub.shop import Message, Outcome, Record, ShopEngine
+from hub.shop_store import (
+    current_presence,
+    issue_allowlists,
+    load_shop,
+    restore,
+    shop_version,
+    write_records,
+)
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("peershop/dev/+/event", "peershop/dev/+/status")
+TICK_S = 1.0
+RELOAD_CHECK_S = 2.0
 
 BatchHook = Callable[[BatchResult], None]
 
@@ -50,7 +76,19 @@ class IngestCounters:
     dead_letters: int = 0
     db_errors: int = 0
     internal_errors: int = 0
+    decisions: int = 0
     last_commit_s: float = 0.0
+
+
+@dataclass
+class Work:
+    """A decided message (or a timer's records) on its way to the database."""
+
+    received: Received | None = None
+    inbound: Inbound | None = None
+    parsed: Parsed = NOTHING
+    records: list[Record] = field(default_factory=list)
+    durable: list[Message] = field(default_factory=list)  # go through the outbox
 
 
 class Hub:
@@ -69,33 +107,62 @@ class Hub:
         self.hooks: list[BatchHook] = []
         self.started_at = datetime.now(UTC)
         self.db_error: str | None = None
-        self._queue: queue.Queue[Received] = queue.Queue()
+        self._queue: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
-        self._stopped = threading.Event()
+        self._rules_lock = threading.Lock()
+        self._boot_rules()
         self.link = MqttLink(
             MqttSettings.from_config(cfg.mqtt),
             cfg.mqtt.client_id,
-            on_message=self._queue.put,
+            on_message=self._on_message,
             on_connected=self._on_connected,
             on_published=self._on_published,
-            subscriptions=SUBSCRIPTIONS,
+            subscriptions=(*SUBSCRIPTIONS, *plug_subscriptions(self.rules.data)),
             will=Will(HUB_STATUS_TOPIC, hub_status("offline")),
             manual_ack=True,
             receive_maximum=cfg.ingest.receive_maximum,
         )
         self.outbox = OutboxPublisher(self.link, self.sm)
         self._thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
+        self._timer = threading.Thread(target=self._timer_loop, name="rules-clock", daemon=True)
+
+    # -- start-up --------------------------------------------------------------------
+
+    def _boot_rules(self) -> None:
+        """Load the shop, rebuild live state from the database, close what was open."""
+        from hub.allowlist import load_or_create_key
+
+        now = datetime.now(UTC)
+        self.signing_key = load_or_create_key(self.cfg.site.data_dir / "hub-signing.key")
+        with self.sm() as session:
+            data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
+            self.seen = SeenIndex.load(session)
+            present = current_presence(session)
+            self._shop_version = shop_version(session)
+        self.rules = ShopEngine(data, present=present)
+        with self.sm.begin() as session:
+            out = restore(session, self.rules)
+            out.extend(self.rules.restart(now))
+            out.extend(self.rules.tick(now))
+            write_records(session, out.records)
+            last_event = session.scalar(select(func.max(Event.id))) or 0
+            session.add(HubStart(at=now, after_event_id=last_event, version=__version__))
+            for message in out.messages + self.rules.publish_states(now):
+                enqueue(session, message.topic, message.payload, retain=message.retain)
+            issue_allowlists(session, data, self.signing_key, now)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         self.outbox.start()
         self._thread.start()
+        self._timer.start()
         self.link.start()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Commit and ack the batch in hand, publish ``offline``, disconnect."""
         self._stop.set()
+        self._timer.join(timeout)
         self._thread.join(timeout)
         self.outbox.stop()
         if self.link.is_connected:
@@ -106,7 +173,6 @@ class Hub:
                 log.warning("could not publish the offline status before disconnecting")
         self.link.stop()
         self.engine.dispose()
-        self._stopped.set()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self.link.wait_connected(timeout) and self.link.wait_subscribed(timeout)
@@ -130,7 +196,103 @@ class Hub:
     def _on_published(self, mid: int) -> None:
         self.outbox.on_published(mid)
 
-    # -- the write path ----------------------------------------------------------------
+    # -- the decide path (network thread) ---------------------------------------------------
+
+    def _on_message(self, msg: Received) -> None:
+        inbound = Inbound(msg.topic, msg.payload, msg.received_at)
+        with self._rules_lock:
+            parsed, outcome = self._decide(inbound)
+        if outcome.reply is not None:
+            self._send(outcome.reply)
+            self.counters.decisions += 1
+        for message in outcome.messages:
+            self._send(message)
+        self._queue.put(Work(msg, inbound, parsed, outcome.records))
+
+    def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
+        if inbound.topic.startswith(TOPIC_PREFIX):
+            parsed = parse_inbound(inbound)
+        else:
+            try:
+                plug = parse_plug(inbound.topic, inbound.payload, self.rules.data)
+            except ContractError as exc:
+                return Parsed(error=str(exc)), Outcome()
+            if plug is None:
+                return NOTHING, Outcome()  # a plug not bound to any tool: not ours
+            if isinstance(plug, DeviceEvent):
+                parsed = Parsed(plug.device_id, event=plug)
+            else:
+                parsed = Parsed(plug.device_id, status=plug)
+        now = inbound.received_at
+        try:
+            if parsed.event is not None:
+                ev = parsed.event
+                if not self.seen.add(ev.device_id, ev.boot, ev.seq):
+                    return parsed, Outcome()  # stored already: its records exist too
+                return parsed, self.rules.on_event(ev, now)
+            if parsed.status is not None:
+                return parsed, self.rules.on_status(parsed.status, now)
+        except Exception:
+            # A rule failing on one event must not stop the shop: the event is still
+            # stored (and can be replayed with `peershop rebuild` once the rule is fixed).
+            self.counters.internal_errors += 1
+            log.exception("rules failed on %s", inbound.topic)
+        return parsed, Outcome()
+
+    def _send(self, message: Message) -> None:
+        try:
+            self.link.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+        except Exception:
+            log.exception("could not publish to %s", message.topic)
+
+    # -- the rules' clock ------------------------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        next_reload = time.monotonic() + RELOAD_CHECK_S
+        while not self._stop.wait(TICK_S):
+            try:
+                now = datetime.now(UTC)
+                with self._rules_lock:
+                    outcome = self.rules.tick(now)
+                for message in outcome.messages:
+                    self._send(message)
+                if outcome.records:
+                    self._queue.put(Work(records=outcome.records))
+                if time.monotonic() >= next_reload:
+                    next_reload = time.monotonic() + RELOAD_CHECK_S
+                    self._reload_if_changed(now)
+            except Exception:
+                log.exception("the rules' clock failed; it keeps running")
+
+    def _reload_if_changed(self, now: datetime) -> None:
+        with self.sm() as session:
+            version = shop_version(session)
+        if version == self._shop_version:
+            return
+        self.reload(now)
+
+    def reload(self, now: datetime | None = None) -> None:
+        """Re-read members, badges, trainings and tools; re-issue allow-lists."""
+        now = now or datetime.now(UTC)
+        with self.sm() as session:
+            self._shop_version = shop_version(session)
+            data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
+        with self._rules_lock:
+            old_topics = set(plug_subscriptions(self.rules.data))
+            self.rules.set_data(data)
+            states = self.rules.publish_states(now)
+        self.link.add_subscriptions(sorted(set(plug_subscriptions(data)) - old_topics))
+        for message in states:
+            self._send(message)
+        with self.sm.begin() as session:
+            issued = issue_allowlists(session, data, self.signing_key, now)
+        if issued:
+            log.info("allow-lists re-issued for %s", ", ".join(issued))
+            self.outbox.notify()
+
+    # -- the store path ----------------------------------------------------------------------
 
     def _ingest_loop(self) -> None:
         batch_max = self.cfg.ingest.batch_max
@@ -149,7 +311,7 @@ class Hub:
                     break
             self._commit_until_stored(batch)
 
-    def _commit_until_stored(self, batch: list[Received]) -> None:
+    def _commit_until_stored(self, batch: list[Work]) -> None:
         """Store ``batch`` and ack it; on a database outage keep trying, never drop."""
         delay = 0.5
         while True:
@@ -174,29 +336,41 @@ class Hub:
                 return  # shutting down: the broker keeps the unacked batch for next time
             delay = min(delay * 2, 10.0)
 
-    def _store(self, batch: list[Received]) -> None:
-        inbound = [Inbound(m.topic, m.payload, m.received_at) for m in batch]
+    def _store(self, batch: list[Work]) -> None:
+        items = [(w.inbound, w.parsed) for w in batch if w.inbound is not None]
+        records = [r for w in batch for r in w.records]
         started = time.perf_counter()
         with self.sm.begin() as session:
-            result = store_batch(session, inbound)
+            result = store_parsed(session, items)
+            if records:
+                write_records(session, records)
+            for w in batch:
+                for message in w.durable:
+                    enqueue(session, message.topic, message.payload, retain=message.retain)
         self.counters.last_commit_s = time.perf_counter() - started
-        self.link.ack(batch)
-        self._count(result, len(batch))
+        self.link.ack([w.received for w in batch if w.received is not None])
+        self._count(result, len(items))
         self._run_hooks(result)
 
-    def _store_one_by_one(self, batch: list[Received]) -> None:
+    def _store_one_by_one(self, batch: list[Work]) -> None:
         """A batch that fails for a reason other than the database: isolate the culprit."""
-        for msg in batch:
+        for work in batch:
             try:
-                self._store([msg])
+                self._store([work])
             except Exception as exc:
                 self.counters.internal_errors += 1
-                log.exception("message on %s could not be stored", msg.topic)
-                self._dead_letter_internal(msg, exc)
+                log.exception(
+                    "message on %s could not be stored", work.inbound and work.inbound.topic
+                )
+                self._dead_letter_internal(work, exc)
 
-    def _dead_letter_internal(self, msg: Received, exc: Exception) -> None:
+    def _dead_letter_internal(self, work: Work, exc: Exception) -> None:
         from hub.models import DeadLetter
 
+        if work.inbound is None:
+            log.error("records of the rules' clock were lost: %s", work.records)
+            return
+        msg = work.inbound
         try:
             with self.sm.begin() as session:
                 session.add(
@@ -209,7 +383,8 @@ class Hub:
                         size=len(msg.payload),
                     )
                 )
-            self.link.ack([msg])
+            if work.received is not None:
+                self.link.ack([work.received])
         except Exception:
             log.exception("could not even dead-letter a message; leaving it unacked")
 

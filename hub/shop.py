@@ -1,0 +1,749 @@
+"""The shop rules engine: validated events in, decisions, records and messages out.
+
+:class:`ShopEngine` ties the pure rules together (``access``, ``sessions``, ``presence``)
+for one shop.  It holds the live state in memory, does no I/O and reads no clock: the
+live hub calls it from the MQTT thread and sends what it returns, and ``peershop
+rebuild`` feeds it the event log and compares what it returns with what is stored.
+
+Badge decisions are the one thing the engine makes up live.  A rebuild passes each
+stored decision back in (``decided=``), so a badge revoked since does not rewrite what
+happened; everything else (sessions, presence, effort, consumables) is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hub.access import (
+    Deny,
+    Grant,
+    MemberAccess,
+    NoReply,
+    PendingInduction,
+    TapOut,
+    ToolAccess,
+    WeeklyHours,
+    decide,
+    reply_payload,
+)
+from hub.contract import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
+from hub.presence import Presence, SignedIn, SignedOut
+from hub.sessions import (
+    OpenSession,
+    ReleaseTool,
+    SessionEnded,
+    SessionStarted,
+    ToolRules,
+    ToolSessionState,
+    ToolStateChanged,
+)
+
+log = logging.getLogger(__name__)
+
+STATION_TASK_WINDOW = timedelta(minutes=2)  # a task button counts for the next badge
+HOURS_PLACES = Decimal("0.000001")
+
+
+# --- what the engine knows about the shop (loaded from the database) ----------------
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    id: str
+    name: str
+    rules: ToolRules
+    training: str | None = None
+    locked: bool = False
+    hours: WeeklyHours | None = None
+    max_s: int | None = None
+    project: str | None = None
+    devices: tuple[str, ...] = ()  # §2 device ids
+    plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    id: str
+    weight: Decimal
+    hours: Decimal
+    project: str | None = None
+
+
+@dataclass(frozen=True)
+class ShopData:
+    """A snapshot of members, badges, tools and stations, as the rules need them."""
+
+    tz: ZoneInfo = UTC  # type: ignore[assignment]
+    members: dict[str, MemberAccess] = field(default_factory=dict)
+    badges: dict[str, str] = field(default_factory=dict)  # uid -> handle
+    tools: dict[str, ToolConfig] = field(default_factory=dict)
+    stations: dict[str, str] = field(default_factory=dict)  # device -> sign_in|task_station
+    tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    auto_signout: time = time(4, 0)
+
+    def device_tool(self) -> dict[str, str]:
+        """Every device id feeding a tool (plugs as ``tasmota/TOPIC``, ``shelly/PREFIX``)."""
+        mapping = {}
+        for tool in self.tools.values():
+            for device in tool.devices:
+                mapping[device] = tool.id
+            for kind, ref in tool.plugs:
+                mapping[plug_device_id(kind, ref)] = tool.id
+        return mapping
+
+    def allowed_uids(self, tool_id: str, now: datetime) -> list[str]:
+        """Badges a tool's device may accept alone while the hub is unreachable."""
+        tool = self.tools[tool_id]
+        if tool.locked:
+            return []
+        return sorted(
+            uid
+            for uid, handle in self.badges.items()
+            if (m := self.members.get(handle)) is not None
+            and not m.suspended
+            and m.trained(tool.training, now)
+        )
+
+
+def plug_device_id(kind: str, ref: str) -> str:
+    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
+    return f"{kind}/{ref}"
+
+
+# --- what the engine returns ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRec:
+    device_id: str
+    boot: int
+    seq: int
+    at: datetime
+    uid: str
+    member: str | None
+    tool_id: str | None
+    station: str | None
+    action: str
+    reason: str | None
+    replay: bool
+    training: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpenRec:
+    key: str
+    tool_id: str
+    member: str
+    start: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCloseRec:
+    key: str
+    tool_id: str
+    member: str
+    start: datetime
+    end: datetime
+    busy_s: float
+    idle_s: float
+    wh: float
+    close_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRec:
+    member: str
+    at: datetime
+    state: str  # in | out
+    reason: str  # badge | auto
+
+
+@dataclass(frozen=True, slots=True)
+class EffortRec:
+    """An effort at a task station; written again (same key) when it ends."""
+
+    key: str
+    member: str
+    task_id: str | None
+    project_id: str | None
+    start: datetime
+    end: datetime | None
+    hours: Decimal | None
+    weight: Decimal | None
+    device_id: str
+    source: str = "station"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRec:
+    device_id: str
+    boot: int
+    seq: int
+    at: datetime
+    tool_id: str | None
+    member: str | None
+    item: str
+    qty: float
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRec:
+    trainee: str
+    trainer: str
+    training: str
+    at: datetime
+
+
+Record = (
+    DecisionRec
+    | SessionOpenRec
+    | SessionCloseRec
+    | PresenceRec
+    | EffortRec
+    | UsageRec
+    | TrainingRec
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Something to publish: replies go out at once, never after a disk write."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 1
+
+
+@dataclass
+class Outcome:
+    records: list[Record] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    reply: Message | None = None  # the answer to a badge, to send before anything else
+
+    def extend(self, other: Outcome) -> None:
+        self.records.extend(other.records)
+        self.messages.extend(other.messages)
+        if other.reply is not None:
+            self.reply = other.reply
+
+
+@dataclass
+class OpenEffort:
+    key: str
+    member: str
+    start: datetime
+    device_id: str
+    task: str | None = None
+    weight: Decimal | None = None
+    project: str | None = None
+
+
+# --- the engine -----------------------------------------------------------------------
+
+
+class ShopEngine:
+    """The live rules for one shop; see the module docstring.
+
+    >>> from hub.sessions import ToolRules
+    >>> data = ShopData(
+    ...     members={"ada": MemberAccess("ada", "Ada L.")},
+    ...     badges={"04A1B2C3": "ada"},
+    ...     tools={"saw": ToolConfig("saw", "Saw", ToolRules("tap"), devices=("saw-node",))},
+    ... )
+    >>> engine = ShopEngine(data)
+    >>> ev = DeviceEvent("saw-node", 1, 0, "badge", {"uid": "04A1B2C3"})
+    >>> out = engine.on_event(ev, datetime(2026, 11, 26, 10, tzinfo=UTC))
+    >>> out.reply.payload
+    b'{"re":0,"action":"grant","member":"Ada L."}'
+    """
+
+    def __init__(
+        self,
+        data: ShopData,
+        *,
+        present: dict[str, datetime] | None = None,
+        key_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ):
+        self.key_factory = key_factory
+        self.presence = Presence(data.tz, auto_close_at=data.auto_signout, present=present)
+        self.tools: dict[str, ToolSessionState] = {}
+        self.session_keys: dict[str, str] = {}
+        self.pending: dict[str, PendingInduction] = {}
+        self.efforts: dict[tuple[str, str], OpenEffort] = {}
+        self.station_task: dict[str, tuple[str, datetime]] = {}
+        self.device_boot: dict[str, int] = {}
+        self.published_w: dict[str, tuple[float | None, datetime]] = {}
+        self.data = ShopData()
+        self.device_tool: dict[str, str] = {}
+        self.set_data(data)
+
+    # -- shop data -------------------------------------------------------------------
+
+    def set_data(self, data: ShopData) -> None:
+        """New members, badges or tools (a reload): live sessions carry on."""
+        self.data = data
+        self.device_tool = data.device_tool()
+        self.presence.tz = data.tz
+        self.presence.auto_close_at = data.auto_signout
+        for tool_id, cfg in data.tools.items():
+            state = self.tools.get(tool_id)
+            if state is None:
+                self.tools[tool_id] = ToolSessionState(tool_id, cfg.rules, locked=cfg.locked)
+            else:
+                state.rules = cfg.rules
+                state.locked = cfg.locked
+
+    def restore_session(self, tool_id: str, key: str, session: OpenSession) -> None:
+        """Put back a session found open in the database (then call :meth:`restart`)."""
+        state = self.tools.get(tool_id)
+        if state is None:
+            return
+        state.session = session
+        self.session_keys[tool_id] = key
+
+    def restore_effort(self, effort: OpenEffort) -> None:
+        self.efforts[(effort.device_id, effort.member)] = effort
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def on_event(
+        self, ev: DeviceEvent, now: datetime, *, decided: DecisionRec | None = None
+    ) -> Outcome:
+        """One new event (never a duplicate: the caller deduplicates by identity)."""
+        out = self.tick(now)
+        tool_id = self.device_tool.get(ev.device_id)
+        station = self.data.stations.get(ev.device_id)
+        if ev.type == "badge":
+            if tool_id is not None:
+                out.extend(self._badge_at_tool(ev, now, tool_id, decided))
+            elif station == "sign_in":
+                out.extend(self._badge_at_door(ev, now, decided))
+            elif station == "task_station":
+                out.extend(self._badge_at_station(ev, now, decided))
+            else:
+                # A reader bound to nothing: kept, answered with nothing, visible to a
+                # coordinator who can enrol the badge or bind the device.
+                out.records.append(
+                    self._decision(ev, now, None, None, None, "none", "unbound_device", decided)
+                )
+            return out
+        if station == "task_station" and ev.type == "button":
+            out.extend(self._station_button(ev, now))
+            return out
+        if tool_id is None:
+            return out
+        state = self.tools[tool_id]
+        if ev.type == "consume":
+            holder = state.session.member if state.session else None
+            out.records.append(
+                UsageRec(
+                    ev.device_id,
+                    ev.boot,
+                    ev.seq,
+                    self._event_time(ev, now),
+                    tool_id,
+                    holder,
+                    ev.data["item"],
+                    ev.data["qty"],
+                    ev.data["unit"],
+                )
+            )
+            return out
+        if ev.type == "badge_removed":
+            member = self.data.badges.get(ev.data["uid"])
+            out.extend(
+                self._effects(state.badge_removed(member, now, ev.device_ts, replay=ev.replay))
+            )
+            return out
+        out.extend(self._effects(state.feed(ev, now)))
+        out.extend(self._watts(state, now))
+        return out
+
+    def on_status(self, status: DeviceStatus, now: datetime) -> Outcome:
+        """A birth or will; a will from an older boot than the last birth is stale."""
+        out = Outcome()
+        known = self.device_boot.get(status.device_id)
+        if status.state == "online":
+            if status.boot is not None:
+                if known is not None and status.boot < known:
+                    return out
+                self.device_boot[status.device_id] = status.boot
+        elif status.boot is not None and known is not None and status.boot < known:
+            return out
+        tool_id = self.device_tool.get(status.device_id)
+        if tool_id is None:
+            return out
+        state = self.tools[tool_id]
+        if status.state == "online":
+            out.extend(self._effects(state.device_online(now)))
+        else:
+            out.extend(self._effects(state.device_offline(now)))
+        return out
+
+    def tick(self, now: datetime) -> Outcome:
+        """Timeouts, maximum durations, forgotten sign-outs; cheap, call it often."""
+        out = Outcome()
+        for state in self.tools.values():
+            if state.session is not None:
+                out.extend(self._effects(state.tick(now)))
+        for signed_out in self.presence.auto_close(now):
+            out.records.append(PresenceRec(signed_out.member, signed_out.at, "out", "auto"))
+            out.extend(self._close_efforts_of(signed_out.member, signed_out.at, auto=True))
+        return out
+
+    def restart(self, now: datetime) -> Outcome:
+        """The hub (re)started: close what was open by rule, with reason ``hub_restart``."""
+        out = Outcome()
+        for state in self.tools.values():
+            out.extend(self._effects(state.hub_restart(now)))
+        return out
+
+    def publish_states(self, now: datetime) -> list[Message]:
+        """Every tool's current state, e.g. after a start or a reconnect."""
+        return [self._state_message(state.snapshot(now)) for state in self.tools.values()]
+
+    # -- badges ----------------------------------------------------------------------
+
+    def _member(self, uid: str) -> MemberAccess | None:
+        handle = self.data.badges.get(uid)
+        return None if handle is None else self.data.members.get(handle)
+
+    def _decision(
+        self,
+        ev: DeviceEvent,
+        now: datetime,
+        member: str | None,
+        tool_id: str | None,
+        station: str | None,
+        action: str,
+        reason: str | None,
+        decided: DecisionRec | None,
+        training: str | None = None,
+    ) -> DecisionRec:
+        if decided is not None:
+            return decided
+        return DecisionRec(
+            ev.device_id,
+            ev.boot,
+            ev.seq,
+            now,
+            ev.data["uid"],
+            member,
+            tool_id,
+            station,
+            action,
+            reason,
+            ev.replay,
+            training,
+        )
+
+    def _reply(self, ev: DeviceEvent, reply: Grant | Deny | TapOut | NoReply) -> Message | None:
+        payload = reply_payload(ev.seq, reply)
+        if payload is None or ev.replay:
+            return None  # a replayed badge is recorded, never answered
+        return Message(cmd_topic(ev.device_id), payload)
+
+    def _badge_at_tool(
+        self, ev: DeviceEvent, now: datetime, tool_id: str, decided: DecisionRec | None
+    ) -> Outcome:
+        out = Outcome()
+        cfg = self.data.tools[tool_id]
+        state = self.tools[tool_id]
+        if decided is not None:
+            action, member, training = decided.action, decided.member, decided.training
+            name = self.data.members[member].name if member in self.data.members else member
+            if action == "grant" and member:
+                out.extend(
+                    self._effects(
+                        state.start(member, now, ev.device_ts, replay=ev.replay, name=name)
+                    )
+                )
+            elif action == "release" and member:
+                out.extend(
+                    self._effects(state.tap_out(member, now, ev.device_ts, replay=ev.replay))
+                )
+            out.records.append(decided)
+            return out
+
+        member = self._member(ev.data["uid"])
+        access = ToolAccess(
+            tool=tool_id,
+            training=cfg.training,
+            policy=cfg.rules.policy,
+            locked=state.locked,
+            in_use_by=state.session.member if state.session else None,
+            hours=cfg.hours,
+            max_s=cfg.max_s,
+        )
+        result = decide(access, member, now, pending=self.pending.get(tool_id), replay=ev.replay)
+        if result.pending is None:
+            self.pending.pop(tool_id, None)
+        else:
+            self.pending[tool_id] = result.pending
+        reply = result.reply
+        effective = reply.decision if isinstance(reply, NoReply) else reply
+        handle = member.handle if member else None
+        training = None
+        if result.training is not None:
+            training = result.training.training
+            out.records.append(
+                TrainingRec(result.training.trainee, result.training.trainer, training, now)
+            )
+            self.data.members[result.training.trainee] = _with_training(
+                self.data.members[result.training.trainee], training
+            )
+        if isinstance(effective, Grant):
+            action, reason = "grant", None
+            out.extend(
+                self._effects(
+                    state.start(
+                        effective.member, now, ev.device_ts, replay=ev.replay, name=effective.name
+                    )
+                )
+            )
+            out.messages.extend(self._switch_plugs(cfg, on=True))
+        elif isinstance(effective, TapOut):
+            action, reason = "release", None
+            out.extend(
+                self._effects(state.tap_out(effective.member, now, ev.device_ts, replay=ev.replay))
+            )
+        else:
+            action, reason = "deny", effective.reason
+        out.records.append(
+            self._decision(ev, now, handle, tool_id, None, action, reason, None, training)
+        )
+        out.reply = self._reply(ev, reply)
+        return out
+
+    def _badge_at_door(
+        self, ev: DeviceEvent, now: datetime, decided: DecisionRec | None
+    ) -> Outcome:
+        out = Outcome()
+        handle = decided.member if decided else self.data.badges.get(ev.data["uid"])
+        member = self.data.members.get(handle) if handle else None
+        at = self._event_time(ev, now)
+        if handle is None or (decided is None and member is None):
+            out.records.append(
+                self._decision(ev, now, None, None, "sign_in", "deny", "unknown_badge", decided)
+            )
+            out.reply = self._reply(ev, Deny("unknown_badge"))
+            return out
+        changes = self.presence.badge(handle, at)
+        action = "none"
+        for change in changes:
+            if isinstance(change, SignedIn):
+                out.records.append(PresenceRec(handle, change.at, "in", "badge"))
+                action = "sign_in"
+            elif isinstance(change, SignedOut):
+                out.records.append(PresenceRec(handle, change.at, "out", change.reason))
+                if change.reason == "badge":
+                    action = "sign_out"
+                    out.extend(self._close_efforts_of(handle, change.at))
+        out.records.append(self._decision(ev, now, handle, None, "sign_in", action, None, decided))
+        name = member.name if member else handle
+        if action == "sign_in":
+            out.reply = self._reply(ev, Grant(handle, name, None))
+        elif action == "sign_out":
+            out.reply = self._reply(ev, TapOut(handle, name))
+        return out
+
+    def _badge_at_station(
+        self, ev: DeviceEvent, now: datetime, decided: DecisionRec | None
+    ) -> Outcome:
+        out = Outcome()
+        handle = decided.member if decided else self.data.badges.get(ev.data["uid"])
+        at = self._event_time(ev, now)
+        if handle is None or (decided is None and handle not in self.data.members):
+            out.records.append(
+                self._decision(
+                    ev, now, None, None, "task_station", "deny", "unknown_badge", decided
+                )
+            )
+            out.reply = self._reply(ev, Deny("unknown_badge"))
+            return out
+        name = self.data.members[handle].name if handle in self.data.members else handle
+        open_effort = self.efforts.pop((ev.device_id, handle), None)
+        if open_effort is not None:
+            out.records.append(_finish(open_effort, at))
+            out.records.append(
+                self._decision(ev, now, handle, None, "task_station", "effort_end", None, decided)
+            )
+            out.reply = self._reply(ev, TapOut(handle, name))
+            return out
+        effort = OpenEffort(self.key_factory(), handle, at, ev.device_id)
+        chosen = self.station_task.get(ev.device_id)
+        if chosen is not None and timedelta(0) <= at - chosen[1] <= STATION_TASK_WINDOW:
+            self._set_task(effort, chosen[0])
+            del self.station_task[ev.device_id]
+        self.efforts[(ev.device_id, handle)] = effort
+        out.records.append(_open_rec(effort))
+        out.records.append(
+            self._decision(ev, now, handle, None, "task_station", "effort_start", None, decided)
+        )
+        out.reply = self._reply(ev, Grant(handle, name, None))
+        return out
+
+    def _station_button(self, ev: DeviceEvent, now: datetime) -> Outcome:
+        """A task button: sets the task of the latest effort at this station that has none,
+        or is remembered for the next badge."""
+        out = Outcome()
+        task = ev.data["name"].removeprefix("task:")
+        if task not in self.data.tasks:
+            return out
+        at = self._event_time(ev, now)
+        waiting = [
+            e for e in self.efforts.values() if e.device_id == ev.device_id and e.task is None
+        ]
+        if waiting:
+            effort = max(waiting, key=lambda e: e.start)
+            self._set_task(effort, task)
+            out.records.append(_open_rec(effort))
+        else:
+            self.station_task[ev.device_id] = (task, at)
+        return out
+
+    def _set_task(self, effort: OpenEffort, task_id: str) -> None:
+        task = self.data.tasks[task_id]
+        effort.task, effort.weight, effort.project = task.id, task.weight, task.project
+
+    def _close_efforts_of(self, member: str, at: datetime, *, auto: bool = False) -> Outcome:
+        """A member leaving the space ends their efforts at task stations.
+
+        On an automatic sign-out (forgotten badge-out) the effort is credited at the task's
+        posted hours, capped by the time actually elapsed, rather than all night."""
+        out = Outcome()
+        for key in [k for k in self.efforts if k[1] == member]:
+            effort = self.efforts.pop(key)
+            end = max(at, effort.start)
+            if auto:
+                posted = self.data.tasks[effort.task].hours if effort.task in self.data.tasks else 0
+                end = min(end, effort.start + timedelta(hours=float(posted)))
+            out.records.append(_finish(effort, end))
+        return out
+
+    # -- effects of the session state machine ------------------------------------------
+
+    def apply(self, effects: Iterable[Any]) -> Outcome:
+        """Records and messages for effects of a tool's session state machine."""
+        return self._effects(effects)
+
+    def _effects(self, effects: Iterable[Any]) -> Outcome:
+        out = Outcome()
+        for effect in effects:
+            if isinstance(effect, SessionStarted):
+                key = self.key_factory()
+                self.session_keys[effect.tool] = key
+                out.records.append(SessionOpenRec(key, effect.tool, effect.member, effect.start))
+            elif isinstance(effect, SessionEnded):
+                key = self.session_keys.pop(effect.tool, None) or self.key_factory()
+                out.records.append(
+                    SessionCloseRec(
+                        key,
+                        effect.tool,
+                        effect.member,
+                        effect.start,
+                        effect.end,
+                        effect.busy_s,
+                        effect.idle_s,
+                        effect.wh,
+                        effect.close_reason,
+                    )
+                )
+                cfg = self.data.tools.get(effect.tool)
+                if cfg is not None:
+                    out.messages.extend(self._switch_plugs(cfg, on=False))
+            elif isinstance(effect, ToolStateChanged):
+                out.messages.append(self._state_message(effect))
+                self.published_w[effect.tool] = (effect.w, effect.since)
+            elif isinstance(effect, ReleaseTool):
+                cfg = self.data.tools.get(effect.tool)
+                if cfg is not None:
+                    body = json.dumps({"action": "release", "reason": effect.reason}).encode()
+                    out.messages.extend(Message(cmd_topic(d), body) for d in cfg.devices)
+        return out
+
+    def _state_message(self, change: ToolStateChanged) -> Message:
+        payload = json.dumps(change.payload(), separators=(",", ":"), ensure_ascii=False)
+        return Message(tool_state_topic(change.tool), payload.encode(), retain=True)
+
+    def _watts(self, state: ToolSessionState, now: datetime) -> Outcome:
+        """Re-publish a tool's state when its power moved by 10 % and 5 s have passed."""
+        snap = state.snapshot(now)
+        last_w, last_at = self.published_w.get(state.tool, (None, None))
+        if snap.w is None or last_at is None:
+            return Outcome()
+        moved = last_w is None or abs(snap.w - last_w) > max(0.1 * abs(last_w), 1.0)
+        if moved and now - last_at >= timedelta(seconds=5):
+            self.published_w[state.tool] = (snap.w, now)
+            return Outcome(messages=[self._state_message(snap)])
+        return Outcome()
+
+    def _switch_plugs(self, cfg: ToolConfig, *, on: bool) -> list[Message]:
+        messages = []
+        for kind, ref in cfg.plugs:
+            if kind == "tasmota":
+                messages.append(Message(f"cmnd/{ref}/POWER", b"ON" if on else b"OFF", qos=1))
+            elif kind == "shelly":
+                body = {
+                    "id": 1,
+                    "src": "peershop",
+                    "method": "Switch.Set",
+                    "params": {"id": 0, "on": on},
+                }
+                messages.append(Message(f"{ref}/rpc", json.dumps(body).encode()))
+        return messages
+
+    @staticmethod
+    def _event_time(ev: DeviceEvent, now: datetime) -> datetime:
+        """Device time for records when the device has a sane clock, else receive time."""
+        if ev.device_ts is not None and (
+            ev.replay or abs(ev.device_ts - now) <= timedelta(minutes=5)
+        ):
+            return ev.device_ts
+        return now
+
+
+def _with_training(member: MemberAccess, training: str) -> MemberAccess:
+    from dataclasses import replace
+
+    return replace(member, trainings={**member.trainings, training: None})
+
+
+def _open_rec(effort: OpenEffort) -> EffortRec:
+    return EffortRec(
+        effort.key,
+        effort.member,
+        effort.task,
+        effort.project,
+        effort.start,
+        None,
+        None,
+        effort.weight,
+        effort.device_id,
+    )
+
+
+def _finish(effort: OpenEffort, end: datetime) -> EffortRec:
+    seconds = Decimal(str(max((end - effort.start).total_seconds(), 0.0)))
+    hours = (seconds / Decimal(3600)).quantize(HOURS_PLACES, rounding=ROUND_HALF_EVEN)
+    return EffortRec(
+        effort.key,
+        effort.member,
+        effort.task,
+        effort.project,
+        effort.start,
+        end,
+        hours,
+        effort.weight,
+        effort.device_id,
+    )
