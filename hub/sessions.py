@@ -378,11 +378,15 @@ class ToolSessionState:
         return effects + self._state_effects(t)
 
     def device_online(self, now: datetime) -> list[Effect]:
-        """The tool's device is back (birth message)."""
+        """The tool's device is back (birth message).
+
+        A birth says nothing about the tool's use, so it does not move the accounting
+        clock: the events the device replays next are from before it, and must count at
+        their own times rather than be squeezed to the moment it reconnected.
+        """
         effects = self.tick(now)
-        t = self._accept(now, None, False)
         self.online = True
-        return effects + self._state_effects(t)
+        return effects + self._state_effects(self._record_time(now))
 
     def lock(self, now: datetime) -> list[Effect]:
         """A coordinator locked the tool (maintenance): ends any session (``locked``)."""

@@ -551,9 +551,11 @@ class ShopEngine:
                     out.extend(self._close_efforts_of(handle, change.at))
         out.records.append(self._decision(ev, now, handle, None, "sign_in", action, None, decided))
         name = member.name if member else handle
-        if action == "sign_in":
+        # a second tap within a few seconds changes nothing but is answered all the same
+        inside = handle in self.presence.present
+        if action == "sign_in" or (action == "none" and inside):
             out.reply = self._reply(ev, Grant(handle, name, None))
-        elif action == "sign_out":
+        else:
             out.reply = self._reply(ev, TapOut(handle, name))
         return out
 

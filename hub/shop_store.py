@@ -77,23 +77,10 @@ def bump_shop_version(session: Session) -> None:
 
 
 def tool_rules(tool: Tool) -> ToolRules:
-    power: dict[str, Any] = tool.power or {}
-    options: dict[str, Any] = tool.options or {}
+    """A tool row's session rules, read as the shop file wrote them."""
+    from hub.shopfile import tool_rules as from_columns
 
-    def seconds(value: Any) -> timedelta | None:
-        return None if value in (None, "") else timedelta(seconds=float(value))
-
-    return ToolRules(
-        policy=tool.policy,
-        off_w=float(power.get("off_w", 5.0)),
-        idle_w=None if power.get("idle_w") is None else float(power["idle_w"]),
-        busy_w=float(power.get("busy_w", 50.0)),
-        idle_timeout=seconds(power.get("idle_timeout")),
-        max_duration=seconds(options.get("max_duration") or power.get("max_duration"))
-        or timedelta(hours=12),
-        hysteresis=float(power.get("hysteresis_w", 0.0)),
-        end_on_stop=bool(options.get("end_on_stop", False)),
-    )
+    return from_columns(tool.policy, tool.power or {}, tool.options or {})
 
 
 def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -> ShopData:
@@ -330,13 +317,10 @@ def _upsert_effort(session: Session, rec: EffortRec) -> None:
 
 
 def _record_training(session: Session, rec: TrainingRec) -> None:
-    ids = dict(
-        session.execute(
-            select(Member.handle, Member.id).where(Member.handle.in_([rec.trainee, rec.trainer]))
-        )
-        .tuples()
-        .all()
-    )
+    rows = session.execute(
+        select(Member.handle, Member.id).where(Member.handle.in_([rec.trainee, rec.trainer]))
+    ).all()
+    ids = {handle: member_id for handle, member_id in rows}
     if rec.trainee not in ids:
         return
     grant = session.scalar(

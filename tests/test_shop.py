@@ -331,3 +331,18 @@ def test_seen_index_answers_exactly_like_a_set(seqs):
     runs = index.intervals("d", 1)
     assert sum(hi - lo + 1 for lo, hi in runs) == len(plain)
     assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(runs))
+
+
+def test_an_hour_used_offline_counts_in_full_when_the_device_replays_it(engine):
+    """The birth on reconnect comes before the replayed taps; they keep their own times."""
+    laser = Reader("laser-node")
+    engine.on_status(DeviceStatus("laser-node", "online", 1), T0)
+    engine.on_status(DeviceStatus("laser-node", "offline", 1), T0 + timedelta(minutes=1))
+    back = T0 + timedelta(hours=2)
+    engine.on_status(DeviceStatus("laser-node", "online", 1), back)
+    on, off = T0 + timedelta(minutes=10), T0 + timedelta(minutes=70)
+    engine.on_event(laser("badge", uid=ADA, ts=on, replay=True), back)
+    out = engine.on_event(laser("badge", uid=ADA, ts=off, replay=True), back)
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.start, closed.end, closed.close_reason) == (on, off, "badge_out")
+    assert out.reply is None
