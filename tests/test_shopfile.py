@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -478,3 +479,11 @@ stations:
         "shop.yaml:11: stations[0] (desk-reader): device 'desk-reader' is bound to "
         "tools[0] (laser-1); a tool's reader cannot be a station too",
     ]
+
+
+def test_every_example_in_the_coordinators_reference_is_a_valid_shop_file():
+    doc = (EXAMPLE.parent.parent / "docs" / "shop-file.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        parse_shop(block, "docs/shop-file.md")
