@@ -65,6 +65,7 @@ from hub.models import (
     TrainingGrant,
 )
 from hub.sessions import POLICIES, ToolRules
+from hub.shop_store import bump_shop_version
 
 MAX_ERRORS = 20
 """At most this many problems are listed; the rest are counted."""
@@ -1310,7 +1311,11 @@ def apply_shop(session: Session, shop: Shop) -> list[str]:
     :class:`ShopFileError` leaves nothing written.  Lines look like ``+ member ada (Ada L.)``
     (added), ``~ tool laser-1: policy tap -> timeout`` (changed) and
     ``- binding laser-1: device old-node`` (a listed tool's device the file no longer has).
+    A load that changes anything bumps the shop version, so a running hub reloads.
     """
     db = _Stored.load(session)
     _check_references(shop, db)
-    return _Apply(session, shop, db).run()
+    changes = _Apply(session, shop, db).run()
+    if changes:
+        bump_shop_version(session)  # a running hub reloads members, tools and stations
+    return changes

@@ -29,6 +29,7 @@ from hub.models import (
     Training,
     TrainingGrant,
 )
+from hub.shop_store import shop_version
 from hub.shopfile import MAX_ERRORS, apply_shop, parse_shop, parse_shop_file
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.yaml"
@@ -487,3 +488,17 @@ def test_every_example_in_the_coordinators_reference_is_a_valid_shop_file():
     assert len(blocks) >= 6
     for block in blocks:
         parse_shop(block, "docs/shop-file.md")
+
+
+def test_a_load_that_changes_something_tells_a_running_hub_to_reload(engine):
+    def version() -> int:
+        with session_factory(engine)() as session:
+            return shop_version(session)
+
+    start = version()
+    load(engine, BOB)
+    assert version() == start + 1
+    load(engine, BOB)
+    assert version() == start + 1  # nothing changed, nothing to reload
+    load(engine, BOB.replace("Bob K.", "Bob Kay"))
+    assert version() == start + 2
