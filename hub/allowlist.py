@@ -63,6 +63,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> SigningKey:
     :class:`ValueError` if it does not hold a key.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -11,6 +11,7 @@ DESIGN.md asks of the hub's broker (TCP_NODELAY, queues large enough to lose not
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -41,9 +42,14 @@ def free_port() -> int:
 
 
 def broker_conf(port: int, workdir: Path, extra: str = "") -> str:
+    # Started as root, Mosquitto drops to the "mosquitto" user and then cannot write its
+    # persistence file into our folder: a restart would lose every queued message.  Keep
+    # it the user we are.  (Mosquitto ignores `user` when not started as root.)
+    user = [] if "user " in extra else [f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
     return "\n".join(
         [
             f"listener {port} 127.0.0.1",
+            *user,
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {workdir}/",

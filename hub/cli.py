@@ -71,6 +71,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 @pass_ctx
 def run(ctx: Context, private_broker: bool) -> None:
     """The hub: MQTT ingest into the database, until Ctrl-C or SIGTERM."""
+    from hub import systemd
     from hub.broker import PrivateBroker
     from hub.service import Hub
 
@@ -98,8 +99,16 @@ def run(ctx: Context, private_broker: bool) -> None:
         err=True,
     )
     try:
-        stop.wait()
+        # systemd (deploy/): READY once the broker has us, then the watchdog is fed for
+        # as long as the write path lives.  A broker outage is not a reason to restart.
+        if hub.wait_ready(30):
+            systemd.ready()
+        interval = systemd.watchdog_interval() or 3600.0
+        while not stop.wait(interval):
+            if hub.ingest_alive:
+                systemd.watchdog()
     finally:
+        systemd.stopping()
         click.echo("stopping: committing the batch in hand, publishing offline", err=True)
         hub.stop()
         if broker:
@@ -191,6 +200,45 @@ def enrol(ctx: Context, reader: str, handle: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
+
+
+@main.group()
+def tool() -> None:
+    """Lock a tool for maintenance, or unlock it."""
+
+
+def _set_lock(ctx: Context, tool_id: str, locked: bool) -> None:
+    from hub.models import Tool
+    from hub.shop_store import bump_shop_version
+
+    engine, sm = _database(ctx)
+    try:
+        with sm.begin() as session:
+            row = session.get(Tool, tool_id)
+            if row is None:
+                raise click.ClickException(f"no tool with id {tool_id!r}")
+            row.locked = locked
+            bump_shop_version(session)
+    finally:
+        engine.dispose()
+    state = "locked: sessions end, badges are denied (locked_out)" if locked else "unlocked"
+    click.echo(f"{tool_id} {state}; a running hub tells the tool within seconds")
+
+
+@tool.command("lock")
+@click.argument("tool_id")
+@pass_ctx
+def tool_lock(ctx: Context, tool_id: str) -> None:
+    """Lock TOOL_ID: its session ends, its devices get `lock`, its allow-list empties."""
+    _set_lock(ctx, tool_id, True)
+
+
+@tool.command("unlock")
+@click.argument("tool_id")
+@pass_ctx
+def tool_unlock(ctx: Context, tool_id: str) -> None:
+    """Unlock TOOL_ID after maintenance."""
+    _set_lock(ctx, tool_id, False)
 
 
 @main.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -40,7 +41,10 @@ class OutboxPublisher:
         self.batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        # Only the outbox thread touches these.  paho's network thread hands PUBACKs over
+        # through a deque and takes no lock of ours: it calls on_publish while holding
+        # its own message lock, which publish() takes too, so a lock here would deadlock.
+        self._acked: deque[int] = deque()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._sent: set[int] = set()  # outbox ids handed to paho in this process
         self._done: list[int] = []  # outbox ids the broker has
@@ -61,13 +65,9 @@ class OutboxPublisher:
         self._wake.set()
 
     def on_published(self, mid: int) -> None:
-        """paho's PUBACK callback (network thread)."""
-        with self._lock:
-            outbox_id = self._inflight.pop(mid, None)
-            if outbox_id is not None:
-                self._done.append(outbox_id)
-        if outbox_id is not None:
-            self._wake.set()
+        """paho's PUBACK callback (network thread): no locks, see ``__init__``."""
+        self._acked.append(mid)
+        self._wake.set()
 
     def pending(self) -> int:
         with self.sm() as session:
@@ -88,8 +88,11 @@ class OutboxPublisher:
             log.exception("outbox: could not record delivered messages at shutdown")
 
     def _delete_done(self) -> None:
-        with self._lock:
-            done, self._done = self._done, []
+        while self._acked:
+            outbox_id = self._inflight.pop(self._acked.popleft(), None)
+            if outbox_id is not None:
+                self._done.append(outbox_id)
+        done, self._done = self._done, []
         if done:
             with self.sm.begin() as session:
                 session.execute(delete(Outbox).where(Outbox.id.in_(done)))
@@ -111,11 +114,10 @@ class OutboxPublisher:
         for row in rows:
             if row.id in self._sent:
                 continue
-            with self._lock:
-                info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-                if row.qos == 0:
-                    self._done.append(row.id)
-                else:
-                    self._inflight[info.mid] = row.id
+            info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            if row.qos == 0:
+                self._done.append(row.id)
+            else:
+                self._inflight[info.mid] = row.id
             self._sent.add(row.id)
             self.published += 1

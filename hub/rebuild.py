@@ -114,7 +114,8 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
                 row.device_id, row.boot, row.seq, row.type, row.data, row.device_ts, row.replay
             )
             decided = decisions.get(ev.identity)
-            result = engine.on_event(ev, row.received_at, decided=decided)
+            result = engine.tick(row.received_at)  # the live hub's clock, at least as often
+            result.extend(engine.on_event(ev, row.received_at, decided=decided))
             out.events += 1
             if progress is not None:
                 progress(1)

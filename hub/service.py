@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("peershop/dev/+/event", "peershop/dev/+/status")
 TICK_S = 1.0
+BATCH_LINGER_S = 0.01
 RELOAD_CHECK_S = 2.0
 
 BatchHook = Callable[[BatchResult], None]
@@ -174,6 +175,11 @@ class Hub:
         self.link.stop()
         self.engine.dispose()
 
+    @property
+    def ingest_alive(self) -> bool:
+        """The write path runs (what the systemd watchdog vouches for)."""
+        return self._thread.is_alive()
+
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self.link.wait_connected(timeout) and self.link.wait_subscribed(timeout)
 
@@ -281,11 +287,13 @@ class Hub:
             data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
         with self._rules_lock:
             old_topics = set(plug_subscriptions(self.rules.data))
-            self.rules.set_data(data)
+            outcome = self.rules.set_data(data, now)
             states = self.rules.publish_states(now)
         self.link.add_subscriptions(sorted(set(plug_subscriptions(data)) - old_topics))
-        for message in states:
+        for message in outcome.messages + states:
             self._send(message)
+        if outcome.records:
+            self._queue.put(Work(records=outcome.records))
         with self.sm.begin() as session:
             issued = issue_allowlists(session, data, self.signing_key, now)
         if issued:
@@ -296,20 +304,23 @@ class Hub:
 
     def _ingest_loop(self) -> None:
         batch_max = self.cfg.ingest.batch_max
-        while True:
+        while not self._stop.is_set():
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
-                if self._stop.is_set():
-                    return
                 continue
             batch = [first]
+            # Linger a moment for more: one fsync then covers many messages.  Only the
+            # acks wait; every reply has gone out already.
+            deadline = time.monotonic() + BATCH_LINGER_S
             while len(batch) < batch_max:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0)))
                 except queue.Empty:
                     break
             self._commit_until_stored(batch)
+        # Stopping: what is still queued was never acked, so the broker sends it again
+        # to the next hub; only the batch in hand was committed and acked above.
 
     def _commit_until_stored(self, batch: list[Work]) -> None:
         """Store ``batch`` and ack it; on a database outage keep trying, never drop."""

@@ -289,8 +289,12 @@ class ShopEngine:
 
     # -- shop data -------------------------------------------------------------------
 
-    def set_data(self, data: ShopData) -> None:
-        """New members, badges or tools (a reload): live sessions carry on."""
+    def set_data(self, data: ShopData, now: datetime | None = None) -> Outcome:
+        """New members, badges or tools (a reload): live sessions carry on.
+
+        A tool locked since ends its session (``locked``) and its devices are told
+        ``lock``; an unlocked one is told ``unlock``."""
+        out = Outcome()
         self.data = data
         self.device_tool = data.device_tool()
         self.presence.tz = data.tz
@@ -299,9 +303,19 @@ class ShopEngine:
             state = self.tools.get(tool_id)
             if state is None:
                 self.tools[tool_id] = ToolSessionState(tool_id, cfg.rules, locked=cfg.locked)
-            else:
-                state.rules = cfg.rules
+                continue
+            state.rules = cfg.rules
+            if cfg.locked == state.locked:
+                continue
+            if now is None:
                 state.locked = cfg.locked
+                continue
+            out.extend(self._effects(state.lock(now) if cfg.locked else state.unlock(now)))
+            action = json.dumps({"action": "lock" if cfg.locked else "unlock"}).encode()
+            out.messages.extend(Message(cmd_topic(d), action) for d in cfg.devices)
+            if cfg.locked:
+                out.messages.extend(self._switch_plugs(cfg, on=False))
+        return out
 
     def restore_session(self, tool_id: str, key: str, session: OpenSession) -> None:
         """Put back a session found open in the database (then call :meth:`restart`)."""
@@ -319,8 +333,12 @@ class ShopEngine:
     def on_event(
         self, ev: DeviceEvent, now: datetime, *, decided: DecisionRec | None = None
     ) -> Outcome:
-        """One new event (never a duplicate: the caller deduplicates by identity)."""
-        out = self.tick(now)
+        """One new event (never a duplicate: the caller deduplicates by identity).
+
+        The tool's own timers run inside its state machine on every call; the shop-wide
+        clock (every tool, forgotten sign-outs) is :meth:`tick`, which the hub runs once
+        a second rather than per event."""
+        out = Outcome()
         tool_id = self.device_tool.get(ev.device_id)
         station = self.data.stations.get(ev.device_id)
         if ev.type == "badge":
