@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.models import DeadLetter, Device, Event
+from hub.models import DeadLetter, Device, Event, UsageSession
 
 
 def counts(session: Session) -> dict[str, int]:
@@ -26,6 +26,8 @@ def counts(session: Session) -> dict[str, int]:
             select(func.count(Device.id)).where(Device.approval == "pending")
         )
         or 0,
-        # Usage sessions arrive with the shop rules; until then none can be open.
-        "sessions_open": 0,
+        "sessions_open": session.scalar(
+            select(func.count(UsageSession.id)).where(UsageSession.end.is_(None))
+        )
+        or 0,
     }
