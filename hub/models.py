@@ -407,3 +407,151 @@ class ShopMeta(Base):
     __tablename__ = "shop_meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- periods, the task board and reservations (issue 4) -------------------------------
+# A period's balances, unit costs and weight history are written once, when it closes;
+# a closed period is never changed (hub/periods.py refuses), corrections go in the open one.
+
+
+class Period(Base):
+    """An accounting period ``[start, end)``; closed once ``closed_at`` is set."""
+
+    __tablename__ = "periods"
+    __table_args__ = (UniqueConstraint("start", name="uq_periods_start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the close left out (effort without a task or weight) and totals, for the report.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class PeriodBalance(Base):
+    """A member's credited, expected and balance in one project for a closed period;
+    ``running`` is the sum of their balances in that project up to and including it."""
+
+    __tablename__ = "period_balances"
+    __table_args__ = (
+        UniqueConstraint("period_id", "project_id", "member", name="uq_period_balances_entry"),
+        Index("ix_period_balances_member", "member", "project_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(64))
+    credited: Mapped[Decimal] = mapped_column(ExactDecimal)
+    expected: Mapped[Decimal] = mapped_column(ExactDecimal)
+    balance: Mapped[Decimal] = mapped_column(ExactDecimal)
+    running: Mapped[Decimal] = mapped_column(ExactDecimal)
+
+
+class PeriodResourceCost(Base):
+    """What one unit of a resource cost in a closed period (scarce units cost more)."""
+
+    __tablename__ = "period_resource_costs"
+    __table_args__ = (
+        UniqueConstraint("period_id", "project_id", "resource", name="uq_period_costs_entry"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    units: Mapped[Decimal] = mapped_column(ExactDecimal)
+    unit_cost: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    scarce_units: Mapped[Decimal] = mapped_column(ExactDecimal)
+    scarce_multiplier: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+
+
+class TaskWeightHistory(Base):
+    """A task's weight during a period, its slots and takers, and the weight rule (a) set
+    for the next period when the period closed."""
+
+    __tablename__ = "task_weight_history"
+    __table_args__ = (UniqueConstraint("task_id", "period_id", name="uq_task_weight_history"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id", ondelete="CASCADE"))
+    weight: Mapped[Decimal] = mapped_column(ExactDecimal)
+    slots: Mapped[int] = mapped_column(Integer)
+    volunteers: Mapped[int] = mapped_column(Integer)
+    next_weight: Mapped[Decimal] = mapped_column(ExactDecimal)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TaskClaim(Base):
+    """A member took a slot of a task on the board, at the weight posted then."""
+
+    __tablename__ = "task_claims"
+    __table_args__ = (Index("ix_task_claims_task_period", "task_id", "period_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(64))
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id", ondelete="CASCADE"))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    weight: Mapped[Decimal] = mapped_column(ExactDecimal)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    effort_key: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class TaskWant(Base):
+    """A member's hint "I want this done" (stigmergy); one per member and task."""
+
+    __tablename__ = "task_wants"
+    __table_args__ = (UniqueConstraint("task_id", "member", name="uq_task_wants_entry"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SlotReservation(Base):
+    """A request for one scarce slot of a tool with the member's ``max`` multiplier;
+    ``outcome`` is set (won | lost) when the slot's bids close and it is cleared."""
+
+    __tablename__ = "slot_reservations"
+    __table_args__ = (
+        UniqueConstraint("tool_id", "start", "member", name="uq_slot_reservations_entry"),
+        Index("ix_slot_reservations_tool_start", "tool_id", "start"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tool_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(64))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    max: Mapped[Decimal] = mapped_column(ExactDecimal)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_id: Mapped[int | None] = mapped_column(
+        ForeignKey("periods.id", ondelete="SET NULL"), nullable=True
+    )
+    outcome: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    multiplier: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ProjectRules(Base):
+    """Rule (a) settings of a project: gain ``k`` and a task weight's bounds.  A project
+    without a row uses PEERCONOMY.md's defaults (0.2, 0.25, 4.0)."""
+
+    __tablename__ = "project_rules"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    gain: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.2"))
+    weight_min: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.25"))
+    weight_max: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("4.0"))
+
+
+class TaskState(Base):
+    """The board's state of a task: ``status`` proposed | open | retired and a pinned
+    weight.  A task without a row is open and not pinned (as the shop file posts it)."""
+
+    __tablename__ = "task_states"
+    task_id: Mapped[str] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    proposed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
