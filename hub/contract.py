@@ -111,7 +111,7 @@ def _load_object(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ContractError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ContractError(f"payload is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(obj, dict):
@@ -121,6 +121,9 @@ def _load_object(payload: bytes) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ContractError(f"payload contains {name}, which is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one, not one per message
 
 
 def _int(obj: dict[str, Any], key: str, *, required: bool = True) -> int | None:
