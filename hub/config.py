@@ -180,6 +180,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # forgotten sign-outs (and task-station efforts) close at this local time
         "auto_signout": Key(_clock, "04:00"),
     },
+    "homeassistant": {
+        "discovery": Key(_bool, False),
+        "prefix": Key(_str, "homeassistant"),
+    },
     "ingest": {
         "batch_max": Key(_int_range(1, 10000), 1000),
         "receive_maximum": Key(_int_range(20, 65535), 2000),
@@ -201,6 +205,7 @@ MqttConfig = _section("mqtt")
 HttpConfig = _section("http")
 PeriodConfig = _section("period")
 PresenceConfig = _section("presence")
+HomeAssistantConfig = _section("homeassistant")
 IngestConfig = _section("ingest")
 _SECTIONS = {
     "site": SiteConfig,
@@ -209,6 +214,7 @@ _SECTIONS = {
     "http": HttpConfig,
     "period": PeriodConfig,
     "presence": PresenceConfig,
+    "homeassistant": HomeAssistantConfig,
     "ingest": IngestConfig,
 }
 
@@ -223,6 +229,7 @@ class Config:
     http: Any
     period: Any
     presence: Any
+    homeassistant: Any
     ingest: Any
     source: Path | None = None
 

@@ -38,6 +38,7 @@ from hub.config import Config
 from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ContractError
+from hub.homeassistant import birth_topic, discovery_messages
 from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
 from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
@@ -118,7 +119,11 @@ class Hub:
             on_message=self._on_message,
             on_connected=self._on_connected,
             on_published=self._on_published,
-            subscriptions=(*SUBSCRIPTIONS, *plug_subscriptions(self.rules.data)),
+            subscriptions=(
+                *SUBSCRIPTIONS,
+                *plug_subscriptions(self.rules.data),
+                *self._ha_subscriptions(),
+            ),
             will=Will(HUB_STATUS_TOPIC, hub_status("offline")),
             manual_ack=True,
             receive_maximum=cfg.ingest.receive_maximum,
@@ -197,7 +202,21 @@ class Hub:
 
     def _on_connected(self, _session_present: bool) -> None:
         self.link.publish(HUB_STATUS_TOPIC, hub_status("online"), qos=1, retain=True)
+        self._announce_to_home_assistant()
         self.outbox.notify()
+
+    # -- Home Assistant ---------------------------------------------------------------------
+
+    def _ha_subscriptions(self) -> list[str]:
+        ha = self.cfg.homeassistant
+        return [birth_topic(ha.prefix)] if ha.discovery else []
+
+    def _announce_to_home_assistant(self) -> None:
+        ha = self.cfg.homeassistant
+        if not ha.discovery:
+            return
+        for message in discovery_messages(self.rules.data, ha.prefix):
+            self._send(message)
 
     def _on_published(self, mid: int) -> None:
         self.outbox.on_published(mid)
@@ -206,6 +225,13 @@ class Hub:
 
     def _on_message(self, msg: Received) -> None:
         inbound = Inbound(msg.topic, msg.payload, msg.received_at)
+        if self.cfg.homeassistant.discovery and msg.topic == birth_topic(
+            self.cfg.homeassistant.prefix
+        ):
+            if msg.payload.strip() == b"online":  # Home Assistant (re)started
+                self._announce_to_home_assistant()
+            self._queue.put(Work(msg))  # nothing to store; acked with its batch
+            return
         with self._rules_lock:
             parsed, outcome = self._decide(inbound)
         if outcome.reply is not None:
@@ -292,6 +318,7 @@ class Hub:
         self.link.add_subscriptions(sorted(set(plug_subscriptions(data)) - old_topics))
         for message in outcome.messages + states:
             self._send(message)
+        self._announce_to_home_assistant()
         if outcome.records:
             self._queue.put(Work(records=outcome.records))
         with self.sm.begin() as session:
