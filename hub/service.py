@@ -337,12 +337,14 @@ class Hub:
             except queue.Empty:
                 continue
             batch = [first]
-            # Linger a moment for more: one fsync then covers many messages.  Only the
-            # acks wait; every reply has gone out already.
-            deadline = time.monotonic() + BATCH_LINGER_S
+            # Linger a moment for more, so one fsync covers many messages (only the acks
+            # wait: every reply has gone out already).  Sleep rather than wait on the
+            # queue, which would wake this thread for every message that arrives.
+            if self._queue.qsize() < batch_max:
+                time.sleep(BATCH_LINGER_S)
             while len(batch) < batch_max:
                 try:
-                    batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0)))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             self._commit_until_stored(batch)
