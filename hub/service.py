@@ -45,7 +45,7 @@ from hub.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.outbox import OutboxPublisher, enqueue
 from hub.plugs import parse_plug, plug_subscriptions
 from hub.seen import SeenIndex
-from hub.shop import Message, Outcome, Record, ShopEngine
+from hub.shop import DecisionRec, Message, Outcome, Record, ShopEngine
 from hub.shop_store import (
     current_presence,
     issue_allowlists,
@@ -390,7 +390,36 @@ class Hub:
         self.counters.last_commit_s = time.perf_counter() - started
         self.link.ack([w.received for w in batch if w.received is not None])
         self._count(result, len(items))
+        self._log_stored(result, records)
         self._run_hooks(result)
+
+    def _log_stored(self, result: BatchResult, records: list[Record]) -> None:
+        """One line per event (DEBUG) and per badge decision (INFO), named by identity."""
+        if log.isEnabledFor(logging.DEBUG):
+            for stored in result.new_events:
+                ev = stored.event
+                log.debug(
+                    "event %s/%d/%d %s stored as #%d",
+                    ev.device_id,
+                    ev.boot,
+                    ev.seq,
+                    ev.type,
+                    stored.id,
+                )
+        for rec in records:
+            if isinstance(rec, DecisionRec):
+                log.info(
+                    "badge %s/%d/%d uid %s at %s: %s%s%s%s",
+                    rec.device_id,
+                    rec.boot,
+                    rec.seq,
+                    rec.uid,
+                    rec.tool_id or rec.station or "?",
+                    rec.action,
+                    f" ({rec.reason})" if rec.reason else "",
+                    f" for {rec.member}" if rec.member else "",
+                    " [replayed]" if rec.replay else "",
+                )
 
     def _store_one_by_one(self, batch: list[Work]) -> None:
         """A batch that fails for a reason other than the database: isolate the culprit."""
