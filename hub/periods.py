@@ -1,0 +1,759 @@
+"""Accounting periods: their boundaries, the close, and the balances it stores.
+
+A period is ``[start, end)``.  Its boundaries come from ``period.length`` and
+``period.anchor`` counted on the site's wall clock (``site.timezone``), so a week is
+seven local days: the week in which clocks go forward has 167 hours, the one in which
+they go back 169.  Periods follow each other without gaps; the one containing a given
+instant is created when first asked for (:func:`open_period`).
+
+Closing a period (:func:`close_period`, :func:`close_due_periods`) runs the rules of
+PEERCONOMY.md with :mod:`hub.peerconomy`, per project by the project's ``model``:
+
+* effort: the period's effort records (by ``start``) with a task and a weight; records
+  whose task was never chosen are left out and listed in the close report;
+* use: hours of tool use from the usage sessions started in the period (an open session
+  counts up to the period's end); busy hours instead when the tool's option ``units`` is
+  ``busy_hours``.  Hours inside a won reservation of a scarce slot count as scarce units
+  at that slot's multiplier (rule (c)); the rest are plain units;
+* participants: members who signed in, used a tool or contributed in the period, with
+  factor 1.
+
+It stores every member's credited / expected / balance per project
+(:class:`~hub.models.PeriodBalance`, with the running balance over all periods), the
+unit cost of every resource (:class:`~hub.models.PeriodResourceCost`) and the next
+weight of every open task by rule (a) (:class:`~hub.models.TaskWeightHistory`, and the
+task's ``weight`` is set to it).  A closed period is never changed: the session refuses
+to flush a change to it or its results; a correction is a new record in the open period.
+
+Two hubs closing at once close each period once: the close first sets ``closed_at`` with
+``UPDATE ... WHERE closed_at IS NULL`` (a row lock on PostgreSQL, the write lock on
+SQLite), and whoever updates no row leaves the period alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import click
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub import peerconomy as pc
+from hub.errors import PeershopError
+from hub.models import (
+    EffortRecord,
+    Period,
+    PeriodBalance,
+    PeriodResourceCost,
+    PresenceChange,
+    Project,
+    ProjectRules,
+    SlotReservation,
+    Task,
+    TaskClaim,
+    TaskState,
+    TaskWeightHistory,
+    Tool,
+    UsageRecord,
+    UsageSession,
+)
+
+if TYPE_CHECKING:
+    from hub.config import Config
+
+# Any fixed Monday: periods are counted from it in whole lengths of local wall time.
+EPOCH = datetime(2001, 1, 1)
+DEFAULT_PROJECT = "commons"  # records naming no project belong to it (or the first project)
+JSON_PLACES = Decimal("0.000001")
+HOUR = Decimal(3600)
+
+
+class PeriodError(PeershopError, ValueError):
+    """A period cannot be closed or changed as asked (closed already, empty)."""
+
+
+class ClosedPeriodError(PeriodError):
+    """Something tried to change a closed period or what its close stored."""
+
+
+# ---------------------------------------------------------------------------------------
+# boundaries
+
+
+def _local_epoch(cfg: Config) -> datetime:
+    weekday, at = cfg.period.anchor
+    return EPOCH.replace(hour=at.hour, minute=at.minute) + timedelta(days=weekday)
+
+
+def _aware(local: datetime, cfg: Config) -> datetime:
+    return local.replace(tzinfo=cfg.site.timezone).astimezone(UTC)
+
+
+def period_bounds(cfg: Config, at: datetime) -> tuple[datetime, datetime]:
+    """The regular period ``[start, end)`` (UTC) containing ``at``, from length and anchor.
+
+    >>> from hub.config import load_config
+    >>> cfg = load_config(env={}, search=(), overrides={"site": {"timezone": "Europe/Berlin"}})
+    >>> s, e = period_bounds(cfg, datetime(2026, 3, 31, 12, tzinfo=UTC))
+    >>> s.isoformat(), (e - s).total_seconds() / 3600
+    ('2026-03-29T22:00:00+00:00', 168.0)
+    """
+    if at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+    length: timedelta = cfg.period.length
+    epoch = _local_epoch(cfg)
+    local = at.astimezone(cfg.site.timezone).replace(tzinfo=None)
+    n = (local - epoch) // length
+    # A DST change near a boundary can put the wall-clock guess one period off.
+    for _ in range(3):
+        start, end = _aware(epoch + n * length, cfg), _aware(epoch + (n + 1) * length, cfg)
+        if at < start:
+            n -= 1
+        elif at >= end:
+            n += 1
+        else:
+            return start, end
+    raise PeriodError(f"no period contains {at.isoformat()}")  # pragma: no cover
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("a naive datetime given where a UTC instant is required")
+    return at.astimezone(UTC)
+
+
+def _create(session: Session, start: datetime, end: datetime) -> Period:
+    """Insert a period, or find the one another hub inserted at the same start."""
+    try:
+        with session.begin_nested():
+            period = Period(start=start, end=end)
+            session.add(period)
+    except IntegrityError:
+        period = session.execute(select(Period).where(Period.start == start)).scalar_one()
+    return period
+
+
+def open_period(session: Session, cfg: Config, at: datetime) -> Period:
+    """The period containing ``at``, created (with any missing ones before it) if needed.
+
+    Periods follow the last one without a gap; before the first period is created there
+    is nothing to follow, so the first one is the regular period containing ``at``.
+    """
+    at = _utc(at)
+    found = session.execute(
+        select(Period).where(Period.start <= at, Period.end > at)
+    ).scalar_one_or_none()
+    if found is not None:
+        return found
+    last = session.execute(select(Period).order_by(Period.start.desc()).limit(1)).scalar()
+    if last is None:
+        start, end = period_bounds(cfg, at)
+        return _create(session, start, end)
+    if at < last.start:
+        raise PeriodError(f"{at.isoformat()} is before the first period")
+    period = last
+    while period.end <= at:
+        _, end = period_bounds(cfg, period.end)
+        period = _create(session, period.end, end)
+    return period
+
+
+def current_period(session: Session, at: datetime) -> Period | None:
+    """The stored period containing ``at``, without creating one."""
+    at = _utc(at)
+    return session.execute(
+        select(Period).where(Period.start <= at, Period.end > at)
+    ).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------------------------------
+# a closed period does not change
+
+
+_GUARDED = (PeriodBalance, PeriodResourceCost, TaskWeightHistory, TaskClaim)
+
+
+def _closed_ids(session: Session, ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    with session.no_autoflush:
+        rows = session.execute(select(Period.id, Period.closed_at).where(Period.id.in_(ids))).all()
+    allowed = session.info.get("peershop_closing", set())
+    return {pid for pid, closed in rows if closed is not None and pid not in allowed}
+
+
+def _committed_closed_at(period: Period) -> datetime | None:
+    from sqlalchemy import inspect
+
+    hist = inspect(period).attrs.closed_at.history
+    if hist.deleted:
+        return hist.deleted[0]
+    return hist.unchanged[0] if hist.unchanged else None
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_changes_to_closed_periods(session: Session, flush_context: Any, instances: Any) -> None:
+    allowed = session.info.get("peershop_closing", set())
+    for obj in list(session.dirty) + list(session.deleted):
+        if (
+            isinstance(obj, Period)
+            and obj.id not in allowed
+            and _committed_closed_at(obj) is not None
+            and (obj in session.deleted or session.is_modified(obj))
+        ):
+            raise ClosedPeriodError(f"period {obj.id} is closed; record a correction instead")
+    touched = {
+        obj.period_id
+        for obj in list(session.new) + list(session.dirty) + list(session.deleted)
+        if isinstance(obj, _GUARDED) and obj.period_id is not None
+    }
+    closed = _closed_ids(session, touched)
+    if closed:
+        raise ClosedPeriodError(
+            f"period {min(closed)} is closed; its records cannot change (record a correction)"
+        )
+
+
+def correct_effort(
+    session: Session,
+    cfg: Config,
+    member: str,
+    task_id: str,
+    hours: Any,
+    now: datetime,
+    *,
+    key: str | None = None,
+) -> EffortRecord:
+    """A coordinator's effort entry (``source`` coordinator), dated ``now``, so it lands
+    in the open period; ``hours`` may be negative to take back effort wrongly credited
+    in a closed one.  The weight is the task's weight now."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise PeriodError(f"no task {task_id!r}")
+    period = open_period(session, cfg, now)
+    if period.closed_at is not None:
+        raise ClosedPeriodError(f"period {period.id} is closed")
+    record = EffortRecord(
+        key=key or f"coord:{period.id}:{member}:{task_id}:{now.timestamp():.6f}"[:40],
+        member=member,
+        task_id=task.id,
+        project_id=task.project_id,
+        start=now,
+        end=now,
+        hours=pc.to_decimal(hours, "hours"),
+        weight=task.weight,
+        source="coordinator",
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+# ---------------------------------------------------------------------------------------
+# the close
+
+
+@dataclass(frozen=True)
+class ClosedPeriod:
+    """What closing a period computed and stored."""
+
+    period_id: int
+    start: datetime
+    end: datetime
+    closed_at: datetime
+    allocations: dict[str, pc.Allocation]  # per project
+    excluded: list[dict[str, Any]]  # effort records left out (no task or weight)
+    weights: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # (w, w')
+
+
+def _hours(seconds: float) -> Decimal:
+    # Seconds are floats in the sessions; a millisecond is finer than any meter reads.
+    return Decimal(round(seconds * 1000)) / (HOUR * 1000)
+
+
+def _default_project(projects: dict[str, Project]) -> str:
+    if DEFAULT_PROJECT in projects or not projects:
+        return DEFAULT_PROJECT
+    return min(projects)
+
+
+def _use_entries(
+    session: Session, period: Period, tools: dict[str, Tool]
+) -> tuple[list[tuple[str, str, Decimal, Decimal, Decimal]], set[str]]:
+    """Per session (member, tool, plain hours, scarce hours, scarce hours x multiplier),
+    and the members who used a tool."""
+    won: dict[tuple[str, str], list[tuple[datetime, datetime, Decimal]]] = defaultdict(list)
+    for r in session.execute(
+        select(SlotReservation).where(
+            SlotReservation.outcome == "won",
+            SlotReservation.end > period.start,
+            SlotReservation.start < period.end,
+        )
+    ).scalars():
+        won[(r.member, r.tool_id)].append((r.start, r.end, r.multiplier or Decimal(1)))
+    rows = session.execute(
+        select(
+            UsageSession.member,
+            UsageSession.tool_id,
+            UsageSession.start,
+            UsageSession.end,
+            UsageSession.busy_s,
+        ).where(UsageSession.start >= period.start, UsageSession.start < period.end)
+    ).all()
+    out = []
+    members = set()
+    for member, tool_id, start, end, busy_s in rows:
+        members.add(member)
+        tool = tools.get(tool_id)
+        stop = min(end, period.end) if end is not None else period.end
+        seconds = max((stop - start).total_seconds(), 0.0)
+        busy = bool(tool and (tool.options or {}).get("units") == "busy_hours")
+        total = _hours(busy_s if busy else seconds)
+        raw = weighted = Decimal(0)
+        plain = total
+        slots = won.get((member, tool_id))
+        if slots and seconds > 0:
+            for s, e, m in slots:
+                overlap = (min(e, stop) - max(s, start)).total_seconds()
+                if overlap > 0:
+                    part = total * _hours(overlap) / _hours(seconds)
+                    plain -= part
+                    raw += part
+                    weighted += part * m
+        out.append((member, tool_id, plain, raw, weighted))
+    return out, members
+
+
+def _load_period(session: Session, period: Period) -> dict[str, Any]:
+    projects = {p.id: p for p in session.execute(select(Project)).scalars()}
+    default = _default_project(projects)
+    tasks = {t.id: t for t in session.execute(select(Task)).scalars()}
+    tools = {t.id: t for t in session.execute(select(Tool)).scalars()}
+    effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
+    excluded = []
+    participants: set[str] = set()
+    rows = session.execute(
+        select(
+            EffortRecord.key,
+            EffortRecord.member,
+            EffortRecord.task_id,
+            EffortRecord.project_id,
+            EffortRecord.hours,
+            EffortRecord.weight,
+            EffortRecord.source,
+        ).where(EffortRecord.start >= period.start, EffortRecord.start < period.end)
+    ).all()
+    done_off_board: dict[str, int] = defaultdict(int)
+    for key, member, task_id, project_id, hours, weight, source in rows:
+        participants.add(member)
+        if task_id is None or weight is None or hours is None:
+            why = "no task chosen" if task_id is None else "no weight or hours"
+            excluded.append({"key": key, "member": member, "task": task_id, "reason": why})
+            continue
+        task = tasks.get(task_id)
+        project = project_id or (task.project_id if task else None) or default
+        resource = task.resource if task else None
+        effort[project].append(pc.EffortEntry(member, task_id, hours, weight, resource, project))
+        if source != "board":  # board effort is counted by its claim
+            done_off_board[task_id] += 1
+    uses, users = _use_entries(session, period, tools)
+    participants |= users
+    use: dict[str, list[pc.UseEntry]] = defaultdict(list)
+    for member, tool_id, plain, _raw, weighted in uses:
+        tool = tools.get(tool_id)
+        project = (tool.project_id if tool else None) or default
+        units = plain + weighted
+        if units > 0:
+            use[project].append(pc.UseEntry(member, tool_id, units))
+    participants.update(
+        session.execute(
+            select(PresenceChange.member).where(
+                PresenceChange.at >= period.start, PresenceChange.at < period.end
+            )
+        ).scalars()
+    )
+    participants.update(
+        m
+        for m in session.execute(
+            select(UsageRecord.member).where(
+                UsageRecord.at >= period.start, UsageRecord.at < period.end
+            )
+        ).scalars()
+        if m is not None
+    )
+    return {
+        "projects": projects,
+        "default": default,
+        "tasks": tasks,
+        "effort": effort,
+        "use": use,
+        "excluded": excluded,
+        "participants": participants,
+        "done_off_board": done_off_board,
+        "scarce_hours": _scarce_hours(uses, tools, default),
+    }
+
+
+def _scarce_hours(
+    uses: Iterable[tuple[str, str, Decimal, Decimal, Decimal]], tools: dict[str, Tool], default: str
+) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """(hours, multiplier-weighted hours) of scarce use per (project, tool)."""
+    totals: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+    for _member, tool_id, _plain, raw, weighted in uses:
+        if raw <= 0:
+            continue
+        tool = tools.get(tool_id)
+        key = ((tool.project_id if tool else None) or default, tool_id)
+        before = totals.get(key, (Decimal(0), Decimal(0)))
+        totals[key] = (before[0] + raw, before[1] + weighted)
+    return totals
+
+
+def _running(session: Session, period_id: int) -> dict[tuple[str, str], Decimal]:
+    last = (
+        select(
+            PeriodBalance.member,
+            PeriodBalance.project_id,
+            func.max(PeriodBalance.period_id).label("pid"),
+        )
+        .where(PeriodBalance.period_id < period_id)
+        .group_by(PeriodBalance.member, PeriodBalance.project_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(PeriodBalance.member, PeriodBalance.project_id, PeriodBalance.running).join(
+            last,
+            (PeriodBalance.member == last.c.member)
+            & (PeriodBalance.project_id == last.c.project_id)
+            & (PeriodBalance.period_id == last.c.pid),
+        )
+    ).all()
+    return {(m, p): r for m, p, r in rows}
+
+
+def _next_weights(
+    session: Session, period: Period, tasks: dict[str, Task], done_off_board: dict[str, int]
+) -> dict[str, tuple[Decimal, Decimal]]:
+    claims: dict[str, int] = defaultdict(int)
+    for task_id in session.execute(
+        select(TaskClaim.task_id).where(TaskClaim.period_id == period.id)
+    ).scalars():
+        claims[task_id] += 1
+    states = {s.task_id: s for s in session.execute(select(TaskState)).scalars()}
+    rules = {r.project_id: r for r in session.execute(select(ProjectRules)).scalars()}
+    out = {}
+    for task in sorted(tasks.values(), key=lambda t: t.id):
+        state = states.get(task.id)
+        if state is not None and state.status != "open":
+            continue
+        rule = rules.get(task.project_id or "")
+        k, lo, hi = (rule.gain, rule.weight_min, rule.weight_max) if rule else (pc.K, pc.LO, pc.HI)
+        pinned = bool(state and state.pinned)
+        v = claims[task.id] + done_off_board.get(task.id, 0)
+        slots = max(task.slots, 1)
+        w = task.weight
+        w2 = pc.next_weight(w, slots, v, k, lo, hi, pinned=pinned)
+        session.add(
+            TaskWeightHistory(
+                task_id=task.id,
+                period_id=period.id,
+                weight=w,
+                slots=slots,
+                volunteers=v,
+                next_weight=w2,
+                pinned=pinned,
+            )
+        )
+        task.weight = w2
+        out[task.id] = (w, w2)
+    return out
+
+
+def _close(session: Session, cfg: Config, period: Period, now: datetime) -> ClosedPeriod | None:
+    """Close one period; None when another hub (or an earlier call) closed it."""
+    from hub.reservations import clear_due
+
+    # Bids for slots in this period that nobody cleared yet close now, at the latest.
+    clear_due(session, cfg, period.end, lead=timedelta(0))
+    claimed = session.execute(
+        update(Period)
+        .where(Period.id == period.id, Period.closed_at.is_(None))
+        .values(closed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        session.expire(period)
+        return None
+    closing = session.info.setdefault("peershop_closing", set())
+    closing.add(period.id)
+    try:
+        data = _load_period(session, period)
+        running = _running(session, period.id)
+        allocations: dict[str, pc.Allocation] = {}
+        project_ids = sorted(set(data["effort"]) | set(data["use"]) | set(data["projects"]))
+        participants = sorted(data["participants"])
+        for project_id in project_ids:
+            project = data["projects"].get(project_id)
+            model = project.model if project else "production_effort"
+            effort = data["effort"].get(project_id, [])
+            use = data["use"].get(project_id, [])
+            if not effort and not use:
+                continue
+            alloc = pc.share(model, effort, use, participants=participants)
+            allocations[project_id] = alloc
+            for member, s in alloc.members.items():
+                before = running.get((member, project_id), Decimal(0))
+                session.add(
+                    PeriodBalance(
+                        period_id=period.id,
+                        project_id=project_id,
+                        member=member,
+                        credited=s.credited,
+                        expected=s.expected,
+                        balance=s.balance,
+                        running=pc._tidy(before + s.balance),
+                    )
+                )
+            for resource, cost in alloc.resources.items():
+                raw, weighted = data["scarce_hours"].get((project_id, resource), (0, 0))
+                session.add(
+                    PeriodResourceCost(
+                        period_id=period.id,
+                        project_id=project_id,
+                        resource=resource,
+                        units=cost.units,
+                        unit_cost=cost.unit_cost,
+                        scarce_units=Decimal(raw),
+                        scarce_multiplier=pc._tidy(weighted / raw) if raw else None,
+                    )
+                )
+        weights = _next_weights(session, period, data["tasks"], data["done_off_board"])
+        period.report = {
+            "excluded": data["excluded"],
+            "totals": {p: str(a.total) for p, a in allocations.items()},
+            "applied": {p: a.applied for p, a in allocations.items()},
+            "participants": len(participants),
+        }
+        session.flush()
+    finally:
+        closing.discard(period.id)
+    session.refresh(period)
+    return ClosedPeriod(
+        period_id=period.id,
+        start=period.start,
+        end=period.end,
+        closed_at=now,
+        allocations=allocations,
+        excluded=data["excluded"],
+        weights=weights,
+    )
+
+
+def close_due_periods(session: Session, cfg: Config, now: datetime) -> list[ClosedPeriod]:
+    """Close every period whose end has passed, oldest first, and open the next ones.
+
+    The hub calls this from its timer; it is idempotent and safe when two hubs call it at
+    once (see the module docstring).  The caller owns the transaction and commits.
+    """
+    now = _utc(now)
+    closed = []
+    if session.execute(select(Period.id).limit(1)).first() is None:
+        open_period(session, cfg, now)
+        return closed
+    while True:
+        due = session.execute(
+            select(Period)
+            .where(Period.closed_at.is_(None), Period.end <= now)
+            .order_by(Period.start)
+            .limit(1)
+        ).scalar()
+        if due is None:
+            last = session.execute(select(Period).order_by(Period.start.desc()).limit(1)).scalar()
+            if last is not None and last.end <= now:
+                open_period(session, cfg, now)
+                continue
+            break
+        result = _close(session, cfg, due, now)
+        if result is not None:
+            closed.append(result)
+        open_period(session, cfg, due.end)
+    return closed
+
+
+def close_period(session: Session, cfg: Config, at: datetime) -> list[ClosedPeriod]:
+    """``peershop period close [--at]``: close the period running at ``at`` early, at ``at``.
+
+    Periods whose end has passed by ``at`` are closed first.  The period running at ``at``
+    then ends at ``at``; the next one runs from ``at`` to the regular boundary.  Returns
+    the periods closed, oldest first.
+    """
+    at = _utc(at)
+    closed = close_due_periods(session, cfg, at)
+    period = open_period(session, cfg, at)
+    if period.start == at:
+        if closed:
+            return closed
+        raise PeriodError(f"the period starting {at.isoformat()} has nothing to close yet")
+    if period.closed_at is not None:
+        raise PeriodError(f"period {period.id} is closed already")
+    regular_end = period.end
+    period.end = at
+    session.flush()
+    result = _close(session, cfg, period, at)
+    if result is None:
+        raise PeriodError(f"period {period.id} was closed by another hub")
+    _create(session, at, regular_end)
+    return [*closed, result]
+
+
+# ---------------------------------------------------------------------------------------
+# reading closed periods
+
+
+def period_summary(session: Session, period: Period) -> dict[str, Any]:
+    """A period as CONTRACT.md §5 shows it: members per project and resource unit costs."""
+    members: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for b in session.execute(
+        select(PeriodBalance)
+        .where(PeriodBalance.period_id == period.id)
+        .order_by(PeriodBalance.project_id, PeriodBalance.member)
+    ).scalars():
+        members[b.project_id][b.member] = {
+            "credited": _num(b.credited),
+            "expected": _num(b.expected),
+            "balance": _num(b.balance),
+            "running": _num(b.running),
+        }
+    resources: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for c in session.execute(
+        select(PeriodResourceCost)
+        .where(PeriodResourceCost.period_id == period.id)
+        .order_by(PeriodResourceCost.project_id, PeriodResourceCost.resource)
+    ).scalars():
+        resources[c.project_id][c.resource] = {
+            "units": _num(c.units),
+            "unit_cost": None if c.unit_cost is None else _num(c.unit_cost),
+            "scarce_units": _num(c.scarce_units),
+        }
+    return {
+        "id": period.id,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "closed_at": None if period.closed_at is None else period.closed_at.isoformat(),
+        "projects": {
+            p: {"members": members.get(p, {}), "resources": resources.get(p, {})}
+            for p in sorted(set(members) | set(resources))
+        },
+        "excluded": (period.report or {}).get("excluded", []),
+    }
+
+
+def _num(d: Decimal) -> float:
+    return float(d.quantize(JSON_PLACES))
+
+
+def recent_periods(session: Session, now: datetime, count: int = 2) -> list[Period]:
+    """The period running at ``now`` (if stored) and the last ``count - 1`` closed ones."""
+    out = []
+    current = current_period(session, now)
+    if current is not None:
+        out.append(current)
+    out += list(
+        session.execute(
+            select(Period)
+            .where(Period.closed_at.is_not(None))
+            .order_by(Period.start.desc())
+            .limit(count - 1)
+        ).scalars()
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+
+
+def _parse_at(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date and time") from None
+    if at.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2026-11-30T00:00:00+01:00")
+    return at
+
+
+def _text_summary(s: dict[str, Any]) -> str:
+    state = "closed " + s["closed_at"] if s["closed_at"] else "open"
+    lines = [f"period {s['id']}: {s['start']} to {s['end']} ({state})"]
+    for project, data in s["projects"].items():
+        lines.append(f"  project {project}")
+        lines.append("    member               credited   expected    balance    running")
+        for m, v in data["members"].items():
+            lines.append(
+                f"    {m:<18} {v['credited']:>10.2f} {v['expected']:>10.2f} "
+                f"{v['balance']:>+10.2f} {v['running']:>+10.2f}"
+            )
+        for r, v in data["resources"].items():
+            cost = "-" if v["unit_cost"] is None else f"{v['unit_cost']:.4f}"
+            lines.append(f"    resource {r}: {v['units']:.2f} units at {cost} each")
+    for e in s["excluded"]:
+        lines.append(f"  left out: effort {e['key']} by {e['member']} ({e['reason']})")
+    return "\n".join(lines)
+
+
+@click.group("period")
+def period_group() -> None:
+    """Accounting periods: close one, show the current and last ones."""
+
+
+@period_group.command("close")
+@click.option("--at", "at", help="Close at this ISO instant instead of now.")
+@click.pass_obj
+def close_command(obj: Any, at: str | None) -> None:
+    """Close the current accounting period now (also runs on schedule)."""
+    from hub.cli import _database
+
+    when = _parse_at(at)
+    engine, sm = _database(obj)
+    try:
+        with sm.begin() as session:
+            try:
+                closed = close_period(session, obj.config(), when)
+            except PeriodError as exc:
+                raise click.ClickException(str(exc)) from None
+            for c in closed:
+                click.echo(_text_summary(period_summary(session, session.get(Period, c.period_id))))
+    finally:
+        engine.dispose()
+
+
+@period_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (numbers to 6 places).")
+@click.pass_obj
+def show_command(obj: Any, as_json: bool) -> None:
+    """The current period and the last closed one: balances and unit costs."""
+    from hub.cli import _database
+
+    engine, sm = _database(obj)
+    try:
+        with sm.begin() as session:
+            periods = recent_periods(session, datetime.now(UTC))
+            summaries = [period_summary(session, p) for p in periods]
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"periods": summaries}, indent=2))
+    elif not summaries:
+        click.echo("no periods yet")
+    else:
+        click.echo("\n\n".join(_text_summary(s) for s in summaries))

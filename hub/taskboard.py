@@ -1,0 +1,360 @@
+"""The task board: what the shop needs done, in the order people care about it.
+
+Query and command functions the web pages and the API call; each takes a ``Session``
+(the caller owns the transaction) and ``now``.  Nobody assigns work: members claim a
+slot of a task, mark it done, hint that they want a task done, or propose a new one,
+which waits for a coordinator (``status`` proposed, then open or retired).
+
+**Order** (:func:`board`): open tasks with slots left come first, by
+
+    score = weight * (1 + wants) * (1 + overdue_days / 7)
+
+where ``wants`` is the number of members who marked "I want this done" and
+``overdue_days`` is how long the task has gone undone beyond one period: the time since
+it was last done (or posted, when it never was) minus the period's length, never below
+0.  So a heavy task, a wanted task and a neglected task all rise; a task whose slots are
+all taken this period goes to the end.
+
+**Weight**: a claim keeps the weight posted when it was made; :func:`done` credits the
+effort at that weight even if the period close has changed the task's weight since.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hub import peerconomy as pc
+from hub.errors import PeershopError
+from hub.models import (
+    EffortRecord,
+    Member,
+    Project,
+    ProjectRules,
+    Task,
+    TaskClaim,
+    TaskState,
+    TaskWant,
+)
+from hub.periods import open_period
+
+if TYPE_CHECKING:
+    from hub.config import Config
+
+STATUSES = ("proposed", "open", "retired")
+
+
+class TaskBoardError(PeershopError, ValueError):
+    """A board action that cannot be done (no such task, no slot left, not claimed)."""
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    """One task as the board shows it."""
+
+    task: str
+    title: str
+    project: str | None
+    weight: Decimal
+    hours: Decimal
+    slots: int
+    slots_left: int
+    wants: int
+    overdue_days: Decimal
+    score: Decimal
+    pinned: bool
+    claimed_by: tuple[str, ...]  # members holding a slot not yet done
+
+
+def _default_config() -> Config:
+    from hub.config import load_config
+
+    return load_config(env={}, search=())
+
+
+def _task(session: Session, task_id: str) -> tuple[Task, TaskState | None]:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise TaskBoardError(f"no task {task_id!r}")
+    return task, session.get(TaskState, task_id)
+
+
+def _status(state: TaskState | None) -> str:
+    return "open" if state is None else state.status
+
+
+def _member(session: Session, handle: str) -> None:
+    if session.execute(select(Member.id).where(Member.handle == handle)).first() is None:
+        raise TaskBoardError(f"no member {handle!r}")
+
+
+def _claims_in(session: Session, period_id: int) -> dict[str, list[TaskClaim]]:
+    out: dict[str, list[TaskClaim]] = {}
+    for c in session.execute(
+        select(TaskClaim).where(TaskClaim.period_id == period_id).order_by(TaskClaim.id)
+    ).scalars():
+        out.setdefault(c.task_id, []).append(c)
+    return out
+
+
+def board(
+    session: Session, now: datetime, cfg: Config | None = None, *, status: str = "open"
+) -> list[BoardEntry]:
+    """The tasks with ``status`` (open by default), in the order described above."""
+    cfg = cfg or _default_config()
+    period = open_period(session, cfg, now)
+    length: timedelta = period.end - period.start
+    states = {s.task_id: s for s in session.execute(select(TaskState)).scalars()}
+    claims = _claims_in(session, period.id)
+    wants = dict(
+        session.execute(select(TaskWant.task_id, func.count()).group_by(TaskWant.task_id)).all()
+    )
+    last_done = dict(
+        session.execute(
+            select(EffortRecord.task_id, func.max(EffortRecord.start))
+            .where(EffortRecord.task_id.is_not(None))
+            .group_by(EffortRecord.task_id)
+        ).all()
+    )
+    entries = []
+    for task in session.execute(select(Task)).scalars():
+        state = states.get(task.id)
+        if _status(state) != status:
+            continue
+        since = last_done.get(task.id) or (state.posted_at if state else None)
+        overdue = Decimal(0)
+        if since is not None:
+            late = (now - since) - length
+            if late > timedelta(0):
+                overdue = Decimal(int(late.total_seconds())) / Decimal(86400)
+        n_wants = int(wants.get(task.id, 0))
+        score = task.weight * (1 + n_wants) * (1 + overdue / 7)
+        taken = claims.get(task.id, [])
+        entries.append(
+            BoardEntry(
+                task=task.id,
+                title=task.title,
+                project=task.project_id,
+                weight=task.weight,
+                hours=task.hours,
+                slots=task.slots,
+                slots_left=max(task.slots - len(taken), 0),
+                wants=n_wants,
+                overdue_days=overdue.quantize(Decimal("0.01")),
+                score=score.quantize(Decimal("0.000001")),
+                pinned=bool(state and state.pinned),
+                claimed_by=tuple(c.member for c in taken if c.done_at is None),
+            )
+        )
+    entries.sort(key=lambda e: (e.slots_left == 0, -e.score, e.task))
+    return entries
+
+
+def claim(
+    session: Session, member: str, task_id: str, now: datetime, cfg: Config | None = None
+) -> TaskClaim:
+    """Take a slot of an open task in the current period, at the weight posted now."""
+    _member(session, member)
+    task, state = _task(session, task_id)
+    if _status(state) != "open":
+        raise TaskBoardError(f"task {task_id} is {_status(state)}, not open")
+    period = open_period(session, cfg or _default_config(), now)
+    taken = session.execute(
+        select(TaskClaim).where(TaskClaim.task_id == task_id, TaskClaim.period_id == period.id)
+    ).scalars()
+    taken = list(taken)
+    if any(c.member == member and c.done_at is None for c in taken):
+        raise TaskBoardError(f"{member} holds a slot of {task_id} already")
+    if len(taken) >= task.slots:
+        raise TaskBoardError(f"no slot of {task_id} is left this period")
+    c = TaskClaim(
+        task_id=task_id, member=member, period_id=period.id, claimed_at=now, weight=task.weight
+    )
+    session.add(c)
+    session.flush()
+    return c
+
+
+def done(
+    session: Session,
+    member: str,
+    task_id: str,
+    now: datetime,
+    hours: Any = None,
+    cfg: Config | None = None,
+) -> EffortRecord:
+    """Mark a claimed task done: an effort record (source ``board``) dated ``now``, of
+    ``hours`` (default the task's posted hours) at the weight posted when it was claimed."""
+    task, _ = _task(session, task_id)
+    c = session.execute(
+        select(TaskClaim)
+        .where(
+            TaskClaim.task_id == task_id,
+            TaskClaim.member == member,
+            TaskClaim.done_at.is_(None),
+        )
+        .order_by(TaskClaim.id.desc())
+        .limit(1)
+    ).scalar()
+    if c is None:
+        raise TaskBoardError(f"{member} has not claimed {task_id}; claim it first")
+    h = task.hours if hours is None else pc.to_decimal(hours, "hours")
+    if h <= 0:
+        raise TaskBoardError("hours must be positive")
+    open_period(session, cfg or _default_config(), now)  # the effort lands in the open one
+    record = EffortRecord(
+        key=f"board:{c.id}",
+        member=member,
+        task_id=task_id,
+        project_id=task.project_id,
+        start=now,
+        end=now,
+        hours=h,
+        weight=c.weight,
+        source="board",
+    )
+    session.add(record)
+    c.done_at = now
+    c.effort_key = record.key
+    session.flush()
+    return record
+
+
+def unclaim(session: Session, member: str, task_id: str) -> None:
+    """Give a claimed slot back before doing it (the claim no longer counts as taken)."""
+    c = session.execute(
+        select(TaskClaim).where(
+            TaskClaim.task_id == task_id,
+            TaskClaim.member == member,
+            TaskClaim.done_at.is_(None),
+        )
+    ).scalar()
+    if c is None:
+        raise TaskBoardError(f"{member} holds no slot of {task_id}")
+    session.delete(c)
+    session.flush()
+
+
+def want(session: Session, member: str, task_id: str, now: datetime) -> bool:
+    """Mark "I want this done"; False when the member had marked it already."""
+    _member(session, member)
+    _task(session, task_id)
+    found = session.execute(
+        select(TaskWant.id).where(TaskWant.task_id == task_id, TaskWant.member == member)
+    ).first()
+    if found is not None:
+        return False
+    session.add(TaskWant(task_id=task_id, member=member, at=now))
+    session.flush()
+    return True
+
+
+def unwant(session: Session, member: str, task_id: str) -> None:
+    """Take back a hint."""
+    w = session.execute(
+        select(TaskWant).where(TaskWant.task_id == task_id, TaskWant.member == member)
+    ).scalar()
+    if w is not None:
+        session.delete(w)
+        session.flush()
+
+
+def _slug(title: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return (s or "task")[:56]
+
+
+def propose(
+    session: Session,
+    member: str,
+    title: str,
+    project: str | None,
+    hours: Any,
+    now: datetime,
+    *,
+    slots: int = 1,
+) -> Task:
+    """A member proposes a task; it waits (``proposed``) until a coordinator opens it."""
+    _member(session, member)
+    if not title.strip():
+        raise TaskBoardError("a task needs a title")
+    if project is not None and session.get(Project, project) is None:
+        raise TaskBoardError(f"no project {project!r}")
+    h = pc.to_decimal(hours, "hours")
+    if h <= 0:
+        raise TaskBoardError("hours must be positive")
+    if slots < 1:
+        raise TaskBoardError("slots must be at least 1")
+    base = _slug(title)
+    task_id, n = base, 1
+    while session.get(Task, task_id) is not None:
+        n += 1
+        task_id = f"{base}-{n}"
+    task = Task(
+        id=task_id,
+        title=title.strip(),
+        project_id=project,
+        slots=slots,
+        hours=h,
+        weight=pc.START_WEIGHT,
+    )
+    session.add(task)
+    session.flush()
+    session.add(TaskState(task_id=task_id, status="proposed", posted_at=None, proposed_by=member))
+    session.flush()
+    return task
+
+
+def set_status(session: Session, task_id: str, status: str, now: datetime) -> None:
+    """A coordinator opens a proposed task (or retires one, or reopens it)."""
+    if status not in STATUSES:
+        raise TaskBoardError(f"status must be one of {', '.join(STATUSES)}")
+    _, state = _task(session, task_id)
+    if state is None:
+        state = TaskState(task_id=task_id, status=status, pinned=False)
+        session.add(state)
+    if status == "open" and (state.status != "open" or state.posted_at is None):
+        state.posted_at = now
+    state.status = status
+    session.flush()
+
+
+def pin(session: Session, task_id: str, weight: Any | None) -> None:
+    """A coordinator pins a task's weight (it stops moving at close), or unpins it (None)."""
+    task, state = _task(session, task_id)
+    if state is None:
+        state = TaskState(task_id=task_id, status="open", pinned=False)
+        session.add(state)
+    if weight is None:
+        state.pinned = False
+    else:
+        rules = session.get(ProjectRules, task.project_id) if task.project_id else None
+        lo, hi = (rules.weight_min, rules.weight_max) if rules else (pc.LO, pc.HI)
+        try:
+            task.weight = pc.check_weight(weight, lo, hi)
+        except ValueError as exc:
+            raise TaskBoardError(str(exc)) from None
+        state.pinned = True
+    session.flush()
+
+
+def set_rules(session: Session, project: str, gain: Any, weight_min: Any, weight_max: Any) -> None:
+    """A coordinator sets rule (a)'s gain and weight bounds of a project."""
+    if session.get(Project, project) is None:
+        raise TaskBoardError(f"no project {project!r}")
+    k = pc.to_decimal(gain, "gain")
+    lo, hi = pc.to_decimal(weight_min, "weight_min"), pc.to_decimal(weight_max, "weight_max")
+    if not (0 < k < 1) or not (0 < lo <= hi):
+        raise TaskBoardError("gain must be between 0 and 1 and 0 < weight_min <= weight_max")
+    rules = session.get(ProjectRules, project)
+    if rules is None:
+        session.add(ProjectRules(project_id=project, gain=k, weight_min=lo, weight_max=hi))
+    else:
+        rules.gain, rules.weight_min, rules.weight_max = k, lo, hi
+    session.flush()
