@@ -93,6 +93,9 @@ def run(ctx: Context, private_broker: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     hub.start()
+    from web import create_app, serve_in_thread
+
+    stop_web = serve_in_thread(create_app(hub=hub), cfg.http.listen)
     click.echo(
         f"peershop {__version__} ingesting from {cfg.mqtt.host}:{cfg.mqtt.port} "
         f"into {hub.engine.url.render_as_string(hide_password=True)}",
@@ -110,6 +113,7 @@ def run(ctx: Context, private_broker: bool) -> None:
     finally:
         systemd.stopping()
         click.echo("stopping: committing the batch in hand, publishing offline", err=True)
+        stop_web()
         hub.stop()
         if broker:
             broker.stop()
@@ -282,9 +286,11 @@ def rebuild(ctx: Context, check: bool) -> None:
 # Commands that live beside the code they drive.  Each module owns its command; this
 # block only registers them, so adding one is a one-line change here.
 def _register() -> None:
+    from devices.agent import agent_command
     from firmware_bridge.bridge import bridge_command
     from hub import export, ops_cli, periods
     from hub.scenario import simulate_command
+    from web.cli import token_group, user_group
 
     main.add_command(simulate_command)
     main.add_command(ops_cli.device_group)
@@ -295,6 +301,9 @@ def _register() -> None:
     main.add_command(bridge_command)
     main.add_command(periods.period_group)
     main.add_command(export.export_command)
+    main.add_command(token_group)
+    main.add_command(user_group)
+    main.add_command(agent_command)
 
 
 _register()
