@@ -555,3 +555,30 @@ class TaskState(Base):
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     proposed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
+
+# --- web logins and API tokens (issue 6) ----------------------------------------------
+
+
+class WebLogin(Base):
+    """A member's web credentials: an argon2 password hash and an argon2 kiosk PIN hash."""
+
+    __tablename__ = "web_logins"
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pin_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for scripts (``peershop token create``); only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))  # member | trainer | coordinator
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)  # whose records
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

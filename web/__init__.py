@@ -1,0 +1,169 @@
+"""The web view: live floor, member and coordinator pages, JSON API, metrics.
+
+:func:`create_app` is a Flask application factory.  Given only a session factory it
+serves what the database holds (tool states derived from locks, open sessions and
+device status); given a running :class:`~hub.service.Hub` it shows the rules' live
+state and streams every change as server-sent events.
+
+>>> app = create_app({"SECRET_KEY": "x"}, sm=session_factory(engine))  # doctest: +SKIP
+>>> stop = serve_in_thread(app, ("127.0.0.1", 8080))                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from web.serve import serve_in_thread
+from web.state import WebState, iso
+
+if TYPE_CHECKING:
+    from hub.service import Hub
+
+__all__ = ["create_app", "serve_in_thread"]
+
+# No inline script or style anywhere: everything comes from /static.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def _secret_key(data_dir: Path | None) -> str:
+    """A key kept in the data dir, so logins survive a restart; random otherwise."""
+    if data_dir is None:
+        return secrets.token_hex(32)
+    path = data_dir / "web-secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def create_app(
+    test_config: dict[str, Any] | None = None,
+    *,
+    hub: Hub | None = None,
+    sm: sessionmaker[Session] | None = None,
+) -> Flask:
+    """The Flask app.  Pass ``hub`` for live state, or ``sm`` for a database only.
+
+    Config keys beyond Flask's: ``KIOSK_NETWORKS`` (addresses or CIDRs whose browsers
+    see member names on the floor without logging in; default none),
+    ``LOGIN_LIMIT_IP`` / ``LOGIN_LIMIT_ACCOUNT`` (failed logins per
+    ``LOGIN_LIMIT_WINDOW_S``).
+    """
+    if hub is None and sm is None:
+        raise ValueError("create_app needs a running hub or a session factory")
+    app = Flask(__name__)
+    data_dir = hub.cfg.site.data_dir if hub is not None else None
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # a wall screen stays open for days
+        KIOSK_NETWORKS=[],
+        LOGIN_LIMIT_IP=20,
+        LOGIN_LIMIT_ACCOUNT=5,
+        LOGIN_LIMIT_WINDOW_S=300.0,
+        STREAM_HEARTBEAT_S=15.0,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(data_dir)
+    app.config["KIOSK_NETWORKS"] = [
+        ipaddress.ip_network(n, strict=False) for n in app.config["KIOSK_NETWORKS"]
+    ]
+
+    tz = app.config.get("TIMEZONE") or (hub.cfg.site.timezone if hub is not None else UTC)
+    if isinstance(tz, str):
+        tz = ZoneInfo(tz)
+
+    @app.template_filter("clock")
+    def clock(at: datetime | None, seconds: bool = False) -> str:
+        """An instant as the shop's local time of day (with the date if not today)."""
+        if at is None:
+            return ""
+        local = at.astimezone(tz)
+        fmt = "%H:%M:%S" if seconds else "%H:%M"
+        if local.date() != datetime.now(tz).date():
+            fmt = "%Y-%m-%d " + fmt
+        return local.strftime(fmt)
+
+    app.add_template_filter(iso, "iso")
+
+    state = WebState(hub=hub, sm=sm if sm is not None else hub.sm)  # type: ignore[union-attr]
+    app.extensions["peershop"] = state
+    CSRFProtect(app)
+
+    from web import admin, api, auth, floor, me, metrics, stream
+
+    auth.init_app(app)
+    for module in (floor, auth, me, admin, api, stream, metrics):
+        app.register_blueprint(module.bp)
+
+    @app.after_request
+    def security_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if request.path.startswith(("/api/", "/me", "/admin")):
+            headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def wants_json() -> bool:
+        return request.path.startswith("/api/") or request.path in ("/metrics", "/healthz")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        if wants_json():
+            return api_error(400, "csrf", exc.description)
+        return render_template("error.html", status=400, message=exc.description), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        if wants_json():
+            return api_error(
+                status, (exc.name or "error").lower().replace(" ", "_"), exc.description
+            )
+        return render_template("error.html", status=status, message=exc.description), status
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        app.logger.exception("request %s %s failed", request.method, request.path)
+        if wants_json():
+            return api_error(500, "internal", "internal error; see the hub's log")
+        return render_template("error.html", status=500, message="Internal error."), 500
+
+    app.teardown_appcontext(state.teardown)
+    return app
+
+
+def api_error(status: int, code: str, message: str | None):
+    """The API's error body, CONTRACT.md §5: ``{"error":{"code","message"}}``."""
+    response = jsonify({"error": {"code": code, "message": message or code}})
+    response.status_code = status
+    return response

@@ -1,0 +1,242 @@
+"""The JSON API of CONTRACT.md §5 (tasks and periods come with the period engine).
+
+Public: ``/hub``, ``/tools`` (member names only for logged-in clients and kiosks),
+``/devices``.  Personal data (``/presence``, ``/sessions``, ``/effort``) needs a login
+or a bearer token: a member sees their own records, a coordinator everyone's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request
+from flask_login import current_user
+from sqlalchemy import select
+
+from hub import __version__
+from hub.allowlist import public_key_b64
+from hub.models import Device, EffortRecord, Event, UsageSession
+from web.auth import can_see_names, require_role
+from web.openapi import openapi_document
+from web.state import iso
+from web.views import presence
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+SIX = Decimal("0.000001")
+
+
+def _state() -> Any:
+    return current_app.extensions["peershop"]
+
+
+# --- query parameters ------------------------------------------------------------------
+
+
+def _instant(name: str) -> datetime | None:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
+        at = datetime.fromisoformat(text.replace("z", "Z"))
+    except (ValueError, OverflowError, OSError):
+        abort(400, description=f"{name} must be an ISO 8601 instant or Unix seconds")
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _limit() -> int:
+    text = request.args.get("limit", str(DEFAULT_LIMIT))
+    try:
+        value = int(text)
+    except ValueError:
+        abort(400, description="limit must be an integer")
+    if not 1 <= value <= MAX_LIMIT:
+        abort(400, description=f"limit must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def _text(name: str, max_len: int = 64) -> str | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > max_len:
+        abort(400, description=f"{name} is longer than {max_len} characters")
+    return value
+
+
+def _whose(requested: str | None) -> str | None:
+    """The member whose records to read: anyone for a coordinator, else oneself only."""
+    if current_user.has("coordinator"):
+        return requested
+    own = current_user.handle
+    if own is None:
+        abort(403, description="this token belongs to no member; only coordinators see all")
+    if requested is not None and requested != own:
+        abort(403, description="members see their own records only")
+    return own
+
+
+def _num(value: Decimal | None) -> float | None:
+    """Exact decimals as JSON numbers rounded to 6 places (as CONTRACT.md §7 prints them)."""
+    return None if value is None else float(value.quantize(SIX))
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+@bp.get("/hub")
+def hub_info() -> Any:
+    hub = _state().hub
+    body: dict[str, Any] = {"version": __version__, "live": hub is not None}
+    if hub is None:
+        body.update(uptime_s=None, started_at=None, broker=None, public_key=None)
+        return jsonify(body)
+    ok, reason = hub.health()
+    body.update(
+        uptime_s=round((datetime.now(UTC) - hub.started_at).total_seconds(), 1),
+        started_at=iso(hub.started_at),
+        broker={
+            "connected": hub.link.is_connected,
+            "host": hub.cfg.mqtt.host,
+            "port": hub.cfg.mqtt.port,
+            "last_error": hub.link.last_error,
+        },
+        healthy=ok,
+        health=reason,
+        public_key=public_key_b64(hub.signing_key),
+    )
+    return jsonify(body)
+
+
+@bp.get("/tools")
+def tools() -> Any:
+    state = _state()
+    names = can_see_names()
+    return jsonify({"tools": [v.public(names) for v in state.tool_views(state.db())]})
+
+
+@bp.get("/devices")
+def devices() -> Any:
+    session = _state().db()
+    rows = list(session.scalars(select(Device).order_by(Device.id)))
+    event_ids = [d.last_event_id for d in rows if d.last_event_id]
+    events = (
+        {ev.id: ev for ev in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
+        if event_ids
+        else {}
+    )
+    out = []
+    for d in rows:
+        ev = events.get(d.last_event_id or 0)
+        out.append(
+            {
+                "id": d.id,
+                "approval": d.approval,
+                "online": bool(d.online),
+                "last_seen": iso(d.last_seen),
+                "boot": d.boot,
+                "fw": d.fw,
+                "kind": list(d.kind or []),
+                "last_event": None
+                if ev is None
+                else {
+                    "id": ev.id,
+                    "type": ev.type,
+                    "boot": ev.boot,
+                    "seq": ev.seq,
+                    "at": iso(ev.received_at),
+                },
+            }
+        )
+    return jsonify({"devices": out})
+
+
+@bp.get("/presence")
+@require_role("member")
+def presence_now() -> Any:
+    state = _state()
+    rows = presence(state, state.db())
+    return jsonify(
+        {"present": [{"member": p.handle, "name": p.name, "since": iso(p.since)} for p in rows]}
+    )
+
+
+@bp.get("/sessions")
+@require_role("member")
+def sessions() -> Any:
+    tool = _text("tool")
+    member = _whose(_text("member"))
+    since, until, limit = _instant("since"), _instant("until"), _limit()
+    query = select(UsageSession).order_by(UsageSession.start.desc(), UsageSession.id.desc())
+    if tool is not None:
+        query = query.where(UsageSession.tool_id == tool)
+    if member is not None:
+        query = query.where(UsageSession.member == member)
+    if since is not None:  # sessions that overlap [since, until)
+        query = query.where((UsageSession.end.is_(None)) | (UsageSession.end >= since))
+    if until is not None:
+        query = query.where(UsageSession.start < until)
+    rows = _state().db().scalars(query.limit(limit))
+    return jsonify(
+        {
+            "sessions": [
+                {
+                    "id": s.id,
+                    "tool": s.tool_id,
+                    "member": s.member,
+                    "start": iso(s.start),
+                    "end": iso(s.end),
+                    "busy_s": round(s.busy_s, 3),
+                    "idle_s": round(s.idle_s, 3),
+                    "wh": round(s.wh, 3),
+                    "close_reason": s.close_reason,
+                }
+                for s in rows
+            ]
+        }
+    )
+
+
+@bp.get("/effort")
+@require_role("member")
+def effort() -> Any:
+    member = _whose(_text("member"))
+    if _text("period") is not None:
+        abort(501, description="periods are not available yet; filter by since/until")
+    since, until, limit = _instant("since"), _instant("until"), _limit()
+    query = select(EffortRecord).order_by(EffortRecord.start.desc(), EffortRecord.id.desc())
+    if member is not None:
+        query = query.where(EffortRecord.member == member)
+    if since is not None:
+        query = query.where(EffortRecord.start >= since)
+    if until is not None:
+        query = query.where(EffortRecord.start < until)
+    out = []
+    for r in _state().db().scalars(query.limit(limit)):
+        weighted = None if r.hours is None or r.weight is None else r.hours * r.weight
+        out.append(
+            {
+                "id": r.id,
+                "member": r.member,
+                "task": r.task_id,
+                "project": r.project_id,
+                "start": iso(r.start),
+                "end": iso(r.end),
+                "hours": _num(r.hours),
+                "weight": _num(r.weight),
+                "weighted_hours": _num(weighted),
+                "source": r.source,
+            }
+        )
+    return jsonify({"effort": out})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())

@@ -1,0 +1,263 @@
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``: exactly the endpoints
+this app has (tasks and periods join it with the period engine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub import __version__
+
+NULL_STR = {"type": ["string", "null"]}
+INSTANT = {"type": ["string", "null"], "format": "date-time"}
+NUM = {"type": ["number", "null"]}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(schema_ref: str, description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string", "maxLength": 64},
+    }
+
+
+RANGE = [
+    _query("since", "ISO 8601 instant or Unix seconds", {"type": "string"}),
+    _query("until", "ISO 8601 instant or Unix seconds", {"type": "string"}),
+    _query(
+        "limit",
+        "at most this many, newest first (1-1000, default 100)",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+    ),
+]
+PERSONAL = {
+    "401": _error("not logged in and no valid token"),
+    "403": _error("a member asked for someone else's records"),
+    "400": _error("a bad query parameter"),
+}
+
+
+def _get(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    errors: dict[str, Any] | None = None,
+    secured: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **(errors or {})}}
+    if params:
+        op["parameters"] = params
+    if secured:
+        op["security"] = [{"bearer": []}, {"session": []}]
+    return {"get": op}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required or list(props)}
+
+
+def openapi_document() -> dict[str, Any]:
+    tool = _obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "state": {"enum": ["free", "in_use", "idle", "busy", "offline", "locked"]},
+            "member": NULL_STR,
+            "since": INSTANT,
+            "w": NUM,
+        }
+    )
+    device = _obj(
+        {
+            "id": {"type": "string"},
+            "approval": {"enum": ["pending", "approved", "revoked"]},
+            "online": {"type": "boolean"},
+            "last_seen": INSTANT,
+            "boot": {"type": ["integer", "null"]},
+            "fw": NULL_STR,
+            "kind": {"type": "array", "items": {"type": "string"}},
+            "last_event": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "id": {"type": "integer"},
+                            "type": {"type": "string"},
+                            "boot": {"type": "integer"},
+                            "seq": {"type": "integer"},
+                            "at": INSTANT,
+                        }
+                    ),
+                ]
+            },
+        }
+    )
+    session = _obj(
+        {
+            "id": {"type": "integer"},
+            "tool": {"type": "string"},
+            "member": {"type": "string"},
+            "start": INSTANT,
+            "end": INSTANT,
+            "busy_s": {"type": "number"},
+            "idle_s": {"type": "number"},
+            "wh": {"type": "number"},
+            "close_reason": NULL_STR,
+        }
+    )
+    effort = _obj(
+        {
+            "id": {"type": "integer"},
+            "member": {"type": "string"},
+            "task": NULL_STR,
+            "project": NULL_STR,
+            "start": INSTANT,
+            "end": INSTANT,
+            "hours": NUM,
+            "weight": NUM,
+            "weighted_hours": NUM,
+            "source": {"type": "string"},
+        }
+    )
+    schemas = {
+        "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})}),
+        "Hub": {
+            "type": "object",
+            "required": ["version", "live", "public_key"],
+            "properties": {
+                "version": {"type": "string"},
+                "live": {"type": "boolean"},
+                "uptime_s": NUM,
+                "started_at": INSTANT,
+                "public_key": NULL_STR,
+                "broker": {
+                    "oneOf": [
+                        {"type": "null"},
+                        _obj(
+                            {
+                                "connected": {"type": "boolean"},
+                                "host": {"type": "string"},
+                                "port": {"type": "integer"},
+                                "last_error": NULL_STR,
+                            }
+                        ),
+                    ]
+                },
+                "healthy": {"type": "boolean"},
+                "health": {"type": "string"},
+            },
+        },
+        "Tools": _obj({"tools": {"type": "array", "items": tool}}),
+        "Devices": _obj({"devices": {"type": "array", "items": device}}),
+        "Presence": _obj(
+            {
+                "present": {
+                    "type": "array",
+                    "items": _obj(
+                        {"member": {"type": "string"}, "name": {"type": "string"}, "since": INSTANT}
+                    ),
+                }
+            }
+        ),
+        "Sessions": _obj({"sessions": {"type": "array", "items": session}}),
+        "Effort": _obj({"effort": {"type": "array", "items": effort}}),
+        "Health": {
+            "type": "object",
+            "required": ["status", "reason"],
+            "properties": {"status": {"enum": ["ok", "unhealthy"]}, "reason": {"type": "string"}},
+        },
+    }
+    text = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    paths = {
+        "/api/v1/hub": _get(
+            "Version, uptime, broker state and the allow-list public key", _ok("Hub")
+        ),
+        "/api/v1/tools": _get(
+            "Every tool with its live state (member names need a login)", _ok("Tools")
+        ),
+        "/api/v1/devices": _get(
+            "Every device: approval, online, last seen, boot, fw, last event", _ok("Devices")
+        ),
+        "/api/v1/presence": _get(
+            "Who is signed in to the space now",
+            _ok("Presence"),
+            errors={"401": PERSONAL["401"]},
+            secured=True,
+        ),
+        "/api/v1/sessions": _get(
+            "Usage sessions overlapping [since, until), newest first; members see their own",
+            _ok("Sessions"),
+            secured=True,
+            errors=PERSONAL,
+            params=[_query("tool", "tool id"), _query("member", "member handle"), *RANGE],
+        ),
+        "/api/v1/effort": _get(
+            "Effort records started in [since, until), newest first; members see their own",
+            _ok("Effort"),
+            secured=True,
+            errors={**PERSONAL, "501": _error("period filtering is not available yet")},
+            params=[
+                _query("member", "member handle"),
+                _query("period", "a period id (not available yet: answers 501)"),
+                *RANGE,
+            ],
+        ),
+        "/api/v1/stream": _get(
+            "Server-sent events: `tool`, `session`, `batch` (needs a running hub)",
+            {
+                "description": "an event stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            errors={"503": _error("no live hub in this process")},
+        ),
+        "/api/v1/openapi.json": _get(
+            "This document", {"description": "OK", "content": {"application/json": {"schema": {}}}}
+        ),
+        "/metrics": _get("Prometheus text format", text),
+        "/healthz": _get(
+            "Ingest, database and broker health",
+            _ok("Health"),
+            errors={
+                "503": {
+                    "description": "unhealthy, with the reason",
+                    "content": {"application/json": {"schema": {}}},
+                }
+            },
+        ),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "peershop hub",
+            "version": __version__,
+            "description": 'CONTRACT.md §5. Errors are {"error":{"code","message"}}.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from `peershop token create`",
+                },
+                "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            },
+        },
+    }

@@ -1,0 +1,43 @@
+"""Serve the app with waitress in a background thread (``peershop run``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from flask import Flask
+from waitress import wasyncore
+from waitress.server import create_server
+
+log = logging.getLogger(__name__)
+
+
+def serve_in_thread(
+    app: Flask, listen: tuple[str, int], *, threads: int = 16
+) -> Callable[[], None]:
+    """Start waitress on ``listen`` (host, port); returns ``stop()``.
+
+    Each open floor holds one waitress thread for its event stream, so ``threads`` is
+    the number of wall screens and phones that can watch at once plus a few for pages.
+    ``stop()`` ends the streams first, then closes the listening socket.
+    """
+    host, port = listen
+    server = create_server(app, host=host, port=port, threads=threads, ident="peershop")
+    state = app.extensions["peershop"]
+    if state.feed is not None:
+        state.feed.start()
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    log.info("web on http://%s:%s/", *server.getsockname()[:2])
+    app.config["SERVER_ADDRESS"] = server.getsockname()[:2]
+
+    def stop() -> None:
+        if state.feed is not None:
+            state.feed.stop()
+        server.task_dispatcher.shutdown(timeout=5)
+        wasyncore.close_all(server._map)  # the loop ends once its map is empty
+        thread.join(5)
+
+    stop.address = server.getsockname()[:2]  # type: ignore[attr-defined]
+    return stop

@@ -1,0 +1,316 @@
+"""What the web layer shares between requests: the database, the hub, the live feed."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import g
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.models import Device, Member, Tool, ToolBinding, UsageSession
+
+if TYPE_CHECKING:
+    from hub.ingest import BatchResult
+    from hub.service import Hub
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2  # how often the live feed compares tool states (well inside the 1 s promise)
+
+
+def iso(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ToolView:
+    """A tool's state as ``peershop/tool/{tool}/state`` carries it, plus id and name."""
+
+    id: str
+    name: str
+    state: str
+    member: str | None  # the member's display name (personal data)
+    handle: str | None
+    since: datetime | None
+    w: float | None
+
+    def public(self, with_names: bool) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "member": self.member if with_names else None,
+            "since": iso(self.since),
+            "w": None if self.w is None else round(self.w, 1),
+        }
+
+
+class WebState:
+    """Per app: the session factory, the optional live hub and the live feed."""
+
+    def __init__(self, hub: Hub | None, sm: sessionmaker[Session]):
+        self.hub = hub
+        self.sm = sm
+        self.feed = LiveFeed(self) if hub is not None else None
+
+    # -- a database session per request ----------------------------------------------
+
+    def db(self) -> Session:
+        if "db" not in g:
+            g.db = self.sm()
+        return g.db
+
+    def teardown(self, _exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    # -- tool states ---------------------------------------------------------------------
+
+    def tool_views(self, session: Session, now: datetime | None = None) -> list[ToolView]:
+        """Every tool's state: live from the rules when a hub runs, else from the database."""
+        now = now or datetime.now(UTC)
+        tools = session.execute(select(Tool.id, Tool.name, Tool.locked).order_by(Tool.id)).all()
+        live = self.live_snapshots(now) if self.hub is not None else None
+        if live is not None:
+            names = self._names(session, [s.member for s in live.values() if s.member])
+            views = []
+            for tool_id, name, locked in tools:
+                snap = live.get(tool_id)
+                if snap is None:
+                    views.append(
+                        ToolView(
+                            tool_id, name, "locked" if locked else "free", None, None, None, None
+                        )
+                    )
+                    continue
+                views.append(
+                    ToolView(
+                        tool_id,
+                        name,
+                        snap.state,
+                        snap.name or names.get(snap.member or ""),
+                        snap.member,
+                        snap.since,
+                        snap.w,
+                    )
+                )
+            return views
+        return self._stored_views(session, tools)
+
+    def live_snapshots(self, now: datetime) -> dict[str, Any]:
+        hub = self.hub
+        assert hub is not None
+        # The rules' lock is held for microseconds here; it keeps set_data() from
+        # swapping the tool table while we read it.
+        with hub._rules_lock:
+            return {tool_id: st.snapshot(now) for tool_id, st in list(hub.rules.tools.items())}
+
+    def _names(self, session: Session, handles: list[str]) -> dict[str, str]:
+        if not handles:
+            return {}
+        rows = session.execute(select(Member.handle, Member.name).where(Member.handle.in_(handles)))
+        return {h: n for h, n in rows}
+
+    def _stored_views(self, session: Session, tools: list[Any]) -> list[ToolView]:
+        """Without a hub: locked, in use (an open session), offline (all devices), free."""
+        open_sessions = {
+            row.tool_id: row
+            for row in session.scalars(select(UsageSession).where(UsageSession.end.is_(None)))
+        }
+        names = self._names(session, [s.member for s in open_sessions.values()])
+        devices: dict[str, list[bool]] = {}
+        rows = session.execute(
+            select(ToolBinding.tool_id, Device.online)
+            .join(Device, Device.id == ToolBinding.ref)
+            .where(ToolBinding.kind == "device")
+        )
+        for tool_id, online in rows:
+            devices.setdefault(tool_id, []).append(bool(online))
+        views = []
+        for tool_id, name, locked in tools:
+            open_row = open_sessions.get(tool_id)
+            if locked:
+                views.append(ToolView(tool_id, name, "locked", None, None, None, None))
+            elif open_row is not None:
+                views.append(
+                    ToolView(
+                        tool_id,
+                        name,
+                        "in_use",
+                        names.get(open_row.member, open_row.member),
+                        open_row.member,
+                        open_row.start,
+                        None,
+                    )
+                )
+            elif tool_id in devices and not any(devices[tool_id]):
+                views.append(ToolView(tool_id, name, "offline", None, None, None, None))
+            else:
+                views.append(ToolView(tool_id, name, "free", None, None, None, None))
+        return views
+
+
+class LiveFeed:
+    """Server-sent events for the floor, fed by the hub.
+
+    Tool states come from the rules in memory (``hub.rules``), compared every
+    ``POLL_S`` and right after each committed batch (``hub.hooks``): that catches
+    changes made by events, by the rules' clock (timeouts) and by reloads (locks) alike,
+    with no second MQTT connection to keep alive.  Each subscriber gets a bounded
+    queue; one that cannot keep up loses its oldest messages, never blocks the hub.
+    """
+
+    def __init__(self, state: WebState):
+        self.state = state
+        self._subscribers: list[queue.Queue[tuple[str, dict[str, Any]] | None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last: dict[str, tuple[Any, ...]] = {}
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        hub = self.state.hub
+        assert hub is not None
+        if self._thread is not None:
+            return
+        self._last = {k: self._key(v) for k, v in self.state.live_snapshots(_now()).items()}
+        hub.hooks.append(self.on_batch)
+        self._thread = threading.Thread(target=self._run, name="web-live", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            for q in self._subscribers:
+                _put(q, None)
+        hub = self.state.hub
+        if hub is not None and self.on_batch in hub.hooks:
+            hub.hooks.remove(self.on_batch)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # -- subscribers -----------------------------------------------------------------
+
+    def subscribe(self) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
+        q: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(maxsize=500)
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue[tuple[str, dict[str, Any]] | None]) -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            targets = list(self._subscribers)
+        for q in targets:
+            _put(q, (event, data))
+        self.sent += 1
+
+    # -- sources ---------------------------------------------------------------------
+
+    def on_batch(self, result: BatchResult) -> None:
+        """A batch committed (ingest thread): wake the comparer, tell floors to refresh."""
+        self._wake.set()
+        events = [
+            {"device": s.event.device_id, "type": s.event.type, "at": iso(s.received_at)}
+            for s in result.new_events[-20:]
+        ]
+        if events or result.statuses or result.dead_letters or result.new_devices:
+            self.publish(
+                "batch",
+                {
+                    "events": events,
+                    "statuses": len(result.statuses),
+                    "dead_letters": len(result.dead_letters),
+                    "new_devices": list(result.new_devices),
+                },
+            )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.compare()
+            except Exception:
+                log.exception("live feed: comparing tool states failed; it keeps running")
+
+    def compare(self) -> None:
+        now = _now()
+        snaps = self.state.live_snapshots(now)
+        changed = {}
+        for tool_id, snap in snaps.items():
+            key = self._key(snap)
+            old = self._last.get(tool_id)
+            if old == key:
+                continue
+            self._last[tool_id] = key
+            changed[tool_id] = (old, snap)
+        for tool_id, (old, snap) in changed.items():
+            old_member = old[1] if old else None
+            if old_member != snap.member:
+                if old_member:
+                    self.publish("session", {"tool": tool_id, "event": "end", "member": old_member})
+                if snap.member:
+                    self.publish(
+                        "session", {"tool": tool_id, "event": "start", "member": snap.member}
+                    )
+            self.publish(
+                "tool",
+                {
+                    "tool": tool_id,
+                    "state": snap.state,
+                    "member": snap.name,
+                    "handle": snap.member,
+                    "since": iso(snap.since),
+                    "w": None if snap.w is None else round(snap.w, 1),
+                },
+            )
+
+    @staticmethod
+    def _key(snap: Any) -> tuple[Any, ...]:
+        # Watts move all the time; a change of a tenth or more is worth a message.
+        w = None if snap.w is None else round(snap.w / 10.0)
+        return (snap.state, snap.member, snap.since, w)
+
+
+def _put(q: queue.Queue[Any], item: Any) -> None:
+    while True:
+        try:
+            q.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                q.get_nowait()  # drop the oldest: a slow screen misses, the hub never waits
+            except queue.Empty:
+                pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
