@@ -177,7 +177,9 @@ def current_period(session: Session, at: datetime) -> Period | None:
 # a closed period does not change
 
 
-_GUARDED = (PeriodBalance, PeriodResourceCost, TaskWeightHistory, TaskClaim)
+# What a close stored never changes.  A claim made in a closed period may still be
+# marked done (its effort lands in the open period), but no claim is added to one.
+_GUARDED = (PeriodBalance, PeriodResourceCost, TaskWeightHistory)
 
 
 def _closed_ids(session: Session, ids: set[int]) -> set[int]:
@@ -214,6 +216,7 @@ def _refuse_changes_to_closed_periods(session: Session, flush_context: Any, inst
         for obj in list(session.new) + list(session.dirty) + list(session.deleted)
         if isinstance(obj, _GUARDED) and obj.period_id is not None
     }
+    touched |= {obj.period_id for obj in session.new if isinstance(obj, TaskClaim)}
     closed = _closed_ids(session, touched)
     if closed:
         raise ClosedPeriodError(
