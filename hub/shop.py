@@ -35,7 +35,7 @@ from hub.access import (
     reply_payload,
 )
 from hub.contract import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
-from hub.presence import Presence, SignedIn, SignedOut
+from hub.presence import Presence, SignedIn, SignedOut, auto_close_time
 from hub.sessions import (
     OpenSession,
     ReleaseTool,
@@ -417,6 +417,12 @@ class ShopEngine:
         for signed_out in self.presence.auto_close(now):
             out.records.append(PresenceRec(signed_out.member, signed_out.at, "out", "auto"))
             out.extend(self._close_efforts_of(signed_out.member, signed_out.at, auto=True))
+        # an effort whose member never signed in at the door ends at the same hour
+        for key, effort in list(self.efforts.items()):
+            cutoff = auto_close_time(effort.start, self.data.auto_signout, self.data.tz)
+            if cutoff <= now:
+                del self.efforts[key]
+                out.records.append(_finish(effort, _auto_end(effort, cutoff, self.data)))
         return out
 
     def restart(self, now: datetime) -> Outcome:
@@ -644,10 +650,7 @@ class ShopEngine:
         out = Outcome()
         for key in [k for k in self.efforts if k[1] == member]:
             effort = self.efforts.pop(key)
-            end = max(at, effort.start)
-            if auto:
-                posted = self.data.tasks[effort.task].hours if effort.task in self.data.tasks else 0
-                end = min(end, effort.start + timedelta(hours=float(posted)))
+            end = _auto_end(effort, at, self.data) if auto else max(at, effort.start)
             out.records.append(_finish(effort, end))
         return out
 
@@ -731,6 +734,12 @@ class ShopEngine:
         ):
             return ev.device_ts
         return now
+
+
+def _auto_end(effort: OpenEffort, at: datetime, data: ShopData) -> datetime:
+    """A forgotten badge-out: credit at most the task's posted hours, not all night."""
+    posted = data.tasks[effort.task].hours if effort.task in data.tasks else 0
+    return min(max(at, effort.start), effort.start + timedelta(hours=float(posted)))
 
 
 def _with_training(member: MemberAccess, training: str) -> MemberAccess:

@@ -346,3 +346,13 @@ def test_an_hour_used_offline_counts_in_full_when_the_device_replays_it(engine):
     [closed] = of(out, SessionCloseRec)
     assert (closed.start, closed.end, closed.close_reason) == (on, off, "badge_out")
     assert out.reply is None
+
+
+def test_an_effort_without_a_door_sign_in_still_ends_at_the_auto_signout(engine):
+    desk = Reader("desk")
+    engine.on_event(desk("button", name="empty-dust"), T0)
+    engine.on_event(desk("badge", uid=BOB), T0)
+    assert of(engine.tick(T0 + timedelta(hours=9)), EffortRec) == []  # 03:00 Berlin: not yet
+    [effort] = of(engine.tick(T0 + timedelta(hours=11)), EffortRec)
+    assert (effort.end, effort.hours) == (T0 + timedelta(minutes=30), Decimal("0.5"))
+    assert engine.efforts == {}
