@@ -1,0 +1,131 @@
+"""End to end in a real headless Chromium (Debian's package, driven by Playwright).
+
+No browser is downloaded: Playwright launches ``/usr/bin/chromium``.  Without it the
+test is skipped on a developer's machine and fails in CI (``CI`` set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.db import make_engine, migrate, session_factory
+from hub.models import Member
+from hub.service import Hub
+from hub.shopfile import apply_shop, parse_shop
+
+try:
+    from playwright import sync_api
+except ImportError:  # CI installs the dev extras, so there this fails loudly below
+    sync_api = None
+
+from tests.helpers import REPO, Device, event_payload
+from web import create_app, serve_in_thread
+from web.auth import set_password
+
+CHROMIUM = os.environ.get("PEERSHOP_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+SHOP = """
+members:
+  - {handle: cora, name: Cora C., roles: [member, coordinator], badges: ["0A0B0C0D"]}
+  - {handle: ada, name: "Ada <script>x</script>", roles: [member], badges: ["04A1B2C3D4E5F6"]}
+tools:
+  - {id: laser-1, name: Laser cutter, devices: [laser-node], policy: tap}
+  - {id: lathe, name: Lathe, devices: [lathe-node], policy: tap}
+  - {id: drill-1, name: Drill press, devices: [drill-node], policy: tap}
+stations:
+  - {device: door, kind: sign_in}
+"""
+
+
+def _chromium_or_skip() -> str:
+    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
+        return CHROMIUM
+    message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    path = _chromium_or_skip()
+    if sync_api is None:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
+        pytest.skip("playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=path, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(hub_config, broker) -> Iterator[str]:
+    engine = make_engine(hub_config.db.url)
+    migrate(engine)
+    with session_factory(engine).begin() as session:
+        apply_shop(session, parse_shop(SHOP))
+        cora = session.query(Member).filter_by(handle="cora").one()
+        set_password(session, cora, "cora-password")
+    engine.dispose()
+    hub = Hub(hub_config)
+    hub.start()
+    assert hub.wait_ready(10)
+    stop = serve_in_thread(create_app({"SECRET_KEY": "browser"}, hub=hub), ("127.0.0.1", 0))
+    host, port = stop.address  # type: ignore[attr-defined]
+    yield f"http://{host}:{port}"
+    stop()
+    hub.stop()
+
+
+def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(f"{site}/")
+    assert page.locator("#tool-laser-1").get_attribute("class") == "tool state-free"
+    assert "Log in to see who" in page.locator("#presence").inner_text()
+
+    page.click("text=Log in")
+    page.fill("#handle", "cora")
+    page.fill("#password", "cora-password")
+    page.click("form >> text=Log in")
+    page.wait_for_url(f"{site}/")
+    assert "Cora C. (coordinator)" in page.locator("header").inner_text()
+    page.wait_for_selector("#live.on", timeout=5000)  # the event stream is open
+
+    laser, door = Device(broker.port, "laser-node"), Device(broker.port, "door")
+    try:
+        door.send(event_payload(1, 0, "badge", uid="04A1B2C3D4E5F6"))
+        laser.send(event_payload(1, 0, "badge", uid="04A1B2C3D4E5F6"))
+        laser.send(event_payload(1, 1, "power", w=812.4))
+        page.wait_for_selector("#tool-laser-1.state-busy", timeout=5000)
+        card = page.locator("#tool-laser-1").inner_text()
+        assert "Ada <script>x</script>" in card  # shown as text, never run
+        assert "812 W" in card
+        sync_api.expect(page.locator("#presence")).to_contain_text("Ada <script>", timeout=5000)
+        assert page.locator("main script").count() == 0  # the planted tag is text
+    finally:
+        laser.close()
+        door.close()
+    page.screenshot(path=str(ARTIFACTS / "floor.png"), full_page=True)
+
+    page.goto(f"{site}/admin/")
+    assert "Give a member the last unknown card" in page.content()
+    page.click("#tools >> text=Lock >> nth=0")  # the drill press, first by id
+    page.wait_for_url(f"{site}/admin/")
+    page.goto(f"{site}/")
+    page.wait_for_selector("#tool-drill-1.state-locked", timeout=5000)
+    page.screenshot(path=str(ARTIFACTS / "floor-locked.png"), full_page=True)
+    assert not [e for e in errors if "Content Security Policy" in e], errors

@@ -1,0 +1,156 @@
+"""The web app on a running hub: waitress, the live stream within 1 s, metrics, health."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hub.db import make_engine, migrate, session_factory
+from hub.service import Hub
+from hub.shopfile import apply_shop, parse_shop
+from tests.helpers import Device, event_payload, wait_for
+from web import create_app, serve_in_thread
+
+SHOP = """
+members:
+  - {handle: ada, name: "Ada <b>L.</b>", roles: [member, coordinator], badges: ["04A1B2C3D4E5F6"]}
+tools:
+  - {id: drill-1, name: Drill press, devices: [drill-node], policy: tap}
+  - {id: laser-1, name: Laser cutter, devices: [laser-node], policy: tap}
+"""
+ADA = "04A1B2C3D4E5F6"
+
+
+@pytest.fixture
+def live(hub_config, broker) -> Iterator[tuple[Hub, str]]:
+    engine = make_engine(hub_config.db.url)
+    migrate(engine)
+    with session_factory(engine).begin() as session:
+        apply_shop(session, parse_shop(SHOP))
+    engine.dispose()
+    hub = Hub(hub_config)
+    hub.start()
+    assert hub.wait_ready(10)
+    app = create_app({"SECRET_KEY": "live", "STREAM_HEARTBEAT_S": 1.0}, hub=hub)
+    stop = serve_in_thread(app, ("127.0.0.1", 0))
+    host, port = stop.address  # type: ignore[attr-defined]
+    yield hub, f"http://{host}:{port}"
+    stop()
+    hub.stop()
+
+
+class StreamReader:
+    """Reads server-sent events from a real socket into a list, with arrival times."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None):
+        host, port = base.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.conn.request("GET", "/api/v1/stream", headers=headers or {})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200
+        assert self.response.getheader("Content-Type").startswith("text/event-stream")
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        event = None
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event:
+                    self.events.append((time.monotonic(), event, json.loads(line[6:])))
+        except (OSError, ValueError):
+            return
+
+    def find(self, kind: str, /, **match: Any) -> tuple[float, dict[str, Any]] | None:
+        for at, name, data in list(self.events):
+            if name == kind and all(data.get(k) == v for k, v in match.items()):
+                return at, data
+        return None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_a_badge_at_a_tool_reaches_the_stream_within_a_second(live, broker):
+    _hub, base = live
+    reader = StreamReader(base)
+    wait_for(lambda: reader.find("tool", tool="drill-1"), 10, "the initial states")
+    device = Device(broker.port, "drill-node")
+    try:
+        sent = time.monotonic()
+        device.send(event_payload(1, 0, "badge", uid=ADA))
+        at, data = wait_for(
+            lambda: reader.find("tool", tool="drill-1", state="in_use"),
+            10,
+            "drill-1 in use on the stream",
+        )
+        assert at - sent < 1.0, f"stream delivery took {at - sent:.3f} s"
+        assert data["member"] is None and data["handle"] is None  # anonymous: no names
+        assert wait_for(lambda: reader.find("batch"), 5, "a batch event")
+        assert wait_for(lambda: reader.find("session", tool="drill-1", event="start"), 5)
+        device.send(event_payload(1, 1, "power", w=812.4))
+        wait_for(lambda: reader.find("tool", tool="drill-1", state="busy"), 10, "busy")
+    finally:
+        device.close()
+        reader.close()
+
+
+def test_pages_api_metrics_and_health_over_waitress(live, broker):
+    hub, base = live
+    floor = urllib.request.urlopen(f"{base}/").read().decode()
+    assert "Drill press" in floor and 'data-live="yes"' in floor
+    tools = json.load(urllib.request.urlopen(f"{base}/api/v1/tools"))["tools"]
+    assert {t["id"]: t["state"] for t in tools} == {"drill-1": "free", "laser-1": "free"}
+    info = json.load(urllib.request.urlopen(f"{base}/api/v1/hub"))
+    assert info["live"] and info["broker"]["connected"] and len(info["public_key"]) == 44
+    health = urllib.request.urlopen(f"{base}/healthz")
+    assert health.status == 200
+    device = Device(broker.port, "laser-node")
+    device.send(b"{not json", topic="peershop/dev/laser-node/event")
+    device.close()
+    wait_for(lambda: hub.counters.dead_letters >= 1, 10, "the dead letter")
+    metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+    assert "peershop_dead_letters_total 1.0" in metrics
+    assert "peershop_broker_connected 1.0" in metrics
+    assert "peershop_db_commit_seconds" in metrics
+
+
+def test_healthz_is_503_with_the_reason_when_the_broker_is_gone(live, monkeypatch):
+    hub, base = live
+    monkeypatch.setattr(type(hub.link), "is_connected", property(lambda self: False))
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        urllib.request.urlopen(f"{base}/healthz")
+    assert failed.value.code == 503
+    assert json.load(failed.value)["reason"].startswith("broker")
+
+
+def test_stopping_the_web_server_ends_open_streams(hub_config, broker):
+    engine = make_engine(hub_config.db.url)
+    migrate(engine)
+    engine.dispose()
+    hub = Hub(hub_config)
+    hub.start()
+    try:
+        app = create_app({"SECRET_KEY": "x"}, hub=hub)
+        stop = serve_in_thread(app, ("127.0.0.1", 0))
+        host, port = stop.address  # type: ignore[attr-defined]
+        reader = StreamReader(f"http://{host}:{port}")
+        started = time.monotonic()
+        stop()
+        assert time.monotonic() - started < 5
+        reader._thread.join(5)
+        assert not reader._thread.is_alive()
+        assert hub.hooks == []
+    finally:
+        hub.stop()
