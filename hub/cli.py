@@ -289,6 +289,7 @@ def _register() -> None:
     from devices.agent import agent_command
     from firmware_bridge.bridge import bridge_command
     from hub import export, ops_cli, periods
+    from hub.demo import demo_command
     from hub.scenario import simulate_command
     from web.cli import token_group, user_group
 
@@ -304,6 +305,7 @@ def _register() -> None:
     main.add_command(token_group)
     main.add_command(user_group)
     main.add_command(agent_command)
+    main.add_command(demo_command)
 
 
 _register()
