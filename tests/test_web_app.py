@@ -24,6 +24,7 @@ from hub.models import (
     EffortRecord,
     Event,
     Member,
+    Period,
     PresenceChange,
     Tool,
     ToolBinding,
@@ -460,8 +461,14 @@ def test_api_personal_reads_by_role(as_role):
         assert client.get("/api/v1/sessions?member=cora").status_code == 403
 
 
-def test_api_filters_and_errors(client):
+def test_api_filters_and_errors(client, sm):
+    with sm.begin() as s:
+        s.add(Period(id=7, start=T0 - timedelta(days=1), end=T0 + timedelta(days=6)))
+        s.add(Period(id=8, start=T0 + timedelta(days=6), end=T0 + timedelta(days=13)))
     login(client, "cora")
+    in_period = client.get("/api/v1/effort?period=7").get_json()["effort"]
+    assert {e["member"] for e in in_period} == {"ada", "bob"}
+    assert client.get("/api/v1/effort?period=8").get_json() == {"effort": []}
     since = (T0 - timedelta(hours=1)).isoformat()
     recent = client.get("/api/v1/sessions", query_string={"since": since}).get_json()["sessions"]
     assert [s["member"] for s in recent] == ["bob"]
@@ -473,7 +480,8 @@ def test_api_filters_and_errors(client):
     assert client.get("/api/v1/sessions?limit=0").status_code == 400
     ada = client.get("/api/v1/effort?member=ada").get_json()["effort"][0]
     assert ada["hours"] == 0.5 and ada["weighted_hours"] == 0.75 and ada["task"] == "empty-dust"
-    assert client.get("/api/v1/effort?period=1").status_code == 501
+    assert client.get("/api/v1/effort?period=1").status_code == 404
+    assert client.get("/api/v1/effort?period=x").status_code == 400
     missing = client.get("/api/v1/nothing")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
 

@@ -211,10 +211,10 @@ def openapi_document() -> dict[str, Any]:
             "Effort records started in [since, until), newest first; members see their own",
             _ok("Effort"),
             secured=True,
-            errors={**PERSONAL, "501": _error("period filtering is not available yet")},
+            errors={**PERSONAL, "404": _error("no such period")},
             params=[
                 _query("member", "member handle"),
-                _query("period", "a period id (not available yet: answers 501)"),
+                _query("period", "a period id: effort started within it"),
                 *RANGE,
             ],
         ),

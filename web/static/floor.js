@@ -12,7 +12,7 @@
   function clock(iso) {
     var d = new Date(iso);
     if (isNaN(d)) { return ""; }
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
   }
 
   function setField(card, name, text) {
