@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import event, func, select, update
+from sqlalchemy import String, event, func, insert, literal, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +62,7 @@ from hub.models import (
     Tool,
     UsageRecord,
     UsageSession,
+    UTCDateTime,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ if TYPE_CHECKING:
 EPOCH = datetime(2001, 1, 1)
 DEFAULT_PROJECT = "commons"  # records naming no project belong to it (or the first project)
 JSON_PLACES = Decimal("0.000001")
-HOUR = Decimal(3600)
+MS_PER_HOUR = Decimal(3_600_000)
+STORED_PLACES = Decimal("0.000000001")  # scarce hours and multipliers as stored
 
 
 class PeriodError(PeershopError, ValueError):
@@ -276,22 +277,33 @@ class ClosedPeriod:
     weights: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # (w, w')
 
 
-def _hours(seconds: float) -> Decimal:
-    # Seconds are floats in the sessions; a millisecond is finer than any meter reads.
-    return Decimal(round(seconds * 1000)) / (HOUR * 1000)
-
-
 def _default_project(projects: dict[str, Project]) -> str:
     if DEFAULT_PROJECT in projects or not projects:
         return DEFAULT_PROJECT
     return min(projects)
 
 
-def _use_entries(
-    session: Session, period: Period, tools: dict[str, Tool]
-) -> tuple[list[tuple[str, str, Decimal, Decimal, Decimal]], set[str]]:
-    """Per session (member, tool, plain hours, scarce hours, scarce hours x multiplier),
-    and the members who used a tool."""
+def _duration_ms(session: Session, period: Period) -> tuple[Any, Any]:
+    """SQL for a session's milliseconds inside the period (an open one runs to its end),
+    and for its busy milliseconds."""
+    end = literal(period.end, UTCDateTime)
+    stop = func.coalesce(UsageSession.end, end)
+    busy = func.round(UsageSession.busy_s * 1000)
+    if session.get_bind().dialect.name == "sqlite":
+        span = func.julianday(func.min(stop, end)) - func.julianday(UsageSession.start)
+        return func.max(func.round(span * 86_400_000), 0), busy
+    span = func.extract("epoch", func.least(stop, end) - UsageSession.start)
+    return func.greatest(func.round(span * 1000), 0), busy
+
+
+def _use(
+    session: Session, period: Period, tools: dict[str, Tool], default: str
+) -> tuple[dict[tuple[str, str, str], Decimal], dict[tuple[str, str], list[Decimal]], set[str]]:
+    """Units of use per (project, member, tool), scarce hours per (project, tool) as
+    [hours, hours x multiplier], and the members who used a tool.
+
+    Summed in whole milliseconds, so the sum does not depend on the order of the rows.
+    """
     won: dict[tuple[str, str], list[tuple[datetime, datetime, Decimal]]] = defaultdict(list)
     for r in session.execute(
         select(SlotReservation).where(
@@ -301,55 +313,77 @@ def _use_entries(
         )
     ).scalars():
         won[(r.member, r.tool_id)].append((r.start, r.end, r.multiplier or Decimal(1)))
-    rows = session.execute(
-        select(
-            UsageSession.member,
-            UsageSession.tool_id,
-            UsageSession.start,
-            UsageSession.end,
-            UsageSession.busy_s,
-        ).where(UsageSession.start >= period.start, UsageSession.start < period.end)
-    ).all()
-    out = []
-    members = set()
-    for member, tool_id, start, end, busy_s in rows:
+    busy_tools = {t.id for t in tools.values() if (t.options or {}).get("units") == "busy_hours"}
+    project_of = {t.id: t.project_id or default for t in tools.values()}
+    plain_ms: dict[tuple[str, str, str], int] = {}
+    scarce: dict[tuple[str, str], list[Decimal]] = {}
+    extra: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    members: set[str] = set()
+    in_period = (UsageSession.start >= period.start, UsageSession.start < period.end)
+    # Summed in the database, per member and tool, in whole milliseconds.
+    ms, busy_ms = _duration_ms(session, period)
+    for member, tool_id, total, busy in session.execute(
+        select(UsageSession.member, UsageSession.tool_id, func.sum(ms), func.sum(busy_ms))
+        .where(*in_period)
+        .group_by(UsageSession.member, UsageSession.tool_id)
+    ).all():
         members.add(member)
-        tool = tools.get(tool_id)
-        stop = min(end, period.end) if end is not None else period.end
-        seconds = max((stop - start).total_seconds(), 0.0)
-        busy = bool(tool and (tool.options or {}).get("units") == "busy_hours")
-        total = _hours(busy_s if busy else seconds)
-        raw = weighted = Decimal(0)
-        plain = total
-        slots = won.get((member, tool_id))
-        if slots and seconds > 0:
+        key = (project_of.get(tool_id, default), member, tool_id)
+        plain_ms[key] = int(busy if tool_id in busy_tools else total)
+    # Members who won scarce slots: their sessions one by one, to find the scarce hours.
+    for (member, tool_id), slots in sorted(won.items()):
+        key = (project_of.get(tool_id, default), member, tool_id)
+        plain_ms[key] = 0
+        for start, end, busy_s in session.execute(
+            select(UsageSession.start, UsageSession.end, UsageSession.busy_s).where(
+                *in_period, UsageSession.member == member, UsageSession.tool_id == tool_id
+            )
+        ).all():
+            stop = period.end if end is None else min(end, period.end)
+            n = max(round((stop - start).total_seconds() * 1000), 0)
+            units_ms = round(busy_s * 1000) if tool_id in busy_tools else n
             for s, e, m in slots:
-                overlap = (min(e, stop) - max(s, start)).total_seconds()
-                if overlap > 0:
-                    part = total * _hours(overlap) / _hours(seconds)
-                    plain -= part
-                    raw += part
-                    weighted += part * m
-        out.append((member, tool_id, plain, raw, weighted))
-    return out, members
+                overlap = round((min(e, stop) - max(s, start)).total_seconds() * 1000)
+                if overlap > 0 and n > 0:
+                    part = Decimal(units_ms * overlap) / Decimal(n) / MS_PER_HOUR
+                    units_ms -= units_ms * overlap // n
+                    extra[key] += part * m
+                    acc = scarce.setdefault((key[0], tool_id), [Decimal(0), Decimal(0)])
+                    acc[0] += part
+                    acc[1] += part * m
+            plain_ms[key] += units_ms
+    # Hours to 9 places (3.6 microseconds): exact enough, and small denominators keep
+    # the engine's exact arithmetic fast.
+    units = {k: (Decimal(v) / MS_PER_HOUR).quantize(STORED_PLACES) for k, v in plain_ms.items()}
+    for k, v in extra.items():
+        units[k] = (units.get(k, Decimal(0)) + v).quantize(STORED_PLACES)
+    return units, scarce, members
 
 
 def _load_period(session: Session, period: Period) -> dict[str, Any]:
+    """The period's records, summed per (project, member, resource) for the engine.
+
+    Credit and pools are sums of ``hours x weight``, so one entry per member and resource
+    gives :func:`hub.peerconomy.share` exactly what one entry per record would.
+    """
     projects = {p.id: p for p in session.execute(select(Project)).scalars()}
     default = _default_project(projects)
     tasks = {t.id: t for t in session.execute(select(Task)).scalars()}
     tools = {t.id: t for t in session.execute(select(Tool)).scalars()}
-    effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
+    pooled = {p.id for p in projects.values() if p.model == "production_effort"}
+    if default not in projects:
+        pooled.add(default)
     excluded = []
     participants: set[str] = set()
+    weighted: dict[tuple[str, str, str | None], Decimal] = defaultdict(Decimal)
     rows = session.execute(
         select(
             EffortRecord.key,
             EffortRecord.member,
             EffortRecord.task_id,
             EffortRecord.project_id,
-            EffortRecord.hours,
-            EffortRecord.weight,
+            type_coerce(EffortRecord.hours, String),
+            type_coerce(EffortRecord.weight, String),
             EffortRecord.source,
         ).where(EffortRecord.start >= period.start, EffortRecord.start < period.end)
     ).all()
@@ -362,19 +396,31 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
             continue
         task = tasks.get(task_id)
         project = project_id or (task.project_id if task else None) or default
-        resource = task.resource if task else None
-        effort[project].append(pc.EffortEntry(member, task_id, hours, weight, resource, project))
+        # Only production_effort has resource pools; the others need one sum per member.
+        resource = task.resource if task and project in pooled else None
+        weighted[(project, member, resource)] += Decimal(hours) * Decimal(weight)
         if source != "board":  # board effort is counted by its claim
             done_off_board[task_id] += 1
-    uses, users = _use_entries(session, period, tools)
+    effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
+    for (project, member, resource), wh in sorted(weighted.items(), key=lambda kv: str(kv[0])):
+        if wh < 0:
+            excluded.append(
+                {
+                    "key": None,
+                    "member": member,
+                    "task": None,
+                    "reason": f"corrections leave {wh} weighted hours in {project}; counted as 0",
+                }
+            )
+            continue
+        task_label = f"{resource or 'overhead'}"
+        effort[project].append(pc.EffortEntry(member, task_label, wh, 1, resource, project))
+    units, scarce, users = _use(session, period, tools, default)
     participants |= users
     use: dict[str, list[pc.UseEntry]] = defaultdict(list)
-    for member, tool_id, plain, _raw, weighted in uses:
-        tool = tools.get(tool_id)
-        project = (tool.project_id if tool else None) or default
-        units = plain + weighted
-        if units > 0:
-            use[project].append(pc.UseEntry(member, tool_id, units))
+    for (project, member, tool_id), n in sorted(units.items()):
+        if n > 0:
+            use[project].append(pc.UseEntry(member, tool_id, n))
     participants.update(
         session.execute(
             select(PresenceChange.member).where(
@@ -393,30 +439,14 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
     )
     return {
         "projects": projects,
-        "default": default,
         "tasks": tasks,
         "effort": effort,
         "use": use,
         "excluded": excluded,
         "participants": participants,
         "done_off_board": done_off_board,
-        "scarce_hours": _scarce_hours(uses, tools, default),
+        "scarce_hours": scarce,
     }
-
-
-def _scarce_hours(
-    uses: Iterable[tuple[str, str, Decimal, Decimal, Decimal]], tools: dict[str, Tool], default: str
-) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    """(hours, multiplier-weighted hours) of scarce use per (project, tool)."""
-    totals: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
-    for _member, tool_id, _plain, raw, weighted in uses:
-        if raw <= 0:
-            continue
-        tool = tools.get(tool_id)
-        key = ((tool.project_id if tool else None) or default, tool_id)
-        before = totals.get(key, (Decimal(0), Decimal(0)))
-        totals[key] = (before[0] + raw, before[1] + weighted)
-    return totals
 
 
 def _running(session: Session, period_id: int) -> dict[tuple[str, str], Decimal]:
@@ -511,21 +541,23 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
                 continue
             alloc = pc.share(model, effort, use, participants=participants)
             allocations[project_id] = alloc
-            for member, s in alloc.members.items():
-                before = running.get((member, project_id), Decimal(0))
-                session.add(
-                    PeriodBalance(
-                        period_id=period.id,
-                        project_id=project_id,
-                        member=member,
-                        credited=s.credited,
-                        expected=s.expected,
-                        balance=s.balance,
-                        running=pc._tidy(before + s.balance),
-                    )
-                )
+            rows = [
+                {
+                    "period_id": period.id,
+                    "project_id": project_id,
+                    "member": member,
+                    "credited": s.credited,
+                    "expected": s.expected,
+                    "balance": s.balance,
+                    "running": pc._tidy(running.get((member, project_id), Decimal(0)) + s.balance),
+                }
+                for member, s in alloc.members.items()
+            ]
+            if rows:  # one executemany: thousands of members close in a blink
+                session.execute(insert(PeriodBalance), rows)
             for resource, cost in alloc.resources.items():
                 raw, weighted = data["scarce_hours"].get((project_id, resource), (0, 0))
+                raw, weighted = Decimal(raw), Decimal(weighted)
                 session.add(
                     PeriodResourceCost(
                         period_id=period.id,
@@ -533,8 +565,8 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
                         resource=resource,
                         units=cost.units,
                         unit_cost=cost.unit_cost,
-                        scarce_units=Decimal(raw),
-                        scarce_multiplier=pc._tidy(weighted / raw) if raw else None,
+                        scarce_units=raw.quantize(STORED_PLACES),
+                        scarce_multiplier=(weighted / raw).quantize(STORED_PLACES) if raw else None,
                     )
                 )
         weights = _next_weights(session, period, data["tasks"], data["done_off_board"])
