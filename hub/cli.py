@@ -159,7 +159,10 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
         migrate(engine)
         sm = session_factory(engine)
         with sm() as session, session.begin():
-            changes = apply_shop(session, shop)
+            try:
+                changes = apply_shop(session, shop)
+            except PeershopError as exc:  # references checked against the database
+                raise click.ClickException(str(exc)) from None
             if dry_run:
                 session.rollback()
     finally:

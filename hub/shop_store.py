@@ -116,7 +116,7 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
             weekly = None
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
         plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
-        max_s = options.get("max_s")
+        max_s = options.get("max_duration")  # a grant's max_s is the tool's longest session
         tools[tool.id] = ToolConfig(
             id=tool.id,
             name=tool.name,

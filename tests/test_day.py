@@ -108,7 +108,13 @@ def test_a_day_at_the_shop(shop_config, broker, tmp_path: Path):
 
     # 3. Bob, untrained, badges within 30 s: the two-card induction trains him
     laser.send(badge(1, BOB))
-    assert await_reply("laser-node", 1) == {"re": 1, "action": "grant", "member": "Bob B."}
+    # max_s: the tool's longest session, 12 h unless the shop file says otherwise
+    assert await_reply("laser-node", 1) == {
+        "re": 1,
+        "action": "grant",
+        "member": "Bob B.",
+        "max_s": 43200,
+    }
 
     # 4. the plug reports busy, then idle, with its cumulative counter (kWh)
     for total, watts in ((1.000, 900), (1.100, 900), (1.150, 30), (1.152, 30)):

@@ -86,7 +86,12 @@ def test_the_last_unknown_badge_at_the_door_is_enrolled_and_works_at_once(runnin
     # the hub notices within seconds: a new allow-list for the tool, then a grant
     listener.wait(lambda _: uid_hash(NIA) in latest_allowlist(listener, "drill-node")["uids"])
     drill.send(event_payload(1, 0, type="badge", uid=NIA))
-    assert reply_to(listener, "drill-node", 0) == {"re": 0, "action": "grant", "member": "Nia C."}
+    assert reply_to(listener, "drill-node", 0) == {
+        "re": 0,
+        "action": "grant",
+        "member": "Nia C.",
+        "max_s": 43200,
+    }
     # a badge given twice is refused with the owner's name
     result = CliRunner().invoke(main, ["enrol", "--reader", "door", "--member", "ada"], env=env)
     assert result.exit_code != 0 and "no unknown badge" in result.output
