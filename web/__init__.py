@@ -83,7 +83,6 @@ def create_app(
         LOGIN_LIMIT_ACCOUNT=5,
         LOGIN_LIMIT_WINDOW_S=300.0,
         STREAM_HEARTBEAT_S=15.0,
-        JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
@@ -110,6 +109,7 @@ def create_app(
 
     app.add_template_filter(iso, "iso")
 
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented order
     state = WebState(hub=hub, sm=sm if sm is not None else hub.sm)  # type: ignore[union-attr]
     app.extensions["peershop"] = state
     CSRFProtect(app)
