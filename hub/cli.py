@@ -93,9 +93,9 @@ def run(ctx: Context, private_broker: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     hub.start()
-    from web import create_app, serve_in_thread
+    from web.serve import serve_hub
 
-    stop_web = serve_in_thread(create_app(hub=hub), cfg.http.listen)
+    stop_web = serve_hub(hub, cfg.http.listen)
     click.echo(
         f"peershop {__version__} ingesting from {cfg.mqtt.host}:{cfg.mqtt.port} "
         f"into {hub.engine.url.render_as_string(hide_password=True)}",

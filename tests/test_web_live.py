@@ -17,6 +17,7 @@ from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import Device, event_payload, wait_for
 from web import create_app, serve_in_thread
+from web.serve import serve_hub
 
 SHOP = """
 members:
@@ -154,3 +155,12 @@ def test_stopping_the_web_server_ends_open_streams(hub_config, broker):
         assert hub.hooks == []
     finally:
         hub.stop()
+
+
+def test_a_taken_port_leaves_the_hub_running_without_its_web_view(live, caplog):
+    hub, base = live
+    host, port = base.removeprefix("http://").split(":")
+    stop = serve_hub(hub, (host, int(port)))  # the fixture's server holds the port
+    stop()
+    assert "web view not started" in caplog.text
+    assert hub.ingest_alive and hub.health() == (True, "ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from waitress import wasyncore
@@ -41,3 +42,18 @@ def serve_in_thread(
 
     stop.address = server.getsockname()[:2]  # type: ignore[attr-defined]
     return stop
+
+
+def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
+    """The web view of a running hub, for ``peershop run``.
+
+    A port that cannot be bound (taken, no permission) is logged and the hub runs on
+    without its web view: badge decisions and ingest matter more than the screen.
+    """
+    from web import create_app
+
+    try:
+        return serve_in_thread(create_app(hub=hub), listen)
+    except OSError as exc:
+        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, exc)
+        return lambda: None
