@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from hub.broker import free_port
 from hub.contract import event_topic
 from hub.mqtt import MqttLink, MqttSettings, Received
 
@@ -121,6 +122,9 @@ def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_i
                 'host = "127.0.0.1"',
                 f"port = {port}",
                 f'client_id = "{client_id}"',
+                "[http]",
+                # never the default 8080: another test, a demo or a real hub may hold it
+                f'listen = "127.0.0.1:{free_port()}"',
                 "",
             ]
         )
