@@ -145,12 +145,15 @@ def _devices(session: Session, seen_at: dict[str, datetime], result: BatchResult
         device = known.get(device_id)
         if device is None:
             # An unknown device is kept as pending: a coordinator approves it later, and
-            # nothing it said is lost meanwhile.
-            device = Device(id=device_id, approval="pending", online=False, kind=[], first_seen=at)
+            # nothing it said is lost meanwhile.  A plug's id (tasmota/TOPIC,
+            # shelly/PREFIX) only reaches ingest when the shop file binds it to a tool,
+            # which is the coordinator's approval.
+            approval = "approved" if "/" in device_id else "pending"
+            device = Device(id=device_id, approval=approval, online=False, kind=[], first_seen=at)
             session.add(device)
             known[device_id] = device
             result.new_devices.append(device_id)
-            log.info("device %s: first seen, registered as pending", device_id)
+            log.info("device %s: first seen, registered as %s", device_id, approval)
         if device.last_seen is None or at > device.last_seen:
             device.last_seen = at
     session.flush()

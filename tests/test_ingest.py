@@ -162,3 +162,17 @@ def test_decimals_are_exact_on_every_backend(sm):
     with sm() as session:
         task = session.get(Task, "t")
     assert task.hours == Decimal("0.1") and task.weight * 3 == Decimal("4.35")
+
+
+def test_a_plug_bound_in_the_shop_file_is_not_left_pending(sm):
+    from hub.contract import DeviceEvent
+    from hub.ingest import Parsed, store_parsed
+
+    plug = DeviceEvent("tasmota/laser_plug", 0, 12345, "power", {"w": 5.0})
+    with sm.begin() as session:
+        store_parsed(
+            session,
+            [(Inbound("tele/laser_plug/SENSOR", b"{}", T0), Parsed(plug.device_id, event=plug))],
+        )
+    with sm() as session:
+        assert session.get(Device, "tasmota/laser_plug").approval == "approved"
