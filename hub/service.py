@@ -61,6 +61,7 @@ SUBSCRIPTIONS = ("peershop/dev/+/event", "peershop/dev/+/status")
 TICK_S = 1.0
 BATCH_LINGER_S = 0.01
 RELOAD_CHECK_S = 2.0
+PERIOD_JOBS_S = 30.0
 
 BatchHook = Callable[[BatchResult], None]
 
@@ -283,6 +284,7 @@ class Hub:
 
     def _timer_loop(self) -> None:
         next_reload = time.monotonic() + RELOAD_CHECK_S
+        next_period_jobs = time.monotonic()
         while not self._stop.wait(TICK_S):
             try:
                 now = datetime.now(UTC)
@@ -295,8 +297,27 @@ class Hub:
                 if time.monotonic() >= next_reload:
                     next_reload = time.monotonic() + RELOAD_CHECK_S
                     self._reload_if_changed(now)
+                if time.monotonic() >= next_period_jobs:
+                    next_period_jobs = time.monotonic() + PERIOD_JOBS_S
+                    self.run_period_jobs(now)
             except Exception:
                 log.exception("the rules' clock failed; it keeps running")
+
+    def run_period_jobs(self, now: datetime) -> None:
+        """Close the periods that have ended and clear the slot auctions that are due;
+        keep the winning reservations in memory for the access rules."""
+        from hub.periods import close_due_periods
+        from hub.reservations import winning_reservations
+
+        with self.sm.begin() as session:
+            closed = close_due_periods(session, self.cfg, now)
+            enforced = [t for t, cfg in self.rules.data.tools.items() if cfg.scarce is not None]
+            won = {tool: winning_reservations(session, tool, now) for tool in enforced}
+        with self._rules_lock:
+            self.rules.set_reservations(won)
+        if closed:
+            log.info("closed %d period(s); task weights for the next one are posted", len(closed))
+            self.reload(now)  # the posted task weights changed
 
     def _reload_if_changed(self, now: datetime) -> None:
         with self.sm() as session:

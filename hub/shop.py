@@ -28,6 +28,7 @@ from hub.access import (
     MemberAccess,
     NoReply,
     PendingInduction,
+    Reservation,
     TapOut,
     ToolAccess,
     WeeklyHours,
@@ -63,6 +64,7 @@ class ToolConfig:
     training: str | None = None
     locked: bool = False
     hours: WeeklyHours | None = None
+    scarce: WeeklyHours | None = None  # slots that need a winning reservation (enforced)
     max_s: int | None = None
     project: str | None = None
     devices: tuple[str, ...] = ()  # §2 device ids
@@ -283,6 +285,7 @@ class ShopEngine:
         self.station_task: dict[str, tuple[str, datetime]] = {}
         self.device_boot: dict[str, int] = {}
         self.published_w: dict[str, tuple[float | None, datetime]] = {}
+        self.reservations: dict[str, tuple[Reservation, ...]] = {}
         self.data = ShopData()
         self.device_tool: dict[str, str] = {}
         self.set_data(data)
@@ -316,6 +319,10 @@ class ShopEngine:
             if cfg.locked:
                 out.messages.extend(self._switch_plugs(cfg, on=False))
         return out
+
+    def set_reservations(self, won: dict[str, list[Reservation]]) -> None:
+        """The winning reservations per tool, refreshed by the hub after each clearing."""
+        self.reservations = {tool: tuple(rs) for tool, rs in won.items()}
 
     def restore_session(self, tool_id: str, key: str, session: OpenSession) -> None:
         """Put back a session found open in the database (then call :meth:`restart`)."""
@@ -507,9 +514,17 @@ class ShopEngine:
             locked=state.locked,
             in_use_by=state.session.member if state.session else None,
             hours=cfg.hours,
+            scarce=cfg.scarce,
             max_s=cfg.max_s,
         )
-        result = decide(access, member, now, pending=self.pending.get(tool_id), replay=ev.replay)
+        result = decide(
+            access,
+            member,
+            now,
+            reservations=self.reservations.get(tool_id, ()),
+            pending=self.pending.get(tool_id),
+            replay=ev.replay,
+        )
         if result.pending is None:
             self.pending.pop(tool_id, None)
         else:

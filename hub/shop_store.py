@@ -114,6 +114,13 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
                 "tool %s: opening hours %r are invalid; treating as always open", tool.id, hours
             )
             weekly = None
+        scarce = None
+        slots = (tool.scarce or {}).get("slots")
+        if slots and options.get("enforce_reservations"):
+            try:
+                scarce = WeeklyHours.parse(slots, tz)
+            except ValueError:
+                log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
         plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
         max_s = options.get("max_duration")  # a grant's max_s is the tool's longest session
@@ -124,6 +131,7 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
             training=tool.training_id,
             locked=tool.locked,
             hours=weekly,
+            scarce=scarce,
             max_s=int(max_s) if max_s else None,
             project=tool.project_id,
             devices=devices,

@@ -356,3 +356,15 @@ def test_an_effort_without_a_door_sign_in_still_ends_at_the_auto_signout(engine)
     [effort] = of(engine.tick(T0 + timedelta(hours=11)), EffortRec)
     assert (effort.end, effort.hours) == (T0 + timedelta(minutes=30), Decimal("0.5"))
     assert engine.efforts == {}
+
+
+def test_a_scarce_slot_needs_a_winning_reservation_and_the_grant_ends_with_it():
+    from hub.access import Reservation
+
+    evenings = WeeklyHours.parse("Mon-Sun 17:00-21:00", BERLIN)  # 18:00 Berlin is inside
+    engine = ShopEngine(shop(scarce=evenings))
+    laser = Reader("laser-node")
+    assert reply(engine.on_event(laser("badge", uid=ADA), T0))["reason"] == "no_reservation"
+    engine.set_reservations({"laser-1": [Reservation("ada", T0, T0 + timedelta(hours=1))]})
+    granted = reply(engine.on_event(laser("badge", uid=ADA), T0 + timedelta(minutes=15)))
+    assert granted["action"] == "grant" and granted["max_s"] == 45 * 60
