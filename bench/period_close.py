@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -214,7 +215,8 @@ def main() -> None:
                     "python": platform.python_version(),
                     "platform": platform.platform(),
                     "cpu": platform.processor() or platform.machine(),
-                    "cores": __import__("os").cpu_count(),
+                    "cores": os.cpu_count(),
+                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
                 },
                 "target_close_s_at_1x": 2.0,
                 "results": results,

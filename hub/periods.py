@@ -595,9 +595,14 @@ def close_due_periods(session: Session, cfg: Config, now: datetime) -> list[Clos
     """Close every period whose end has passed, oldest first, and open the next ones.
 
     The hub calls this from its timer; it is idempotent and safe when two hubs call it at
-    once (see the module docstring).  The caller owns the transaction and commits.
+    once (see the module docstring).  The caller owns the transaction and commits.  It
+    also clears the scarce slots whose bids have closed
+    (:func:`hub.reservations.clear_due`), so one timer call runs every period job.
     """
+    from hub.reservations import clear_due
+
     now = _utc(now)
+    clear_due(session, cfg, now)
     closed = []
     if session.execute(select(Period.id).limit(1)).first() is None:
         open_period(session, cfg, now)
