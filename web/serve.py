@@ -28,16 +28,26 @@ def serve_in_thread(
     state = app.extensions["peershop"]
     if state.feed is not None:
         state.feed.start()
-    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    stopping = threading.Event()
+
+    def run() -> None:
+        # waitress's own run() loops until its socket map is empty; closing the map from
+        # another thread races its select() (EBADF).  So the loop checks a flag between
+        # polls and closes its sockets itself.
+        while not stopping.is_set():
+            wasyncore.loop(timeout=0.5, map=server._map, count=1)
+        wasyncore.close_all(server._map)
+
+    thread = threading.Thread(target=run, name="web", daemon=True)
     thread.start()
     log.info("web on http://%s:%s/", *server.getsockname()[:2])
-    app.config["SERVER_ADDRESS"] = server.getsockname()[:2]
 
     def stop() -> None:
         if state.feed is not None:
-            state.feed.stop()
+            state.feed.stop()  # open streams end, so their threads come free
         server.task_dispatcher.shutdown(timeout=5)
-        wasyncore.close_all(server._map)  # the loop ends once its map is empty
+        stopping.set()
+        server.pull_trigger()  # wake the loop from its poll
         thread.join(5)
 
     stop.address = server.getsockname()[:2]  # type: ignore[attr-defined]
@@ -55,5 +65,5 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
     try:
         return serve_in_thread(create_app(hub=hub), listen)
     except OSError as exc:
-        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, exc)
+        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
         return lambda: None
