@@ -70,6 +70,41 @@ def hub_status(state: str) -> bytes:
     return json.dumps({"state": state, "version": __version__}, separators=(",", ":")).encode()
 
 
+class Histogram:
+    """Counts of observations per upper bound (Prometheus' cumulative ``le`` buckets).
+
+    The hub keeps its own, so ``hub/`` needs no metrics library; ``web/metrics.py``
+    exports them.  Observations come from one thread each, so no lock is needed."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``[(le, count), ...]`` ending with ``("+Inf", count)``."""
+        total, out = 0, []
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+
+LATENCY_BOUNDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+COMMIT_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
 @dataclass
 class IngestCounters:
     batches: int = 0
@@ -81,6 +116,9 @@ class IngestCounters:
     internal_errors: int = 0
     decisions: int = 0
     last_commit_s: float = 0.0
+    # from a badge's arrival to its reply handed to the broker
+    decision_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(COMMIT_BOUNDS))
 
 
 @dataclass
@@ -225,6 +263,7 @@ class Hub:
     # -- the decide path (network thread) ---------------------------------------------------
 
     def _on_message(self, msg: Received) -> None:
+        started = time.perf_counter()
         inbound = Inbound(msg.topic, msg.payload, msg.received_at)
         if self.cfg.homeassistant.discovery and msg.topic == birth_topic(
             self.cfg.homeassistant.prefix
@@ -238,6 +277,7 @@ class Hub:
         if outcome.reply is not None:
             self._send(outcome.reply)
             self.counters.decisions += 1
+            self.counters.decision_seconds.observe(time.perf_counter() - started)
         for message in outcome.messages:
             self._send(message)
         self._queue.put(Work(msg, inbound, parsed, outcome.records))
@@ -409,6 +449,7 @@ class Hub:
                 for message in w.durable:
                     enqueue(session, message.topic, message.payload, retain=message.retain)
         self.counters.last_commit_s = time.perf_counter() - started
+        self.counters.commit_seconds.observe(self.counters.last_commit_s)
         self.link.ack([w.received for w in batch if w.received is not None])
         self._count(result, len(items))
         self._log_stored(result, records)
