@@ -18,7 +18,7 @@ Usage: install.sh [--root DIR] [--source DIR] [--python PYTHON] [--pip-args ARGS
   --source DIR     the peershop source to install (default: this script's checkout)
   --python PYTHON  interpreter for the venv (default: python3)
   --pip-args ARGS  extra pip install arguments (e.g. "--no-index --find-links WHEELS")
-  --no-apt         do not apt-get install mosquitto and python3-venv
+  --no-apt         do not apt-get install mosquitto, python3-venv, python3-dev, gcc
   --no-start       enable the services but do not (re)start them now
 EOF
 }
@@ -75,9 +75,9 @@ AS_ROOT=0
 
 # -- packages ---------------------------------------------------------------------------
 if [ "$LIVE" = 1 ] && [ "$APT" = 1 ]; then
-    step "packages: mosquitto, python3-venv"
+    step "packages: mosquitto, python3-venv, and a compiler for evdev (USB badge readers)"
     missing=""
-    for pkg in mosquitto python3-venv; do
+    for pkg in mosquitto python3-venv python3-dev gcc linux-libc-dev; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing="$missing $pkg"
     done

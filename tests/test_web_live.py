@@ -123,10 +123,18 @@ def test_pages_api_metrics_and_health_over_waitress(live, broker):
     device.send(b"{not json", topic="peershop/dev/laser-node/event")
     device.close()
     wait_for(lambda: hub.counters.dead_letters >= 1, 10, "the dead letter")
+    reader = Device(broker.port, "drill-node")
+    reader.send(event_payload(1, 0, "badge", uid="0EEEEEEE"))  # answered: unknown_badge
+    reader.close()
+    wait_for(lambda: hub.counters.decisions >= 1, 10, "the decision")
     metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
     assert "peershop_dead_letters_total 1.0" in metrics
     assert "peershop_broker_connected 1.0" in metrics
     assert "peershop_db_commit_seconds" in metrics
+    # the histograms a Grafana panel reads (docs/monitoring.md)
+    assert "peershop_decision_seconds_count 1.0" in metrics
+    assert 'peershop_decision_seconds_bucket{le="+Inf"} 1.0' in metrics
+    assert "peershop_commit_duration_seconds_count" in metrics
 
 
 def test_healthz_is_503_with_the_reason_when_the_broker_is_gone(live, monkeypatch):

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
@@ -76,6 +76,21 @@ class HubCollector:
             "Duration of the last ingest commit",
             value=c.last_commit_s,
         )
+        for name, help_text, histogram in (
+            (
+                "peershop_decision_seconds",
+                "A badge's arrival to its reply handed to the broker",
+                c.decision_seconds,
+            ),
+            (
+                "peershop_commit_duration_seconds",
+                "Duration of each ingest commit",
+                c.commit_seconds,
+            ),
+        ):
+            yield HistogramMetricFamily(
+                name, help_text, buckets=histogram.cumulative(), sum_value=histogram.sum
+            )
         yield GaugeMetricFamily(
             "peershop_broker_connected",
             "1 while the hub is connected to the broker",
