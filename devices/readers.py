@@ -17,6 +17,7 @@ Time comes from ``clock`` (``time.monotonic`` by default), so tests move time by
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ Clock = Callable[[], float]
 UidCallback = Callable[[str], object]
 
 
-class BadgeReader:
+class BadgeReader(abc.ABC):
     """Base class of the badge readers; not used directly.
 
     Subclasses implement :meth:`poll`, which waits briefly for input and handles what
@@ -132,9 +133,9 @@ class BadgeReader:
             self._call(self.when_removed, uid)
         return gone
 
+    @abc.abstractmethod
     def poll(self) -> None:
         """Wait briefly for input and handle whatever arrived (the background loop's body)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Stop the background thread and release the hardware. Safe to call twice."""

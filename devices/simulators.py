@@ -16,6 +16,7 @@ simulated and runs in real time.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -204,7 +205,7 @@ class SerialNodeSim:
 # --- off-the-shelf plugs ---------------------------------------------------------------------
 
 
-class _Plug:
+class _Plug(abc.ABC):
     def __init__(self, client_id: str, port: int, host: str, will: Will, subscriptions):
         self.watts = 0.0
         self.on = True
@@ -232,11 +233,13 @@ class _Plug:
     def close(self) -> None:
         self.link.stop()
 
+    @abc.abstractmethod
     def _online(self) -> None:
-        raise NotImplementedError
+        """Announce the plug as its firmware does on connect."""
 
+    @abc.abstractmethod
     def _on_message(self, msg: Received) -> None:
-        raise NotImplementedError
+        """Obey a switching command in the plug's own format."""
 
 
 class TasmotaPlug(_Plug):
