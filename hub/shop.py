@@ -734,7 +734,9 @@ class ShopEngine:
             elif kind == "shelly":
                 body = {
                     "id": 1,
-                    "src": "peershop",
+                    # the plug answers on {src}/rpc: keep it under the plug's own prefix,
+                    # the only place the broker's ACL lets a Shelly publish
+                    "src": f"{ref}/peershop-hub",
                     "method": "Switch.Set",
                     "params": {"id": 0, "on": on},
                 }

@@ -368,3 +368,13 @@ def test_a_scarce_slot_needs_a_winning_reservation_and_the_grant_ends_with_it():
     engine.set_reservations({"laser-1": [Reservation("ada", T0, T0 + timedelta(hours=1))]})
     granted = reply(engine.on_event(laser("badge", uid=ADA), T0 + timedelta(minutes=15)))
     assert granted["action"] == "grant" and granted["max_s"] == 45 * 60
+
+
+def test_a_shelly_plug_is_switched_with_its_reply_under_its_own_prefix():
+    data = shop(plugs=(("shelly", "shellies/laser"),))
+    engine = ShopEngine(data)
+    out = engine.on_event(Reader("laser-node")("badge", uid=ADA), T0)
+    [rpc] = [m for m in out.messages if m.topic == "shellies/laser/rpc"]
+    body = json.loads(rpc.payload)
+    assert body["method"] == "Switch.Set" and body["params"] == {"id": 0, "on": True}
+    assert body["src"].startswith("shellies/laser/")  # the ACL fences a plug to its prefix
