@@ -45,6 +45,7 @@ from hub.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.outbox import OutboxPublisher, enqueue
 from hub.plugs import parse_plug, plug_subscriptions
 from hub.seen import SeenIndex
+from hub.sessions import ToolStateChanged
 from hub.shop import DecisionRec, Message, Outcome, Record, ShopEngine
 from hub.shop_store import (
     current_presence,
@@ -218,6 +219,16 @@ class Hub:
                 log.warning("could not publish the offline status before disconnecting")
         self.link.stop()
         self.engine.dispose()
+
+    def tool_states(self, now: datetime) -> dict[str, ToolStateChanged]:
+        """Every tool's live state, read consistently (for the web view)."""
+        with self._rules_lock:
+            return {tool: st.snapshot(now) for tool, st in list(self.rules.tools.items())}
+
+    def present(self) -> dict[str, datetime]:
+        """Who is signed in to the space now, and since when."""
+        with self._rules_lock:
+            return dict(self.rules.presence.present)
 
     @property
     def ingest_alive(self) -> bool:

@@ -111,8 +111,7 @@ class WebState:
         assert hub is not None
         # The rules' lock is held for microseconds here; it keeps set_data() from
         # swapping the tool table while we read it.
-        with hub._rules_lock:
-            return {tool_id: st.snapshot(now) for tool_id, st in list(hub.rules.tools.items())}
+        return hub.tool_states(now)
 
     def _names(self, session: Session, handles: list[str]) -> dict[str, str]:
         if not handles:

@@ -24,8 +24,7 @@ class Present:
 def presence(state: WebState, session: Session) -> list[Present]:
     """Who is signed in now: the rules' memory with a hub, the records without one."""
     if state.hub is not None:
-        with state.hub._rules_lock:
-            present = dict(state.hub.rules.presence.present)
+        present = state.hub.present()
     else:
         present = current_presence(session)
     names: dict[str, str] = {}
