@@ -133,6 +133,24 @@ def _db_url(value: Any) -> str:
     return text
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    """Addresses or CIDRs: a TOML list, or a comma-separated string (environment)."""
+    import ipaddress
+
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an address or network (e.g. 10.0.5.20/32)") from None
+        out.append(text)
+    return tuple(out)
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -171,6 +189,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "http": {
         "listen": Key(_listen, "127.0.0.1:8080"),
+        # browsers at these addresses (the wall screen) see member names without a login
+        "kiosk_networks": Key(_networks, []),
     },
     "period": {
         "length": Key(parse_duration, "7d"),

@@ -118,7 +118,10 @@ def demo_command(
         except ImportError:
             create_app = None
         if create_app is not None:
-            stop_web = serve_in_thread(create_app(hub=hub), cfg.http.listen)
+            stop_web = serve_in_thread(
+                create_app({"KIOSK_NETWORKS": list(cfg.http.kiosk_networks)}, hub=hub),
+                cfg.http.listen,
+            )
             host, web_port = stop_web.address  # type: ignore[attr-defined]
             url = f"http://{host}:{web_port}/"
         sim = ShopSimulation(

@@ -94,3 +94,13 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_kiosk_networks_from_toml_or_environment(tmp_path):
+    path = tmp_path / "peershop.toml"
+    path.write_text('[http]\nkiosk_networks = ["10.0.5.20", "192.168.7.0/24"]\n')
+    assert load_config(path, env={}).http.kiosk_networks == ("10.0.5.20", "192.168.7.0/24")
+    env = {"PEERSHOP_HTTP_KIOSK_NETWORKS": "10.0.5.20, 10.0.6.0/24"}
+    assert load_config(None, env=env, search=()).http.kiosk_networks == ("10.0.5.20", "10.0.6.0/24")
+    with pytest.raises(ConfigError, match=r"http\.kiosk_networks"):
+        load_config(None, env={"PEERSHOP_HTTP_KIOSK_NETWORKS": "the wall"}, search=())

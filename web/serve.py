@@ -63,7 +63,8 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
     from web import create_app
 
     try:
-        return serve_in_thread(create_app(hub=hub), listen)
+        kiosk = {"KIOSK_NETWORKS": list(hub.cfg.http.kiosk_networks)}
+        return serve_in_thread(create_app(kiosk, hub=hub), listen)
     except OSError as exc:
         log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
         return lambda: None
