@@ -47,7 +47,10 @@ def serve_in_thread(
             state.feed.stop()  # open streams end, so their threads come free
         server.task_dispatcher.shutdown(timeout=5)
         stopping.set()
-        server.pull_trigger()  # wake the loop from its poll
+        try:
+            server.pull_trigger()  # wake the loop from its poll
+        except OSError:
+            pass  # the loop saw the flag first and closed its sockets: it is awake
         thread.join(5)
 
     stop.address = server.getsockname()[:2]  # type: ignore[attr-defined]
