@@ -33,6 +33,8 @@ ARTIFACTS = REPO / "test-artifacts"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 SHOP = """
+projects:
+  - {id: commons, name: Shop commons}
 members:
   - {handle: cora, name: Cora C., roles: [member, coordinator], badges: ["0A0B0C0D"]}
   - {handle: ada, name: "Ada <script>x</script>", roles: [member], badges: ["04A1B2C3D4E5F6"]}
@@ -42,6 +44,13 @@ tools:
   - {id: drill-1, name: Drill press, devices: [drill-node], policy: tap}
 stations:
   - {device: door, kind: sign_in}
+tasks:
+  - id: empty-dust
+    title: "Empty the <b>dust</b> collector"
+    project: commons
+    slots: 2
+    hours: 0.5
+  - {id: sweep, title: Sweep the floor, project: commons}
 """
 
 
@@ -128,4 +137,46 @@ def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker
     page.goto(f"{site}/")
     page.wait_for_selector("#tool-drill-1.state-locked", timeout=5000)
     page.screenshot(path=str(ARTIFACTS / "floor-locked.png"), full_page=True)
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{site}/login?next=/tasks")
+    page.fill("#handle", "cora")
+    page.fill("#password", "cora-password")
+    page.click("form >> text=Log in")
+    page.wait_for_url(f"{site}/tasks")
+
+    row = page.locator("#task-empty-dust")
+    assert "Empty the <b>dust</b> collector" in row.locator(".task-title").inner_text()
+    assert row.locator("svg.chart").count() == 1  # the weight history
+    row.locator("button", has_text="Claim").click()
+    page.wait_for_url(f"{site}/tasks")
+    assert "Claimed" in page.locator(".flash").inner_text()
+    row = page.locator("#task-empty-dust")
+    assert "claimed by cora" in row.inner_text()
+    assert row.locator(".slots-left").inner_text() == "1 / 2"
+    assert row.locator("input[name=done-hours]").input_value() == "0.5"
+    page.screenshot(path=str(ARTIFACTS / "tasks.png"), full_page=True)
+    row.locator("input[name=done-hours]").fill("0.75")
+    row.locator("button", has_text="Done").click()
+    page.wait_for_url(f"{site}/tasks")
+    assert "Done" in page.locator(".flash").inner_text()
+
+    page.click("header >> text=Period")
+    page.wait_for_url(f"{site}/periods")
+    assert "running" in page.locator("#period-state").inner_text()
+    assert page.locator("#effort-projects svg.chart").count() == 1
+    page.check("#confirm")
+    page.click("text=Close period now")
+    page.wait_for_selector(".flash")
+    assert "Closed period" in page.locator(".flash").inner_text()
+    line = page.locator("#project-commons tr.member-line[data-member=cora]")
+    assert line.locator("td").nth(1).inner_text() == "0.75"  # credited: 0.75 h at weight 1
+    page.screenshot(path=str(ARTIFACTS / "period.png"), full_page=True)
     assert not [e for e in errors if "Content Security Policy" in e], errors

@@ -26,6 +26,8 @@ from hub.models import (
     Member,
     Period,
     PresenceChange,
+    Project,
+    Task,
     Tool,
     ToolBinding,
     UsageSession,
@@ -45,6 +47,18 @@ def seed(sm: Any) -> None:
         s.add_all([ada, bob, cora])
         s.flush()
         s.add(Badge(uid="04A1B2C3D4E5F6", member_id=ada.id))
+        s.add(Project(id="commons", name="Shop commons"))
+        s.add(Task(id="sweep", title="Sweep the floor", project_id="commons", slots=2))
+        s.add(
+            Task(
+                id="empty-dust",
+                title="Empty the dust extractor",
+                project_id="commons",
+                hours=Decimal("0.5"),
+                weight=Decimal("1.5"),
+            )
+        )
+        s.add(Task(id="evil", title="Fix " + EVIL, project_id="commons"))
         set_password(s, ada, "ada-password")
         set_pin(s, ada, "1234")
         set_password(s, bob, "bob-password")
@@ -520,12 +534,22 @@ def test_metrics_healthz_and_openapi(client):
         "/api/v1/presence",
         "/api/v1/sessions",
         "/api/v1/effort",
+        "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}/claim",
+        "/api/v1/tasks/{task_id}/done",
+        "/api/v1/tasks/{task_id}/want",
+        "/api/v1/periods",
+        "/api/v1/periods/{period_id}/allocations",
         "/api/v1/stream",
         "/api/v1/openapi.json",
         "/metrics",
         "/healthz",
     }
-    rules = {r.rule for r in client.application.url_map.iter_rules()}
+    # Flask writes a path parameter <int:period_id>, OpenAPI {period_id}.
+    rules = {
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule)
+        for r in client.application.url_map.iter_rules()
+    }
     assert {p for p in rules if p.startswith("/api/")} == {
         p for p in doc["paths"] if p.startswith("/api/")
     }

@@ -110,15 +110,22 @@ def create_app(
     app.add_template_filter(iso, "iso")
 
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented order
-    state = WebState(hub=hub, sm=sm if sm is not None else hub.sm)  # type: ignore[union-attr]
+    state = WebState(
+        hub=hub,
+        sm=sm if sm is not None else hub.sm,  # type: ignore[union-attr]
+        cfg=app.config.get("PEERSHOP_CONFIG"),
+    )
     app.extensions["peershop"] = state
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
 
-    from web import admin, api, auth, floor, me, metrics, stream
+    from web import admin, api, auth, floor, me, metrics, period, stream, tasks
 
     auth.init_app(app)
-    for module in (floor, auth, me, admin, api, stream, metrics):
+    for module in (floor, auth, tasks, period, me, admin, api, stream, metrics):
         app.register_blueprint(module.bp)
+    # The API's POSTs are for bearer tokens, which no other site can send; a browser
+    # session calling them still needs the CSRF token (api._guard_csrf).
+    csrf.exempt(api.bp)
 
     @app.after_request
     def security_headers(response):
@@ -129,7 +136,7 @@ def create_app(
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        if request.path.startswith(("/api/", "/me", "/admin")):
+        if request.path.startswith(("/api/", "/me", "/admin", "/tasks", "/periods")):
             headers.setdefault("Cache-Control", "no-store")
         return response
 

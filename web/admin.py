@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +15,7 @@ from hub.enrol import EnrolError, enrol_last_unknown, unknown_badges
 from hub.models import ApiToken, BadgeDecision, Device, Member, Tool
 from hub.shop_store import bump_shop_version
 from web.auth import ROLES, create_token, require_role, set_password, set_pin
+from web.state import committing as _write
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -40,17 +39,6 @@ class TokenForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
     role = SelectField("Role", choices=[SelectChoice(r) for r in ROLES])
     member = SelectField("For member (member and trainer tokens)")
-
-
-@contextmanager
-def _write(session: Any) -> Iterator[None]:
-    """Commit what the block changed, or roll it back (the request's session is open)."""
-    try:
-        yield
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
 
 
 def _db() -> Any:

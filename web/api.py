@@ -1,8 +1,11 @@
-"""The JSON API of CONTRACT.md §5 (tasks and periods come with the period engine).
+"""The JSON API of CONTRACT.md §5.
 
 Public: ``/hub``, ``/tools`` (member names only for logged-in clients and kiosks),
 ``/devices``.  Personal data (``/presence``, ``/sessions``, ``/effort``) needs a login
-or a bearer token: a member sees their own records, a coordinator everyone's.
+or a bearer token: a member sees their own records, a coordinator everyone's.  The task
+board (``/tasks``) and the periods (``/periods``) need one too; a member's allocations
+show their own line and the totals.  Claiming, finishing and wanting a task act as the
+token's or the session's member (a browser session also sends its CSRF token).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from hub import __version__
+from hub import __version__, taskboard
 from hub.allowlist import public_key_b64
-from hub.models import Device, EffortRecord, Event, Period, UsageSession
+from hub.models import Device, EffortRecord, Event, Period, Task, UsageSession
 from web.auth import can_see_names, require_role
 from web.openapi import openapi_document
-from web.state import iso
+from web.period import allocations
+from web.state import committing, iso
 from web.views import presence
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -28,6 +32,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 SIX = Decimal("0.000001")
+MAX_ID = 2**63 - 1  # a larger id fits no database integer: it names nothing
 
 
 def _state() -> Any:
@@ -227,24 +232,166 @@ def effort() -> Any:
         query = query.where(EffortRecord.start >= since)
     if until is not None:
         query = query.where(EffortRecord.start < until)
-    out = []
-    for r in _state().db().scalars(query.limit(limit)):
-        weighted = None if r.hours is None or r.weight is None else r.hours * r.weight
-        out.append(
-            {
-                "id": r.id,
-                "member": r.member,
-                "task": r.task_id,
-                "project": r.project_id,
-                "start": iso(r.start),
-                "end": iso(r.end),
-                "hours": _num(r.hours),
-                "weight": _num(r.weight),
-                "weighted_hours": _num(weighted),
-                "source": r.source,
-            }
-        )
-    return jsonify({"effort": out})
+    return jsonify({"effort": [_effort(r) for r in _state().db().scalars(query.limit(limit))]})
+
+
+def _effort(r: EffortRecord) -> dict[str, Any]:
+    weighted = None if r.hours is None or r.weight is None else r.hours * r.weight
+    return {
+        "id": r.id,
+        "member": r.member,
+        "task": r.task_id,
+        "project": r.project_id,
+        "start": iso(r.start),
+        "end": iso(r.end),
+        "hours": _num(r.hours),
+        "weight": _num(r.weight),
+        "weighted_hours": _num(weighted),
+        "source": r.source,
+    }
+
+
+# --- the task board ------------------------------------------------------------------------
+
+
+@bp.get("/tasks")
+@require_role("member")
+def tasks() -> Any:
+    state = _state()
+    session = state.db()
+    with committing(session):  # board() stores the running period if it is missing
+        entries = taskboard.board(session, datetime.now(UTC), state.cfg)
+    return jsonify(
+        {
+            "tasks": [
+                {
+                    "id": e.task,
+                    "title": e.title,
+                    "project": e.project,
+                    "weight": _num(e.weight),
+                    "hours": _num(e.hours),
+                    "slots": e.slots,
+                    "slots_left": e.slots_left,
+                    "wants": e.wants,
+                    "overdue_days": _num(e.overdue_days),
+                    "score": _num(e.score),
+                    "pinned": e.pinned,
+                    "claimed_by": list(e.claimed_by),
+                }
+                for e in entries
+            ]
+        }
+    )
+
+
+def _actor(task_id: str) -> tuple[Any, str]:
+    """The session and member for a board change; refuses a cross-site browser POST."""
+    if not current_user.token:
+        current_app.extensions["csrf"].protect()
+    handle = current_user.handle
+    if handle is None:
+        abort(403, description="this token belongs to no member; use a member's token")
+    session = _state().db()
+    if session.get(Task, task_id) is None:
+        abort(404, description=f"no task {task_id}")
+    return session, handle
+
+
+def _refused(exc: taskboard.TaskBoardError) -> Any:
+    from web import api_error
+
+    return api_error(409, "conflict", str(exc))
+
+
+@bp.post("/tasks/<task_id>/claim")
+@require_role("member")
+def claim_task(task_id: str) -> Any:
+    session, handle = _actor(task_id)
+    try:
+        with committing(session):
+            c = taskboard.claim(session, handle, task_id, datetime.now(UTC), _state().cfg)
+    except taskboard.TaskBoardError as exc:
+        return _refused(exc)
+    body = {
+        "task": c.task_id,
+        "member": c.member,
+        "period": c.period_id,
+        "claimed_at": iso(c.claimed_at),
+        "weight": _num(c.weight),
+    }
+    return jsonify({"claim": body}), 201
+
+
+@bp.post("/tasks/<task_id>/done")
+@require_role("member")
+def done_task(task_id: str) -> Any:
+    session, handle = _actor(task_id)
+    hours = None
+    if request.get_data():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            abort(400, description='the body must be a JSON object, {"hours": 1.5} or {}')
+        hours = body.get("hours")
+        if hours is not None and (
+            isinstance(hours, bool) or not isinstance(hours, int | float) or not hours > 0
+        ):
+            abort(400, description="hours must be a positive number")
+        if hours is not None and hours > 1000:
+            abort(400, description="hours must be at most 1000")
+    try:
+        with committing(session):
+            record = taskboard.done(
+                session, handle, task_id, datetime.now(UTC), hours, _state().cfg
+            )
+    except taskboard.TaskBoardError as exc:
+        return _refused(exc)
+    return jsonify({"effort": _effort(record)}), 201
+
+
+@bp.post("/tasks/<task_id>/want")
+@require_role("member")
+def want_task(task_id: str) -> Any:
+    session, handle = _actor(task_id)
+    try:
+        with committing(session):
+            added = taskboard.want(session, handle, task_id, datetime.now(UTC))
+    except taskboard.TaskBoardError as exc:
+        return _refused(exc)
+    return jsonify({"task": task_id, "member": handle, "new": added})
+
+
+# --- periods -------------------------------------------------------------------------------
+
+
+@bp.get("/periods")
+@require_role("member")
+def periods() -> Any:
+    rows = _state().db().scalars(select(Period).order_by(Period.start.desc()).limit(_limit()))
+    return jsonify(
+        {
+            "periods": [
+                {
+                    "id": p.id,
+                    "start": iso(p.start),
+                    "end": iso(p.end),
+                    "closed_at": iso(p.closed_at),
+                }
+                for p in rows
+            ]
+        }
+    )
+
+
+@bp.get("/periods/<int:period_id>/allocations")
+@require_role("member")
+def period_allocations(period_id: int) -> Any:
+    session = _state().db()
+    period = session.get(Period, period_id) if period_id <= MAX_ID else None
+    if period is None:
+        abort(404, description=f"no period {period_id}")
+    summary = allocations(session, period, current_user.handle, current_user.is_coordinator)
+    summary.update(start=iso(period.start), end=iso(period.end), closed_at=iso(period.closed_at))
+    return jsonify(summary)
 
 
 @bp.get("/openapi.json")

@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document served at ``/api/v1/openapi.json``: exactly the endpoints
-this app has (tasks and periods join it with the period engine)."""
+this app has."""
 
 from __future__ import annotations
 
@@ -66,6 +66,45 @@ def _get(
     if secured:
         op["security"] = [{"bearer": []}, {"session": []}]
     return {"get": op}
+
+
+def _post(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    status: str = "201",
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [TASK_ID],
+        "security": [{"bearer": []}, {"session": []}],
+        "responses": {
+            status: ok,
+            "400": _error("a bad body, or a browser session without its CSRF token"),
+            "401": PERSONAL["401"],
+            "403": _error("a token that belongs to no member"),
+            "404": _error("no such task"),
+            "409": _error("the board refused: no slot left, not claimed, not open"),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return {"post": op}
+
+
+TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "task id",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+    },
+}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -135,7 +174,82 @@ def openapi_document() -> dict[str, Any]:
             "source": {"type": "string"},
         }
     )
+    money = _obj(
+        {
+            "credited": {"type": "number"},
+            "expected": {"type": "number"},
+            "balance": {"type": "number"},
+        }
+    )
+    line = _obj(
+        {
+            "credited": {"type": "number"},
+            "expected": {"type": "number"},
+            "balance": {"type": "number"},
+            "running": {"type": "number"},
+        }
+    )
+    cost = _obj({"units": {"type": "number"}, "unit_cost": NUM, "scarce_units": {"type": "number"}})
+    task = _obj(
+        {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "project": NULL_STR,
+            "weight": {"type": "number"},
+            "hours": {"type": "number"},
+            "slots": {"type": "integer"},
+            "slots_left": {"type": "integer"},
+            "wants": {"type": "integer"},
+            "overdue_days": {"type": "number"},
+            "score": {"type": "number"},
+            "pinned": {"type": "boolean"},
+            "claimed_by": {"type": "array", "items": {"type": "string"}},
+        }
+    )
+    period = _obj(
+        {"id": {"type": "integer"}, "start": INSTANT, "end": INSTANT, "closed_at": INSTANT}
+    )
     schemas = {
+        "Tasks": _obj({"tasks": {"type": "array", "items": task}}),
+        "Claim": _obj(
+            {
+                "claim": _obj(
+                    {
+                        "task": {"type": "string"},
+                        "member": {"type": "string"},
+                        "period": {"type": "integer"},
+                        "claimed_at": INSTANT,
+                        "weight": {"type": "number"},
+                    }
+                )
+            }
+        ),
+        "Done": _obj({"effort": effort}),
+        "Want": _obj(
+            {"task": {"type": "string"}, "member": {"type": "string"}, "new": {"type": "boolean"}}
+        ),
+        "Periods": _obj({"periods": {"type": "array", "items": period}}),
+        "Allocations": {
+            "type": "object",
+            "required": ["id", "start", "end", "closed_at", "projects", "excluded"],
+            "properties": {
+                "id": {"type": "integer"},
+                "start": INSTANT,
+                "end": INSTANT,
+                "closed_at": INSTANT,
+                "projects": {
+                    "type": "object",
+                    "additionalProperties": _obj(
+                        {
+                            "members": {"type": "object", "additionalProperties": line},
+                            "totals": money,
+                            "resources": {"type": "object", "additionalProperties": cost},
+                        }
+                    ),
+                },
+                "excluded": {"type": "array"},
+            },
+        },
         "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})}),
         "Hub": {
             "type": "object",
@@ -218,6 +332,62 @@ def openapi_document() -> dict[str, Any]:
                 *RANGE,
             ],
         ),
+        "/api/v1/tasks": _get(
+            "The open tasks in board order (wanted, heavy and overdue first)",
+            _ok("Tasks"),
+            errors={"401": PERSONAL["401"]},
+            secured=True,
+        ),
+        "/api/v1/tasks/{task_id}/claim": _post(
+            "Claim a slot of the task this period, at its weight now", _ok("Claim", "claimed")
+        ),
+        "/api/v1/tasks/{task_id}/done": _post(
+            "Mark my claimed task done: an effort record at the weight claimed",
+            _ok("Done", "the effort record"),
+            body={
+                "type": "object",
+                "properties": {
+                    "hours": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": 1000,
+                        "description": "default: the task's posted hours",
+                    }
+                },
+            },
+        ),
+        "/api/v1/tasks/{task_id}/want": _post(
+            'Hint "I want this done" (new is false when I had already)',
+            _ok("Want"),
+            status="200",
+        ),
+        "/api/v1/periods": _get(
+            "Periods, newest first",
+            _ok("Periods"),
+            errors={"401": PERSONAL["401"], "400": PERSONAL["400"]},
+            secured=True,
+            params=[RANGE[2]],
+        ),
+        "/api/v1/periods/{period_id}/allocations": {
+            "get": {
+                "summary": "Per project: each member's credited, expected and balance "
+                "(a member sees their own line), totals, and unit costs per resource",
+                "parameters": [
+                    {
+                        "name": "period_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    }
+                ],
+                "security": [{"bearer": []}, {"session": []}],
+                "responses": {
+                    "200": _ok("Allocations"),
+                    "401": PERSONAL["401"],
+                    "404": _error("no such period"),
+                },
+            }
+        },
         "/api/v1/stream": _get(
             "Server-sent events: `tool`, `session`, `batch` (needs a running hub)",
             {

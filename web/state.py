@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,12 +18,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.models import Device, Member, Tool, ToolBinding, UsageSession
 
 if TYPE_CHECKING:
+    from hub.config import Config
     from hub.ingest import BatchResult
     from hub.service import Hub
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often the live feed compares tool states (well inside the 1 s promise)
+
+
+@contextmanager
+def committing(session: Session) -> Iterator[None]:
+    """Commit what the block changed, or roll it back (the request's session is open)."""
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def iso(at: datetime | None) -> str | None:
@@ -56,10 +70,22 @@ class ToolView:
 class WebState:
     """Per app: the session factory, the optional live hub and the live feed."""
 
-    def __init__(self, hub: Hub | None, sm: sessionmaker[Session]):
+    def __init__(self, hub: Hub | None, sm: sessionmaker[Session], cfg: Config | None = None):
         self.hub = hub
         self.sm = sm
         self.feed = LiveFeed(self) if hub is not None else None
+        self._cfg = cfg
+
+    @property
+    def cfg(self) -> Config:
+        """The hub's configuration (periods, time zone); defaults without a hub."""
+        if self.hub is not None:
+            return self.hub.cfg
+        if self._cfg is None:
+            from hub.config import load_config
+
+            self._cfg = load_config(env={}, search=())
+        return self._cfg
 
     # -- a database session per request ----------------------------------------------
 

@@ -1,0 +1,244 @@
+"""Tasks: the stigmergic board (PEERCONOMY.md "Hint").
+
+Open tasks in the order :func:`hub.taskboard.board` gives them (wanted, heavy and
+neglected tasks first), each with its weight, slots left and a weight-history chart.
+Members want, claim, give back and finish tasks and propose new ones; coordinators pin
+or unpin a weight and open or retire tasks.  Every change goes through
+:mod:`hub.taskboard`; this module only renders and routes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import DecimalField, IntegerField, SelectChoice, SelectField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from hub import taskboard
+from hub.models import Project, Task, TaskWant, TaskWeightHistory
+from web.auth import require_role
+from web.charts import sparkline
+from web.state import committing
+
+bp = Blueprint("tasks", __name__)
+
+MAX_HOURS = Decimal(1000)
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: only its CSRF token."""
+
+
+class DoneForm(FlaskForm):
+    hours = DecimalField(
+        "Hours", validators=[Optional(), NumberRange(min=Decimal("0.01"), max=MAX_HOURS)]
+    )
+
+
+class ProposeForm(FlaskForm):
+    title = StringField("Title", validators=[DataRequired(), Length(max=300)])
+    project = SelectField("Project")
+    hours = DecimalField(
+        "Hours", default=Decimal(1), validators=[NumberRange(min=Decimal("0.01"), max=MAX_HOURS)]
+    )
+    slots = IntegerField("Slots", default=1, validators=[NumberRange(min=1, max=50)])
+
+
+class PinForm(FlaskForm):
+    weight = DecimalField("Weight", validators=[DataRequired()])
+
+
+def _state() -> Any:
+    return current_app.extensions["peershop"]
+
+
+def _me() -> str:
+    """The member acting: a token of no member cannot want, claim or propose."""
+    handle = current_user.handle
+    if handle is None:
+        abort(403, description="this token belongs to no member")
+    return handle
+
+
+def weight_history(session: Any, task_ids: list[str]) -> dict[str, list[Decimal]]:
+    """Each task's weight per closed period, oldest first (TaskWeightHistory)."""
+    out: dict[str, list[Decimal]] = defaultdict(list)
+    if not task_ids:
+        return out
+    rows = session.execute(
+        select(TaskWeightHistory.task_id, TaskWeightHistory.weight)
+        .where(TaskWeightHistory.task_id.in_(task_ids))
+        .order_by(TaskWeightHistory.period_id)
+    )
+    for task_id, weight in rows:
+        out[task_id].append(weight)
+    return out
+
+
+def _propose_form(session: Any) -> ProposeForm:
+    form = ProposeForm(prefix="propose")
+    projects = session.execute(select(Project.id, Project.name).order_by(Project.id)).all()
+    form.project.choices = [SelectChoice("", "none"), *(SelectChoice(p, n) for p, n in projects)]
+    return form
+
+
+def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
+    state = _state()
+    session = state.db()
+    now = datetime.now(UTC)
+    with committing(session):  # board() creates the running period if none is stored yet
+        entries = taskboard.board(session, now, state.cfg)
+        proposed = taskboard.board(session, now, state.cfg, status="proposed")
+    handle = current_user.handle
+    mine = set()
+    if handle is not None:
+        mine = set(session.scalars(select(TaskWant.task_id).where(TaskWant.member == handle)))
+    history = weight_history(session, [e.task for e in entries])
+    charts = {
+        e.task: sparkline([*history.get(e.task, []), e.weight], label=f"weight of {e.title}")
+        for e in entries
+    }
+    return (
+        render_template(
+            "tasks.html",
+            entries=entries,
+            proposed=proposed,
+            wanted=mine,
+            charts=charts,
+            action=ActionForm(),
+            done_form=DoneForm(prefix="done"),
+            pin_form=PinForm(prefix="pin"),
+            propose=form or _propose_form(session),
+        ),
+        status,
+    )
+
+
+@bp.get("/tasks")
+@require_role("member")
+def index() -> Any:
+    return _page()
+
+
+def _act(task_id: str, change: Any, done_message: str) -> Any:
+    """Run one board change in a transaction; a refused change is a flash, not an error."""
+    session = _state().db()
+    if session.get(Task, task_id) is None:
+        abort(404, description=f"no task {task_id}")
+    try:
+        with committing(session):
+            change(session)
+    except taskboard.TaskBoardError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(done_message, "ok")
+    return redirect(url_for("tasks.index"))
+
+
+@bp.post("/tasks/<task_id>/<any(want, unwant, claim, unclaim):action>")
+@require_role("member")
+def member_action(task_id: str, action: str) -> Any:
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    me, now, cfg = _me(), datetime.now(UTC), _state().cfg
+    changes = {
+        "want": (lambda s: taskboard.want(s, me, task_id, now), "Marked: you want it done."),
+        "unwant": (lambda s: taskboard.unwant(s, me, task_id), "Hint taken back."),
+        "claim": (
+            lambda s: taskboard.claim(s, me, task_id, now, cfg),
+            "Claimed: the slot is yours this period.",
+        ),
+        "unclaim": (lambda s: taskboard.unclaim(s, me, task_id), "Slot given back."),
+    }
+    change, message = changes[action]
+    return _act(task_id, change, message)
+
+
+@bp.post("/tasks/<task_id>/done")
+@require_role("member")
+def mark_done(task_id: str) -> Any:
+    form = DoneForm(prefix="done")
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400, description="the form expired; reload the page")
+        flash("Hours must be a positive number.", "error")
+        return redirect(url_for("tasks.index"))
+    me, now, cfg = _me(), datetime.now(UTC), _state().cfg
+    hours = form.hours.data
+    return _act(
+        task_id,
+        lambda s: taskboard.done(s, me, task_id, now, hours, cfg),
+        "Done: your effort is recorded at the weight you claimed it at.",
+    )
+
+
+@bp.post("/tasks/propose")
+@require_role("member")
+def propose() -> Any:
+    session = _state().db()
+    form = _propose_form(session)
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400, description="the form expired; reload the page")
+        flash("Give a title, positive hours and at least one slot.", "error")
+        return _page(form, 400)
+    me = _me()
+    try:
+        with committing(session):
+            task = taskboard.propose(
+                session,
+                me,
+                form.title.data,
+                form.project.data or None,
+                form.hours.data,
+                datetime.now(UTC),
+                slots=form.slots.data,
+            )
+    except taskboard.TaskBoardError as exc:
+        flash(str(exc), "error")
+        return _page(form, 400)
+    flash(f"Proposed: {task.title}. A coordinator opens it.", "ok")
+    return redirect(url_for("tasks.index"))
+
+
+@bp.post("/tasks/<task_id>/pin")
+@require_role("coordinator")
+def pin(task_id: str) -> Any:
+    form = PinForm(prefix="pin")
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400, description="the form expired; reload the page")
+        flash("Give the weight to pin.", "error")
+        return redirect(url_for("tasks.index"))
+    weight = form.weight.data
+    return _act(task_id, lambda s: taskboard.pin(s, task_id, weight), f"Weight pinned at {weight}.")
+
+
+@bp.post("/tasks/<task_id>/unpin")
+@require_role("coordinator")
+def unpin(task_id: str) -> Any:
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    return _act(
+        task_id, lambda s: taskboard.pin(s, task_id, None), "Unpinned: the weight moves at close."
+    )
+
+
+@bp.post("/tasks/<task_id>/status/<any(open, retired):status>")
+@require_role("coordinator")
+def set_status(task_id: str, status: str) -> Any:
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    now = datetime.now(UTC)
+    return _act(
+        task_id,
+        lambda s: taskboard.set_status(s, task_id, status, now),
+        "Opened: it is on the board." if status == "open" else "Retired.",
+    )
