@@ -30,7 +30,9 @@ does not depend on the order of the records.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +56,15 @@ WEIGHT_PLACES = 6
 PLACES = 12
 """Expected contributions and unit costs are rounded to this many places (at least)."""
 
+# Decimal arithmetic that is exact or raises: sums and products of decimals never need
+# rounding with unlimited precision, and Inexact is trapped in case one ever would.
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation],
+)
+
 
 # ---------------------------------------------------------------------------------------
 # numbers
@@ -64,6 +75,8 @@ def to_decimal(value: Any, name: str) -> Decimal:
 
     Raises :class:`ValueError` naming ``name`` for anything that is not a finite number.
     """
+    if type(value) is Decimal and value.is_finite():  # the common case, first
+        return value
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, not {value!r}")
     if isinstance(value, Decimal):
@@ -313,15 +326,20 @@ class EffortEntry:
     project: str | None = None
 
     def __post_init__(self) -> None:
-        _member(self.member)
-        hours = to_decimal(self.hours, "hours")
-        weight = to_decimal(self.weight, "weight")
+        if type(self.member) is not str or not self.member:
+            _member(self.member)
+        hours, weight = self.hours, self.weight
+        # A close builds tens of thousands of entries from Decimals: set only what changes.
+        if type(hours) is not Decimal or not hours.is_finite():
+            hours = to_decimal(hours, "hours")
+            object.__setattr__(self, "hours", hours)
+        if type(weight) is not Decimal or not weight.is_finite():
+            weight = to_decimal(weight, "weight")
+            object.__setattr__(self, "weight", weight)
         if hours < 0:
             raise ValueError("hours must not be negative")
         if weight <= 0:
             raise ValueError("weight must be positive")
-        object.__setattr__(self, "hours", hours)
-        object.__setattr__(self, "weight", weight)
 
     @property
     def weighted_hours(self) -> Decimal:
@@ -339,11 +357,14 @@ class UseEntry:
     scarce: bool = False
 
     def __post_init__(self) -> None:
-        _member(self.member)
-        units = to_decimal(self.units, "units")
+        if type(self.member) is not str or not self.member:
+            _member(self.member)
+        units = self.units
+        if type(units) is not Decimal or not units.is_finite():
+            units = to_decimal(units, "units")
+            object.__setattr__(self, "units", units)
         if units < 0:
             raise ValueError("units must not be negative")
-        object.__setattr__(self, "units", units)
 
 
 @dataclass(frozen=True)
@@ -500,6 +521,39 @@ def _participants(items: Iterable[Participant | str]) -> dict[str, Fraction]:
     return factors
 
 
+def _costs_of_use(
+    used: Mapping[tuple[str, str], Decimal],
+    unit_cost: Mapping[str, Fraction | None],
+    absorbed: frozenset[str],
+) -> dict[str, Fraction]:
+    """Per member, Σ over absorbed resources r of units used x ``unit_cost[r]``, exactly.
+
+    Summed as integers over one common denominator: adding thousands of fractions with
+    different denominators one by one would reduce each partial sum (a gcd every time).
+    """
+    ratios = [
+        (m, r, n.as_integer_ratio()) for (m, r), n in used.items() if r in absorbed and n != 0
+    ]
+    if not ratios:
+        return {}
+    den_units = 1
+    for q in {q for _, _, (_, q) in ratios}:
+        den_units = math.lcm(den_units, q)
+    den_costs = 1
+    for r in absorbed:
+        den_costs = math.lcm(den_costs, unit_cost[r].denominator)  # type: ignore[union-attr]
+    factor: dict[str, int] = {}
+    for r in absorbed:
+        c = unit_cost[r]
+        assert c is not None
+        factor[r] = c.numerator * (den_costs // c.denominator)
+    acc: dict[str, int] = {}
+    for m, r, (p, q) in ratios:
+        acc[m] = acc.get(m, 0) + p * (den_units // q) * factor[r]
+    den = den_units * den_costs
+    return {m: Fraction(num, den) for m, num in acc.items()}
+
+
 def _flat(amount: Fraction, factors: Mapping[str, Fraction]) -> dict[str, Fraction]:
     if amount == 0:
         return dict.fromkeys(factors, Fraction(0))
@@ -526,35 +580,46 @@ def _exact_shares(
         if c.resource in by_resource:
             raise ValueError(f"two auctions for resource {c.resource!r}")
         by_resource[c.resource] = c
-    members = [e.member for e in effort] + [u.member for u in use]
-    for c in by_resource.values():
-        members += [*c.winners, *c.losers]
-    for m in members:
-        factors.setdefault(m, Fraction(1))
+    one = Fraction(1)
+    for members in (
+        {e.member for e in effort} | {u.member for u in use},
+        *(c.winners + c.losers for c in by_resource.values()),
+    ):
+        for m in sorted(members):
+            factors.setdefault(m, one)
 
-    credited_f: dict[str, Fraction] = dict.fromkeys(factors, Fraction(0))
-    pools: dict[str, Fraction] = {}
+    # Sums of decimals are exact in Decimal with unlimited precision (and much faster
+    # than in Fraction); only the per-member and per-resource aggregates become fractions.
+    add, mul = _EXACT.add, _EXACT.multiply
+    zero = Decimal(0)
+    credited_d: dict[str, Decimal] = dict.fromkeys(factors, zero)
+    pools_d: dict[str, Decimal] = {}
     for e in effort:
-        wh = Fraction(e.hours) * Fraction(e.weight)
-        credited_f[e.member] += wh
+        wh_d = mul(e.hours, e.weight)
+        credited_d[e.member] = add(credited_d[e.member], wh_d)
         if e.resource is not None:
-            pools[e.resource] = pools.get(e.resource, Fraction(0)) + wh
+            pools_d[e.resource] = add(pools_d.get(e.resource, zero), wh_d)
+    credited_f = {m: Fraction(c) for m, c in credited_d.items()}
+    pools = {r: Fraction(p) for r, p in pools_d.items()}
     total_f = sum(credited_f.values(), Fraction(0))
 
-    used: dict[tuple[str, str], Fraction] = {}  # (member, resource) -> units, scarce as m
+    used: dict[tuple[str, str], Decimal] = {}  # (member, resource) -> units, scarce as m
     for u in use:
-        units = Fraction(u.units)
+        units_d = u.units
         if u.scarce:
             if u.resource not in by_resource:
                 raise ValueError(f"scarce use of {u.resource!r} without a cleared auction")
-            units *= Fraction(by_resource[u.resource].multiplier)
-        used[(u.member, u.resource)] = used.get((u.member, u.resource), Fraction(0)) + units
+            units_d = mul(units_d, by_resource[u.resource].multiplier)
+        key = (u.member, u.resource)
+        used[key] = add(used.get(key, zero), units_d)
     resources = sorted({r for _, r in used} | set(pools) | set(by_resource))
-    units_r = {r: Fraction(0) for r in resources}
-    units_m = dict.fromkeys(factors, Fraction(0))
-    for (m, r), n in used.items():
-        units_r[r] += n
-        units_m[m] += n
+    units_rd = dict.fromkeys(resources, zero)
+    units_md = dict.fromkeys(factors, zero)
+    for (m, r), n_d in used.items():
+        units_rd[r] = add(units_rd[r], n_d)
+        units_md[m] = add(units_md[m], n_d)
+    units_r = {r: Fraction(n_d) for r, n_d in units_rd.items()}
+    units_m = {m: Fraction(n_d) for m, n_d in units_md.items()}
     all_units = sum(units_r.values(), Fraction(0))
 
     applied = model
@@ -580,9 +645,8 @@ def _exact_shares(
         for r in sorted(absorbed):
             unit_cost[r] = pools.get(r, Fraction(0)) / units_r[r]
             resource_cost[r] = pools.get(r, Fraction(0))
-        for (m, r), n in used.items():
-            if r in absorbed:
-                expected[m] += n * unit_cost[r]  # type: ignore[operator]
+        for m, cost in _costs_of_use(used, unit_cost, absorbed).items():
+            expected[m] += cost
 
     return _Exact(
         applied=applied,
