@@ -582,3 +582,18 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- participation factors (issue 4) -----------------------------------
+
+
+class ParticipationFactor(Base):
+    """A member's participation factor ``f`` (PEERCONOMY.md (b)): their share of the
+    effort shared flat (flat_rate, and production_effort's overhead) is ``E x f / Σf``.
+    A member without a row has factor 1."""
+
+    __tablename__ = "participation_factors"
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    factor: Mapped[Decimal] = mapped_column(ExactDecimal)

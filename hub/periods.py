@@ -15,8 +15,10 @@ PEERCONOMY.md with :mod:`hub.peerconomy`, per project by the project's ``model``
   counts up to the period's end); busy hours instead when the tool's option ``units`` is
   ``busy_hours``.  Hours inside a won reservation of a scarce slot count as scarce units
   at that slot's multiplier (rule (c)); the rest are plain units;
-* participants: members who signed in, used a tool or contributed in the period, with
-  factor 1.
+* participants: members who signed in, used a tool or contributed in the period, each
+  with their participation factor (:class:`~hub.models.ParticipationFactor`, the shop
+  file's ``members[].factor``; 1 without one), which weighs their share of what is
+  shared flat: all of E under flat_rate, the overhead under production_effort.
 
 It stores every member's credited / expected / balance per project
 (:class:`~hub.models.PeriodBalance`, with the running balance over all periods), the
@@ -48,6 +50,8 @@ from hub import peerconomy as pc
 from hub.errors import PeershopError
 from hub.models import (
     EffortRecord,
+    Member,
+    ParticipationFactor,
     Period,
     PeriodBalance,
     PeriodResourceCost,
@@ -322,11 +326,15 @@ def _use(
     in_period = (UsageSession.start >= period.start, UsageSession.start < period.end)
     # Summed in the database, per member and tool, in whole milliseconds.
     ms, busy_ms = _duration_ms(session, period)
-    for member, tool_id, total, busy in session.execute(
-        select(UsageSession.member, UsageSession.tool_id, func.sum(ms), func.sum(busy_ms))
-        .where(*in_period)
-        .group_by(UsageSession.member, UsageSession.tool_id)
-    ).all():
+    for member, tool_id, total, busy in (
+        session.connection()
+        .execute(
+            select(UsageSession.member, UsageSession.tool_id, func.sum(ms), func.sum(busy_ms))
+            .where(*in_period)
+            .group_by(UsageSession.member, UsageSession.tool_id)
+        )
+        .all()
+    ):
         members.add(member)
         key = (project_of.get(tool_id, default), member, tool_id)
         plain_ms[key] = int(busy if tool_id in busy_tools else total)
@@ -360,6 +368,11 @@ def _use(
     return units, scarce, members
 
 
+def _entry_order(item: tuple[tuple[str, str, str | None], Decimal]) -> tuple[str, str, str]:
+    (project, member, resource), _ = item
+    return project, member, resource or ""
+
+
 def _load_period(session: Session, period: Period) -> dict[str, Any]:
     """The period's records, summed per (project, member, resource) for the engine.
 
@@ -376,33 +389,48 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
     excluded = []
     participants: set[str] = set()
     weighted: dict[tuple[str, str, str | None], Decimal] = defaultdict(Decimal)
-    rows = session.execute(
-        select(
-            EffortRecord.key,
-            EffortRecord.member,
-            EffortRecord.task_id,
-            EffortRecord.project_id,
-            type_coerce(EffortRecord.hours, String),
-            type_coerce(EffortRecord.weight, String),
-            EffortRecord.source,
-        ).where(EffortRecord.start >= period.start, EffortRecord.start < period.end)
-    ).all()
+    # Core rows (no ORM loading), hours and weights as their stored text: a shop posts
+    # few distinct weights and hours, so each product is computed once.
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                EffortRecord.key,
+                EffortRecord.member,
+                EffortRecord.task_id,
+                EffortRecord.project_id,
+                type_coerce(EffortRecord.hours, String),
+                type_coerce(EffortRecord.weight, String),
+                EffortRecord.source,
+            ).where(EffortRecord.start >= period.start, EffortRecord.start < period.end)
+        )
+        .all()
+    )
     done_off_board: dict[str, int] = defaultdict(int)
+    products: dict[tuple[str, str], Decimal] = {}
+    # (record's project, task) -> (project, resource) the effort counts for
+    targets: dict[tuple[str | None, str], tuple[str, str | None]] = {}
     for key, member, task_id, project_id, hours, weight, source in rows:
         participants.add(member)
         if task_id is None or weight is None or hours is None:
             why = "no task chosen" if task_id is None else "no weight or hours"
             excluded.append({"key": key, "member": member, "task": task_id, "reason": why})
             continue
-        task = tasks.get(task_id)
-        project = project_id or (task.project_id if task else None) or default
-        # Only production_effort has resource pools; the others need one sum per member.
-        resource = task.resource if task and project in pooled else None
-        weighted[(project, member, resource)] += Decimal(hours) * Decimal(weight)
+        target = targets.get((project_id, task_id))
+        if target is None:
+            task = tasks.get(task_id)
+            project = project_id or (task.project_id if task else None) or default
+            # Only production_effort has resource pools; the others need one sum per member.
+            resource = task.resource if task and project in pooled else None
+            target = targets[(project_id, task_id)] = (project, resource)
+        wh = products.get((hours, weight))
+        if wh is None:
+            wh = products[(hours, weight)] = Decimal(hours) * Decimal(weight)
+        weighted[(target[0], member, target[1])] += wh
         if source != "board":  # board effort is counted by its claim
             done_off_board[task_id] += 1
     effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
-    for (project, member, resource), wh in sorted(weighted.items(), key=lambda kv: str(kv[0])):
+    for (project, member, resource), wh in sorted(weighted.items(), key=_entry_order):
         if wh < 0:
             excluded.append(
                 {
@@ -444,6 +472,13 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
         "use": use,
         "excluded": excluded,
         "participants": participants,
+        "factors": dict(
+            session.execute(
+                select(Member.handle, ParticipationFactor.factor).join(
+                    Member, Member.id == ParticipationFactor.member_id
+                )
+            ).all()
+        ),
         "done_off_board": done_off_board,
         "scarce_hours": scarce,
     }
@@ -531,7 +566,11 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
         running = _running(session, period.id)
         allocations: dict[str, pc.Allocation] = {}
         project_ids = sorted(set(data["effort"]) | set(data["use"]) | set(data["projects"]))
-        participants = sorted(data["participants"])
+        factors = data["factors"]
+        participants = [
+            pc.Participant(m, factors[m]) if m in factors else m
+            for m in sorted(data["participants"])
+        ]
         for project_id in project_ids:
             project = data["projects"].get(project_id)
             model = project.model if project else "production_effort"
@@ -554,7 +593,7 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
                 for member, s in alloc.members.items()
             ]
             if rows:  # one executemany: thousands of members close in a blink
-                session.execute(insert(PeriodBalance), rows)
+                session.connection().execute(insert(PeriodBalance.__table__), rows)
             for resource, cost in alloc.resources.items():
                 raw, weighted = data["scarce_hours"].get((project_id, resource), (0, 0))
                 raw, weighted = Decimal(raw), Decimal(weighted)

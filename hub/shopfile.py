@@ -56,6 +56,7 @@ from hub.models import (
     Badge,
     Device,
     Member,
+    ParticipationFactor,
     Project,
     Station,
     Task,
@@ -84,6 +85,7 @@ STATION_KINDS = ("sign_in", "task_station")
 BINDING_KINDS = ("device", "tasmota", "shelly")
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
 DEFAULT_MODEL = "production_effort"
+UNITS = ("hours", "busy_hours")  # what a tool's use counts in at period close
 DEFAULT_PER_SLOT = timedelta(hours=1)
 
 _RULES = ToolRules()  # the session defaults a tool gets for what the file leaves out
@@ -120,6 +122,7 @@ class MemberSpec(_Located):
     name: str
     roles: tuple[str, ...]
     badges: tuple[str, ...]
+    factor: Decimal = Decimal(1)
 
 
 @dataclass(frozen=True)
@@ -573,7 +576,7 @@ class _Parser:
     def members(self, data: _Mapping) -> list[MemberSpec]:
         out = []
         for i, item in self.section(data, "members"):
-            e = self.entry(item, f"members[{i}]", ("handle", "name"), ("roles", "badges"))
+            e = self.entry(item, f"members[{i}]", ("handle", "name"), ("roles", "badges", "factor"))
             handle = e.ident("handle", SLUG, "handle")
             name = e.text("name")
             roles: list[str] = []
@@ -600,7 +603,11 @@ class _Parser:
                     badges.append(normalize_uid(uid))
                 except ContractError:
                     e.error(f"badge {uid!r} is not 4 to 10 bytes of hex", line=line)
-            out.append(MemberSpec(handle, name, tuple(roles), tuple(badges), **e.where()))
+            factor = e.decimal("factor", Decimal(1))
+            if factor is not None and factor <= 0:
+                e.error(f"factor must be more than 0, not {_fmt(factor)}", "factor")
+            factor = Decimal(1) if factor is None else factor
+            out.append(MemberSpec(handle, name, tuple(roles), tuple(badges), factor, **e.where()))
         return out
 
     def trainings(self, data: _Mapping) -> list[TrainingSpec]:
@@ -641,6 +648,7 @@ class _Parser:
             "hours",
             "no_cut_while_busy",
             "end_on_stop",
+            "units",
         )
         for i, item in self.section(data, "tools"):
             e = self.entry(item, f"tools[{i}]", ("id",), optional)
@@ -655,6 +663,13 @@ class _Parser:
             options["hours"] = e.hours("hours")
             options["no_cut_while_busy"] = e.flag("no_cut_while_busy", False)
             options["end_on_stop"] = e.flag("end_on_stop", False)
+            options["units"] = e.choice("units", UNITS, "hours")
+            if options["units"] == "busy_hours" and not bindings:
+                e.error(
+                    "units busy_hours needs a device that measures the tool's power "
+                    "(devices:); without one no hour is ever busy",
+                    "units",
+                )
             spec = ToolSpec(
                 ident,
                 name,
@@ -927,6 +942,7 @@ class _Stored:
     tasks: dict[str, Task]
     stations: dict[str, Station]
     devices: dict[str, Device]
+    factors: dict[int, ParticipationFactor]
 
     @classmethod
     def load(cls, session: Session) -> _Stored:
@@ -946,6 +962,7 @@ class _Stored:
             tasks={t.id: t for t in rows(Task)},
             stations={s.device_id: s for s in rows(Station)},
             devices={d.id: d for d in rows(Device)},
+            factors={f.member_id: f for f in rows(ParticipationFactor)},
         )
 
 
@@ -1056,10 +1073,14 @@ TOOL_SETTINGS = (
     ("hours", "options", "hours", False),
     ("no_cut_while_busy", "options", "no_cut_while_busy", False),
     ("end_on_stop", "options", "end_on_stop", False),
+    ("units", "options", "units", False),
     ("scarce.enforce", "options", "enforce_reservations", False),
     ("scarce.slots", "scarce", "slots", False),
     ("scarce.per_slot", "scarce", "per_slot", True),
 )
+
+# What a tool's setting was before the shop file stored it (rows from older versions).
+SETTING_DEFAULTS = {"units": "hours"}
 
 
 class _Apply:
@@ -1118,6 +1139,26 @@ class _Apply:
             self.set(row, "roles", list(m.roles), f"member {m.handle}")
         self.session.flush()  # member ids for badges and grants
         self.db.handles = {m.id: h for h, m in self.db.members.items()}
+
+    def factors(self) -> None:
+        """A participation factor other than 1 is a row; factor 1 is no row."""
+        for m in self.shop.members:
+            member_id = self.member_id(m.handle)
+            row = self.db.factors.get(member_id)
+            old = Decimal(1) if row is None else row.factor
+            if old == m.factor:
+                continue
+            self.note(f"~ member {m.handle}: factor {_fmt(old)} -> {_fmt(m.factor)}")
+            if m.factor == 1:
+                assert row is not None
+                self.session.delete(row)
+                del self.db.factors[member_id]
+            elif row is None:
+                row = ParticipationFactor(member_id=member_id, factor=m.factor)
+                self.session.add(row)
+                self.db.factors[member_id] = row
+            else:
+                row.factor = m.factor
 
     def badges(self) -> None:
         for m in self.shop.members:
@@ -1215,7 +1256,8 @@ class _Apply:
         for shown, column, key, duration in TOOL_SETTINGS:
             if old[column] is None or new[column] is None:
                 continue  # scarce added or removed, said above
-            before, after = old[column].get(key), new[column].get(key)
+            default = SETTING_DEFAULTS.get(key)  # a key stored before the file had it
+            before, after = old[column].get(key, default), new[column].get(key, default)
             if before != after:
                 f = _fmt_duration if duration else _fmt
                 self.note(f"~ tool {t.id}: {shown} {f(before)} -> {f(after)}")
@@ -1291,6 +1333,7 @@ class _Apply:
         self.trainings()
         self.session.flush()
         self.members()
+        self.factors()
         self.badges()
         self.grants()
         self.devices()

@@ -19,6 +19,7 @@ from hub.db import make_engine, migrate, session_factory
 from hub.models import (
     EffortRecord,
     Member,
+    ParticipationFactor,
     Period,
     PeriodBalance,
     PeriodResourceCost,
@@ -39,6 +40,7 @@ from hub.periods import (
     period_bounds,
 )
 from hub.scenario import load_scenario, run_scenario
+from hub.shopfile import apply_shop, parse_shop
 from hub.taskboard import claim, done, pin
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
@@ -418,3 +420,135 @@ def test_period_close_and_show_commands(tmp_path: Path, db_url: str):
     assert last["projects"]["commons"]["members"]["D"]["balance"] == -5.0
     bad = runner.invoke(main, ["--config", str(cfg_file), "period", "close", "--at", "yesterday"])
     assert bad.exit_code != 0 and "ISO" in bad.output
+
+
+# ---------------------------------------------------------------------------------------
+# the shop file's settings at close: participation factors, busy hours
+
+
+def effort(s: Session, key: str, member: str, task: str, hours: str, weight: str = "1") -> None:
+    t = WEEK + timedelta(hours=10)
+    s.add(
+        EffortRecord(
+            key=key,
+            member=member,
+            task_id=task,
+            start=t,
+            end=t + timedelta(hours=1),
+            hours=Decimal(hours),
+            weight=Decimal(weight),
+            source="coordinator",
+        )
+    )
+
+
+def signed_in(s: Session, *members: str) -> None:
+    for m in members:
+        s.add(PresenceChange(member=m, at=WEEK + timedelta(hours=9), state="in", reason="badge"))
+
+
+def test_a_half_time_member_is_expected_half_as_much_under_flat_rate(sm):
+    shop = """
+projects: [{id: commons, model: flat_rate}]
+members:
+  - {handle: ana, name: Ana, factor: 0.5}
+  - {handle: bo, name: Bo}
+  - {handle: cy, name: Cy, factor: 1}
+tasks: [{id: sweep, title: Sweep, project: commons}]
+"""
+    cfg = berlin()
+    with sm.begin() as s:
+        changes = apply_shop(s, parse_shop(shop))
+        assert "~ member ana: factor 1 -> 0.5" in changes
+        open_period(s, cfg, WEEK)
+        effort(s, "e1", "bo", "sweep", "10")
+        signed_in(s, "ana", "cy")
+        [result] = close_due_periods(s, cfg, NEXT_WEEK)
+        got = balances(s, result.period_id)
+    # E = 10 shared by factors 0.5 + 1 + 1: Ana is expected 2, the others 4 each.
+    assert got == {
+        "ana": (Decimal(0), Decimal(2), Decimal(-2)),
+        "bo": (Decimal(10), Decimal(4), Decimal(6)),
+        "cy": (Decimal(0), Decimal(4), Decimal(-4)),
+    }
+
+
+def test_a_factor_halves_the_overhead_share_but_not_the_cost_of_use(sm):
+    cfg = berlin()
+    with sm.begin() as s:
+        store_scenario_week(s, SCENARIOS / "production-effort.yaml")
+        d = s.execute(select(Member).where(Member.handle == "D")).scalar_one()
+        s.add(ParticipationFactor(member_id=d.id, factor=Decimal("0.5")))
+        open_period(s, cfg, WEEK)
+        [result] = close_due_periods(s, cfg, NEXT_WEEK + timedelta(minutes=1))
+        got = balances(s, result.period_id)
+    # PEERCONOMY.md's week: overhead 13; laser 0.5/h, printer 0.1/h.  A used 2 laser
+    # hours (1.0), D 5 laser and 5 printer hours (3.0).  With D at 0.5, the overhead is
+    # shared 1 : 1 : 1 : 0.5, so A, B, C carry 13/3.5 each and D half of that.
+    overhead_a = got["A"][1] - Decimal("1.0")
+    overhead_d = got["D"][1] - Decimal("3.0")
+    assert abs(overhead_a - Decimal(13) / Decimal("3.5")) < Decimal("1e-12")
+    assert abs(overhead_d * 2 - overhead_a) < Decimal("1e-11")
+    assert sum(b for _, _, b in got.values()) == 0
+    assert {m: c for m, (c, _, _) in got.items()} == {
+        "A": Decimal(9),
+        "B": Decimal(7),
+        "C": Decimal(4),
+        "D": Decimal(0),
+    }
+
+
+def test_a_busy_hours_tool_charges_its_busy_hours_not_its_session_hours(sm):
+    shop = """
+projects: [{id: commons, model: production_effort}]
+members:
+  - {handle: ana, name: Ana}
+  - {handle: bo, name: Bo}
+tools:
+  - {id: laser-1, project: commons, devices: [{tasmota: laser-plug}], units: busy_hours}
+  - {id: drill-1, project: commons, devices: [{tasmota: drill-plug}]}
+tasks:
+  - {id: laser-care, title: Laser upkeep, project: commons, resource: laser-1}
+  - {id: drill-care, title: Drill upkeep, project: commons, resource: drill-1}
+"""
+    cfg = berlin()
+    with sm.begin() as s:
+        apply_shop(s, parse_shop(shop))
+        open_period(s, cfg, WEEK)
+        effort(s, "e1", "ana", "laser-care", "3")
+        effort(s, "e2", "ana", "drill-care", "3")
+        # Ana: the laser on for 2 h, cutting for 30 min; Bo: 1 h, cutting all the time.
+        # The same sessions on the drill count their whole length.
+        for i, (tool, member, hours, busy_s) in enumerate(
+            [
+                ("laser-1", "ana", 2, 1800),
+                ("laser-1", "bo", 1, 3600),
+                ("drill-1", "ana", 2, 1800),
+                ("drill-1", "bo", 1, 3600),
+            ]
+        ):
+            start = WEEK + timedelta(days=1, hours=3 * i)
+            s.add(
+                UsageSession(
+                    key=f"u{i}",
+                    tool_id=tool,
+                    member=member,
+                    start=start,
+                    end=start + timedelta(hours=hours),
+                    busy_s=busy_s,
+                )
+            )
+        [result] = close_due_periods(s, cfg, NEXT_WEEK)
+        costs = {
+            c.resource: (c.units, c.unit_cost)
+            for c in s.execute(
+                select(PeriodResourceCost).where(PeriodResourceCost.period_id == result.period_id)
+            ).scalars()
+        }
+        got = balances(s, result.period_id)
+    assert costs == {"laser-1": (Decimal("1.5"), Decimal(2)), "drill-1": (Decimal(3), Decimal(1))}
+    # Laser pool 3 over 1.5 busy hours: Ana 0.5 h = 1, Bo 1 h = 2; drill: Ana 2, Bo 1.
+    assert got == {
+        "ana": (Decimal(6), Decimal(3), Decimal(3)),
+        "bo": (Decimal(0), Decimal(3), Decimal(-3)),
+    }

@@ -21,6 +21,7 @@ from hub.models import (
     Badge,
     Device,
     Member,
+    ParticipationFactor,
     Project,
     Station,
     Task,
@@ -122,6 +123,7 @@ def test_contract_example_loads_into_the_columns_the_hub_reads(engine):
             "enforce_reservations": True,
             "no_cut_while_busy": False,
             "end_on_stop": False,
+            "units": "hours",
         }
         assert tool.scarce == {"slots": "Mon-Fri 17:00-22:00", "per_slot": 3600}
         assert not tool.locked
@@ -502,3 +504,62 @@ def test_a_load_that_changes_something_tells_a_running_hub_to_reload(engine):
     assert version() == start + 1  # nothing changed, nothing to reload
     load(engine, BOB.replace("Bob K.", "Bob Kay"))
     assert version() == start + 2
+
+
+def test_units_and_factors_are_checked_with_their_lines():
+    text = """\
+members:
+  - {handle: ana, name: Ana, factor: 0}
+  - {handle: bo, name: Bo, factor: -1}
+  - {handle: cy, name: Cy, factor: half}
+tools:
+  - {id: laser-1, devices: [laser-node], units: minutes}
+  - {id: saw-1, units: busy_hours}
+"""
+    with pytest.raises(ShopFileError) as exc:
+        parse_shop(text)
+    assert problems(exc) == [
+        "shop.yaml:2: members[0] (ana): factor must be more than 0, not 0",
+        "shop.yaml:3: members[1] (bo): factor must be more than 0, not -1",
+        "shop.yaml:4: members[2] (cy): factor must be a number, not 'half'",
+        "shop.yaml:6: tools[0] (laser-1): units must be one of hours, busy_hours, not 'minutes'",
+        "shop.yaml:7: tools[1] (saw-1): units busy_hours needs a device that measures the "
+        "tool's power (devices:); without one no hour is ever busy",
+    ]
+
+
+def test_units_and_factors_are_stored_and_changes_are_shown(engine):
+    first = """\
+projects: [{id: commons}]
+members: [{handle: ana, name: Ana}, {handle: bo, name: Bo, factor: 0.5}]
+tools: [{id: laser-1, project: commons, devices: [{tasmota: laser-plug}]}]
+"""
+    changes = load(engine, first)
+    assert "~ member bo: factor 1 -> 0.5" in changes
+    assert not [c for c in changes if "ana: factor" in c]
+    second = """\
+projects: [{id: commons}]
+members: [{handle: ana, name: Ana, factor: 0.75}, {handle: bo, name: Bo}]
+tools:
+  - {id: laser-1, project: commons, devices: [{tasmota: laser-plug}], units: busy_hours}
+"""
+    assert load(engine, second) == [
+        "~ member ana: factor 1 -> 0.75",
+        "~ member bo: factor 0.5 -> 1",
+        "~ tool laser-1: units hours -> busy_hours",
+    ]
+    assert load(engine, second) == []
+    with session_factory(engine)() as session:
+        assert session.get(Tool, "laser-1").options["units"] == "busy_hours"
+        factors = {
+            h: f
+            for h, f in session.execute(
+                select(Member.handle, ParticipationFactor.factor).join(
+                    Member, Member.id == ParticipationFactor.member_id
+                )
+            )
+        }
+        assert factors == {"ana": Decimal("0.75")}  # factor 1 is no row
+    load(engine, first)
+    with session_factory(engine)() as session:
+        assert session.get(Tool, "laser-1").options["units"] == "hours"
