@@ -1,9 +1,11 @@
-"""Server time of the floor page and the main API reads on a big SQLite database.
+"""Server time of the floor, tasks and period pages and the main API reads on a big
+SQLite database.
 
 Builds a database with 1,000,000 events and 100,000 usage sessions (executemany in
-large transactions), then times requests through the WSGI app (Flask's test client:
-server time, no network).  ``/healthz`` (one ``SELECT 1``) is the baseline in the
-same run.  Prints one JSON object.
+large transactions), plus a task board (300 tasks, 10 closed weeks of weight history)
+and 10 closed periods with every member's balance, then times requests through the
+WSGI app (Flask's test client: server time, no network).  ``/healthz`` (one
+``SELECT 1``) is the baseline in the same run.  Prints one JSON object.
 
     .venv/bin/python bench/web.py [--events 1000000] [--sessions 100000] [--requests 200]
 """
@@ -18,18 +20,31 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import text
+from decimal import Decimal
+
+from sqlalchemy import insert, text
 
 from hub.db import make_engine, migrate, session_factory
+from hub.models import (
+    EffortRecord,
+    Period,
+    PeriodBalance,
+    PeriodResourceCost,
+    Project,
+    Task,
+    TaskWant,
+    TaskWeightHistory,
+)
 from web import create_app
 from web.auth import create_token
 
 TOOLS, MEMBERS, DEVICES = 40, 300, 60
+TASKS, WEEKS, EFFORT_PER_WEEK = 300, 10, 2000
 
 
 def build(url: str, n_events: int, n_sessions: int) -> None:
@@ -105,8 +120,113 @@ def build(url: str, n_events: int, n_sessions: int) -> None:
             "wh, close_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+    build_economy(engine, t0 + timedelta(minutes=3 * n_sessions), rnd)
+    with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
     engine.dispose()
+
+
+def build_economy(engine, end: datetime, rnd: random.Random) -> int:
+    """Tasks and ``WEEKS`` closed weeks ending at ``end`` (Core inserts: a close's rows
+    are written as the close writes them, without running the close)."""
+    end = end.replace(tzinfo=UTC)
+    weeks = [
+        (end - timedelta(weeks=WEEKS - k), end - timedelta(weeks=WEEKS - k - 1))
+        for k in range(WEEKS)
+    ]
+    members = [f"m{i}" for i in range(MEMBERS)]
+    with engine.begin() as conn:
+        conn.execute(insert(Project.__table__), [{"id": "commons", "name": "Shop commons"}])
+        conn.execute(
+            insert(Task.__table__),
+            [
+                {
+                    "id": f"task-{i}",
+                    "title": f"Task {i}",
+                    "project_id": "commons",
+                    "slots": 1 + i % 3,
+                    "hours": Decimal(1),
+                    "weight": Decimal(1),
+                }
+                for i in range(TASKS)
+            ],
+        )
+        conn.execute(
+            insert(TaskWant.__table__),
+            [
+                {"task_id": f"task-{rnd.randrange(TASKS)}", "member": m, "at": end}
+                for m in members[:100]
+            ],
+        )
+        for k, (start, stop) in enumerate(weeks):
+            period_id = conn.execute(
+                insert(Period.__table__).values(start=start, end=stop, closed_at=stop)
+            ).inserted_primary_key[0]
+            credited = [Decimal(rnd.randrange(0, 400)) / 100 for _ in members]
+            mean = sum(credited) / len(members)
+            conn.execute(
+                insert(PeriodBalance.__table__),
+                [
+                    {
+                        "period_id": period_id,
+                        "project_id": "commons",
+                        "member": m,
+                        "credited": c,
+                        "expected": mean,
+                        "balance": c - mean,
+                        "running": (c - mean) * (k + 1),
+                    }
+                    for m, c in zip(members, credited, strict=True)
+                ],
+            )
+            conn.execute(
+                insert(PeriodResourceCost.__table__),
+                [
+                    {
+                        "period_id": period_id,
+                        "project_id": "commons",
+                        "resource": f"tool-{t}",
+                        "units": Decimal(30),
+                        "unit_cost": Decimal("0.4"),
+                        "scarce_units": Decimal(0),
+                        "scarce_multiplier": None,
+                    }
+                    for t in range(TOOLS)
+                ],
+            )
+            conn.execute(
+                insert(TaskWeightHistory.__table__),
+                [
+                    {
+                        "task_id": f"task-{i}",
+                        "period_id": period_id,
+                        "weight": Decimal(1) + Decimal(k % 3) / 10,
+                        "slots": 1,
+                        "volunteers": 1,
+                        "next_weight": Decimal(1),
+                        "pinned": False,
+                    }
+                    for i in range(TASKS)
+                ],
+            )
+            conn.execute(
+                insert(EffortRecord.__table__),
+                [
+                    {
+                        "key": f"bench:{k}:{j}",
+                        "member": rnd.choice(members),
+                        "task_id": f"task-{rnd.randrange(TASKS)}",
+                        "project_id": "commons",
+                        "start": start + timedelta(minutes=5 * j),
+                        "end": None,
+                        "hours": Decimal(1),
+                        "weight": Decimal(1),
+                        "source": "board",
+                    }
+                    for j in range(EFFORT_PER_WEEK)
+                ],
+            )
+    return period_id
 
 
 def time_requests(client, path: str, n: int, headers: dict[str, str]) -> dict[str, float]:
@@ -142,6 +262,7 @@ def main() -> None:
         sm = session_factory(engine)
         with sm.begin() as session:
             token = create_token(session, "bench", "coordinator")
+            last = session.scalar(text("SELECT max(id) FROM periods"))
         app = create_app({"SECRET_KEY": "bench"}, sm=sm)
         client = app.test_client()
         auth = {"Authorization": f"Bearer {token}"}
@@ -153,6 +274,11 @@ def main() -> None:
             "/api/v1/sessions": "/api/v1/sessions",
             "/api/v1/sessions?tool=tool-3": "/api/v1/sessions?tool=tool-3",
             "/api/v1/sessions?member=m7": "/api/v1/sessions?member=m7",
+            "tasks /tasks": "/tasks",
+            "period /periods/{last}": f"/periods/{last}",
+            "/api/v1/tasks": "/api/v1/tasks",
+            "/api/v1/periods": "/api/v1/periods",
+            "/api/v1/periods/{last}/allocations": f"/api/v1/periods/{last}/allocations",
         }
         results = {
             name: time_requests(client, path, args.requests, auth) for name, path in paths.items()

@@ -22,7 +22,7 @@ from wtforms import DecimalField, IntegerField, SelectChoice, SelectField, Strin
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from hub import taskboard
-from hub.models import Project, Task, TaskWant, TaskWeightHistory
+from hub.models import Period, Project, Task, TaskState, TaskWant, TaskWeightHistory
 from web.auth import require_role
 from web.charts import sparkline
 from web.state import committing
@@ -30,6 +30,7 @@ from web.state import committing
 bp = Blueprint("tasks", __name__)
 
 MAX_HOURS = Decimal(1000)
+HISTORY = 12  # closed periods on a task's weight chart
 
 
 class ActionForm(FlaskForm):
@@ -68,13 +69,22 @@ def _me() -> str:
 
 
 def weight_history(session: Any, task_ids: list[str]) -> dict[str, list[Decimal]]:
-    """Each task's weight per closed period, oldest first (TaskWeightHistory)."""
+    """Each task's weight in the last :data:`HISTORY` closed periods, oldest first."""
     out: dict[str, list[Decimal]] = defaultdict(list)
     if not task_ids:
         return out
+    recent = session.scalars(
+        select(Period.id)
+        .where(Period.closed_at.is_not(None))
+        .order_by(Period.start.desc())
+        .limit(HISTORY)
+    ).all()
     rows = session.execute(
         select(TaskWeightHistory.task_id, TaskWeightHistory.weight)
-        .where(TaskWeightHistory.task_id.in_(task_ids))
+        .where(
+            TaskWeightHistory.task_id.in_(task_ids),
+            TaskWeightHistory.period_id.in_(recent),
+        )
         .order_by(TaskWeightHistory.period_id)
     )
     for task_id, weight in rows:
@@ -95,7 +105,12 @@ def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
     now = datetime.now(UTC)
     with committing(session):  # board() creates the running period if none is stored yet
         entries = taskboard.board(session, now, state.cfg)
-        proposed = taskboard.board(session, now, state.cfg, status="proposed")
+    proposed = session.scalars(
+        select(Task)
+        .join(TaskState, TaskState.task_id == Task.id)
+        .where(TaskState.status == "proposed")
+        .order_by(Task.id)
+    ).all()
     handle = current_user.handle
     mine = set()
     if handle is not None:
