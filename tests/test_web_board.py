@@ -329,6 +329,15 @@ def test_api_claim_done_want_with_a_member_token(client, sm):
     effort = response.get_json()["effort"]
     assert (effort["hours"], effort["weight"], effort["weighted_hours"]) == (0.5, 1.5, 0.75)
     assert effort["source"] == "board" and effort["member"] == "ada"
+    assert client.post("/api/v1/tasks/sweep/claim", headers=ada).status_code == 201
+    response = client.post("/api/v1/tasks/sweep/done", headers=ada, json={"hours": 0.75})
+    assert response.status_code == 201 and response.get_json()["effort"]["hours"] == 0.75
+    with sm() as s:
+        q = select(EffortRecord).where(
+            EffortRecord.task_id == "sweep", EffortRecord.source == "board"
+        )
+        record = s.scalar(q)
+        assert record.hours == Decimal("0.75")  # exact, from the float's shortest repr
     assert client.post("/api/v1/tasks/sweep/want", headers=ada).get_json()["new"] is True
     assert client.post("/api/v1/tasks/sweep/want", headers=ada).get_json()["new"] is False
     assert client.post("/api/v1/tasks/nope/want", headers=ada).status_code == 404
