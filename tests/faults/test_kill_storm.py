@@ -280,8 +280,8 @@ def test_after_twenty_sigkills_every_event_is_stored_exactly_once(storm: Storm):
 @pytest.mark.xfail(
     strict=True,
     reason="hub bugs (see test_restart_rebuild.py): rebuild.compare sorts tuples holding "
-    "None and raises TypeError; a restart forgets the sign-in repeat window; restore() "
-    "replays an open session without the tool's power state before it started",
+    "None and raises TypeError; a restart forgets the sign-in repeat window and a waiting "
+    "task button; restore() replays an open session without the tool's power state",
 )
 def test_after_twenty_sigkills_the_records_rebuilt_from_the_log_equal_the_live_ones(storm: Storm):
     site = storm.site
