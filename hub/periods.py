@@ -42,7 +42,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import String, event, func, insert, literal, select, type_coerce, update
+from sqlalchemy import String, case, event, func, insert, literal, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -368,11 +368,6 @@ def _use(
     return units, scarce, members
 
 
-def _entry_order(item: tuple[tuple[str, str, str | None], Decimal]) -> tuple[str, str, str]:
-    (project, member, resource), _ = item
-    return project, member, resource or ""
-
-
 def _load_period(session: Session, period: Period) -> dict[str, Any]:
     """The period's records, summed per (project, member, resource) for the engine.
 
@@ -395,7 +390,15 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
         session.connection()
         .execute(
             select(
-                EffortRecord.key,
+                # the key only where the record is left out, to name it in the report
+                case(
+                    (
+                        EffortRecord.task_id.is_(None)
+                        | EffortRecord.hours.is_(None)
+                        | EffortRecord.weight.is_(None),
+                        EffortRecord.key,
+                    )
+                ),
                 EffortRecord.member,
                 EffortRecord.task_id,
                 EffortRecord.project_id,
@@ -429,24 +432,29 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
         weighted[(target[0], member, target[1])] += wh
         if source != "board":  # board effort is counted by its claim
             done_off_board[task_id] += 1
+    # The engine's results do not depend on the order of its entries: none is sorted.
     effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
-    for (project, member, resource), wh in sorted(weighted.items(), key=_entry_order):
+    negative = []
+    one = Decimal(1)
+    for (project, member, resource), wh in weighted.items():
         if wh < 0:
-            excluded.append(
-                {
-                    "key": None,
-                    "member": member,
-                    "task": None,
-                    "reason": f"corrections leave {wh} weighted hours in {project}; counted as 0",
-                }
-            )
+            negative.append((project, member, wh))
             continue
-        task_label = f"{resource or 'overhead'}"
-        effort[project].append(pc.EffortEntry(member, task_label, wh, 1, resource, project))
+        task_label = resource or "overhead"
+        effort[project].append(pc.EffortEntry(member, task_label, wh, one, resource, project))
+    for project, member, wh in sorted(negative):
+        excluded.append(
+            {
+                "key": None,
+                "member": member,
+                "task": None,
+                "reason": f"corrections leave {wh} weighted hours in {project}; counted as 0",
+            }
+        )
     units, scarce, users = _use(session, period, tools, default)
     participants |= users
     use: dict[str, list[pc.UseEntry]] = defaultdict(list)
-    for (project, member, tool_id), n in sorted(units.items()):
+    for (project, member, tool_id), n in units.items():
         if n > 0:
             use[project].append(pc.UseEntry(member, tool_id, n))
     participants.update(
