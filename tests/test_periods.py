@@ -552,3 +552,73 @@ tasks:
         "ana": (Decimal(6), Decimal(3), Decimal(3)),
         "bo": (Decimal(0), Decimal(3), Decimal(-3)),
     }
+
+
+def test_a_random_week_closes_to_the_exact_shares_of_peerconomy_b(sm):
+    """Many odd decimals and factors: every expected contribution is within one 10^-12
+    quantum of the exact rational share computed here record by record."""
+    import random
+    from fractions import Fraction
+
+    rnd = random.Random(48)
+    members = [f"m{i}" for i in range(12)]
+    tools = ["laser", "saw", "printer"]
+    chosen = {m: Decimal(rnd.choice(["1", "0.5", "0.75", "1.25", "0.3"])) for m in members}
+    factors = {m: Fraction(f) for m, f in chosen.items()}
+    cfg = berlin()
+    with sm.begin() as s:
+        add_members(s, members)
+        s.add(Project(id="commons", name="Commons", model="production_effort"))
+        s.flush()
+        for m in members:
+            if factors[m] != 1:
+                member_id = s.execute(select(Member.id).where(Member.handle == m)).scalar_one()
+                s.add(ParticipationFactor(member_id=member_id, factor=chosen[m]))
+        for t in tools:
+            s.add(Tool(id=t, name=t, project_id="commons"))
+            s.add(Task(id=f"{t}-care", title=t, project_id="commons", resource=t))
+        s.add(Task(id="sweep", title="Sweep", project_id="commons"))  # overhead
+        s.add(Task(id="unused", title="Idle", project_id="commons", resource="lathe"))
+        open_period(s, cfg, WEEK)
+        credited = dict.fromkeys(members, Fraction(0))
+        pools: dict[str | None, Fraction] = {}
+        for i in range(150):
+            m = rnd.choice(members)
+            task = rnd.choice([*(f"{t}-care" for t in tools), "sweep", "unused"])
+            hours = Decimal(rnd.randint(1, 4000)) / 1000
+            weight = Decimal(rnd.randint(250_000, 4_000_000)) / 1_000_000
+            effort(s, f"e{i}", m, task, str(hours), str(weight))
+            wh = Fraction(hours) * Fraction(weight)
+            credited[m] += wh
+            resource = None if task in ("sweep", "unused") else task.removesuffix("-care")
+            pools[resource] = pools.get(resource, Fraction(0)) + wh
+        used: dict[tuple[str, str], Fraction] = {}
+        for i in range(200):
+            m, t = rnd.choice(members[:9]), rnd.choice(tools)
+            seconds = 36 * rnd.randint(1, 500)  # whole hundredths of an hour
+            start = WEEK + timedelta(minutes=1 + 40 * i)  # all start inside the week
+            s.add(
+                UsageSession(
+                    key=f"u{i}",
+                    tool_id=t,
+                    member=m,
+                    start=start,
+                    end=start + timedelta(seconds=seconds),
+                )
+            )
+            used[(m, t)] = used.get((m, t), Fraction(0)) + Fraction(seconds, 3600)
+        signed_in(s, *members)
+        [result] = close_due_periods(s, cfg, NEXT_WEEK)
+        got = balances(s, result.period_id)
+    units = {t: sum((n for (_, r), n in used.items() if r == t), Fraction(0)) for t in tools}
+    overhead = sum(credited.values()) - sum(pools.get(t, Fraction(0)) for t in tools)
+    exact = {m: overhead * factors[m] / sum(factors.values()) for m in members}
+    for (m, t), n in used.items():
+        exact[m] += n * pools.get(t, Fraction(0)) / units[t]
+    quantum = Fraction(1, 10**12)
+    for m in members:
+        c, e, b = got[m]
+        assert Fraction(c) == credited[m]
+        assert abs(Fraction(e) - exact[m]) <= quantum, m
+        assert b == c - e
+    assert sum(b for _, _, b in got.values()) == 0
