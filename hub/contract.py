@@ -114,6 +114,8 @@ def _load_object(payload: bytes) -> dict[str, Any]:
         obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ContractError(f"payload is not JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise ContractError("payload is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ContractError(f"payload is a JSON {type(obj).__name__}, not an object")
     return obj

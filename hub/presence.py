@@ -91,12 +91,13 @@ class Presence:
         auto_close_at: time = time(4, 0),
         repeat: timedelta = timedelta(seconds=5),
         present: Mapping[str, datetime] | None = None,
+        last_toggle: Mapping[str, datetime] | None = None,
     ):
         self.tz = tz
         self.auto_close_at = auto_close_at
         self.repeat = repeat
         self.present: dict[str, datetime] = dict(present or {})
-        self._last_toggle: dict[str, datetime] = {}
+        self._last_toggle: dict[str, datetime] = dict(last_toggle or {})
 
     def badge(self, member: str, now: datetime) -> list[SignedIn | SignedOut]:
         """A badge at a sign-in station: the records it makes (none for a repeat)."""

@@ -176,8 +176,11 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
         (p.member, p.at, p.state, p.reason) for p in session.scalars(select(PresenceChange))
     )
     stored_efforts = sorted(
-        (e.member, e.task_id, e.start, e.end, e.hours, e.weight)
-        for e in session.scalars(select(EffortRecord).where(EffortRecord.source == "station"))
+        (
+            (e.member, e.task_id, e.start, e.end, e.hours, e.weight)
+            for e in session.scalars(select(EffortRecord).where(EffortRecord.source == "station"))
+        ),
+        key=repr,
     )
     stored_usage = sorted(
         (u.device_id, u.boot, u.seq, u.member, u.item, u.qty)
@@ -194,7 +197,7 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
         "sessions": diff(stored_sessions, sessions_now),
         "open_sessions": diff(open_stored, open_now),
         "presence": diff(stored_presence, sorted(rebuilt_presence)),
-        "effort": diff(stored_efforts, sorted(rebuilt_efforts.values())),
+        "effort": diff(stored_efforts, sorted(rebuilt_efforts.values(), key=repr)),
         "usage": diff(stored_usage, sorted(rebuilt_usage)),
     }
 

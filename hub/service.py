@@ -50,6 +50,7 @@ from hub.shop import DecisionRec, Message, Outcome, Record, ShopEngine
 from hub.shop_store import (
     current_presence,
     issue_allowlists,
+    last_presence_toggles,
     load_shop,
     restore,
     shop_version,
@@ -184,8 +185,9 @@ class Hub:
             data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
             self.seen = SeenIndex.load(session)
             present = current_presence(session)
+            toggles = last_presence_toggles(session)
             self._shop_version = shop_version(session)
-        self.rules = ShopEngine(data, present=present)
+        self.rules = ShopEngine(data, present=present, last_toggle=toggles)
         with self.sm.begin() as session:
             out = restore(session, self.rules)
             out.extend(self.rules.restart(now))

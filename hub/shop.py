@@ -274,10 +274,13 @@ class ShopEngine:
         data: ShopData,
         *,
         present: dict[str, datetime] | None = None,
+        last_toggle: dict[str, datetime] | None = None,
         key_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
     ):
         self.key_factory = key_factory
-        self.presence = Presence(data.tz, auto_close_at=data.auto_signout, present=present)
+        self.presence = Presence(
+            data.tz, auto_close_at=data.auto_signout, present=present, last_toggle=last_toggle
+        )
         self.tools: dict[str, ToolSessionState] = {}
         self.session_keys: dict[str, str] = {}
         self.pending: dict[str, PendingInduction] = {}
@@ -437,6 +440,8 @@ class ShopEngine:
         out = Outcome()
         for state in self.tools.values():
             out.extend(self._effects(state.hub_restart(now)))
+        # a task button waiting for its badge lives in memory only: a restart forgets it
+        self.station_task.clear()
         return out
 
     def publish_states(self, now: datetime) -> list[Message]:

@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from hub.access import MemberAccess, WeeklyHours
@@ -155,6 +155,16 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
 # --- restoring live state after a restart ---------------------------------------------------
 
 
+def last_presence_toggles(session: Session) -> dict[str, datetime]:
+    """When each member last toggled in or out by badge: the repeat window outlives a restart."""
+    rows = session.execute(
+        select(PresenceChange.member, func.max(PresenceChange.at))
+        .where(PresenceChange.reason == "badge")
+        .group_by(PresenceChange.member)
+    )
+    return {member: at for member, at in rows}
+
+
 def current_presence(session: Session) -> dict[str, datetime]:
     """Who is signed in, from the last presence change of each member."""
     present: dict[str, datetime] = {}
@@ -185,6 +195,26 @@ def restore(session: Session, engine: ShopEngine) -> Outcome:
             continue
         name = engine.data.members[row.member].name if row.member in engine.data.members else None
         devices = [d for d, t in device_tool.items() if t == row.tool_id]
+        before = session.scalars(
+            select(Event)
+            .where(Event.device_id.in_(devices), Event.received_at < row.start)
+            .where(Event.type.in_(("power", "running")))
+            .order_by(Event.id.desc())
+            .limit(1)
+        ).first()
+        if before is not None:  # the power state the session started in
+            state.feed(
+                DeviceEvent(
+                    before.device_id,
+                    before.boot,
+                    before.seq,
+                    before.type,
+                    before.data,
+                    before.device_ts,
+                    before.replay,
+                ),
+                before.received_at,
+            )
         state.session = OpenSession(row.member, row.start, row.start, name=name)
         engine.session_keys[row.tool_id] = row.key
         events = session.scalars(

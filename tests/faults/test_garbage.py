@@ -246,13 +246,6 @@ def test_garbage_among_good_traffic_leaves_the_hub_memory_flat(garbage_run: Run)
     assert growth < MAX_GROWTH_KB, f"hub RSS grew {growth} kB: {early} -> {late} kB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="hub bug: contract._load_object lets json's RecursionError through, so "
-    "parse_inbound raises; the message is never acked nor dead-lettered and holds one of "
-    "the broker's receive-maximum slots until a reconnect (2,000 of them stall ingest)",
-)
 @pytest.mark.parametrize(
     "payload", [b"[" * 2000 + b"]" * 2000, b'[{"":' * 550 + b"1" + b"}]" * 550]
 )

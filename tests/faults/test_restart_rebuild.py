@@ -57,12 +57,6 @@ def count(hub: Hub, model, *where) -> int:
         return len(session.scalars(select(model).where(*where)).all())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="hub bug: rebuild.compare sorts effort tuples; a station effort without a task "
-    "(task_id None) beside one with a task makes sorted() compare None with str",
-)
 def test_rebuild_check_with_an_effort_without_a_task(shop_config, broker, tmp_path: Path):
     hub = started(shop_config)
     desk = Device(broker.port, "desk")
@@ -81,11 +75,6 @@ def test_rebuild_check_with_an_effort_without_a_task(shop_config, broker, tmp_pa
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: Presence._last_toggle (the 5 s repeat window) is not restored at "
-    "start, so a restarted hub toggles on a repeat that rebuild (one engine) ignores",
-)
 def test_a_repeat_badge_at_the_door_across_a_restart_rebuilds_the_same(
     shop_config, broker, tmp_path: Path
 ):
@@ -139,12 +128,6 @@ def test_a_session_on_a_running_tool_closed_by_a_restart_rebuilds_the_same(
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: ShopEngine.station_task (a task button waiting for the next badge) "
-    "is not restored at start and restart() does not forget it, so rebuild gives the "
-    "effort after a restart a task the live hub did not",
-)
 def test_a_task_button_before_a_restart_rebuilds_the_same(shop_config, broker, tmp_path: Path):
     desk = Device(broker.port, "desk")
     try:
