@@ -405,3 +405,13 @@ def test_me_shows_balance_per_period_and_reserves_and_cancels_a_slot(client, sm)
     assert post_form(client, "/me", f"/me/reservations/{r.id}/cancel").status_code == 302
     with sm() as s:
         assert s.scalar(select(SlotReservation)) is None
+
+
+def test_the_me_page_shows_each_section_once_and_a_plain_title(client, sm):
+    with sm.begin() as s:
+        s.get(Tool, "laser-1").scarce = SCARCE  # the reserve form appears
+    login(client, "ada")
+    page = client.get("/me").get_data(as_text=True)
+    assert page.count('id="balance"') == 1 and page.count('id="reserve-form"') == 1
+    title = page[page.index("<title>") : page.index("</title>")]
+    assert "<" not in title[len("<title>") :] and "Me" in title
