@@ -344,7 +344,10 @@ class EffortRecord(Base):
     """A member did ``hours`` of a task at the weight posted when they took it."""
 
     __tablename__ = "effort_records"
-    __table_args__ = (Index("ix_effort_records_member_start", "member", "start"),)
+    __table_args__ = (
+        Index("ix_effort_records_member_start", "member", "start"),
+        Index("ix_effort_records_task_start", "task_id", "start"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(40), unique=True)
     member: Mapped[str] = mapped_column(String(64))
