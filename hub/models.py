@@ -533,8 +533,10 @@ class SlotReservation(Base):
 
 
 class ProjectRules(Base):
-    """Rule (a) settings of a project: gain ``k`` and a task weight's bounds.  A project
-    without a row uses PEERCONOMY.md's defaults (0.2, 0.25, 4.0)."""
+    """Rule (a) settings of a project: gain ``k``, a task weight's bounds and the weight
+    mode (``close``: weights move at period close only; ``clock``: an unfilled slot's
+    weight also rises day by day inside the period).  A project without a row uses
+    PEERCONOMY.md's defaults (0.2, 0.25, 4.0, close)."""
 
     __tablename__ = "project_rules"
     project_id: Mapped[str] = mapped_column(
@@ -543,6 +545,7 @@ class ProjectRules(Base):
     gain: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.2"))
     weight_min: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.25"))
     weight_max: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("4.0"))
+    weight_mode: Mapped[str] = mapped_column(String(8), default="close", server_default="close")
 
 
 class TaskState(Base):
