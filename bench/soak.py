@@ -24,7 +24,8 @@ Sampled every ``--sample`` seconds:
 - decision latency: the probe's badge-to-reply round trip (p50/p99/max);
 - commit latency: from an event's publish (its ``ts``) to the commit of the batch
   holding it, for every event (a ``Hub.hooks`` callback; p50/p99/max);
-- events stored, dead letters, internal errors, the hub's queue, CPU.
+- events stored, dead letters, internal errors, the hub's queue, its CPU (cores), and
+  the machine's 1-minute load average (other work shows in the latencies).
 
 The first sample is the baseline: "flat" compares the middle and the last with it.
 At the end the bench waits until every event sent is stored, once.
@@ -354,6 +355,8 @@ def main() -> None:
                     "internal_errors": hub.counters.internal_errors,
                     "queue": hub._queue.qsize(),
                     "hub_cpu": round((cpu - cpu0) / max(now - window_start, 1e-9), 2),
+                    # other work on the machine shows in the latencies: say how much
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
                 }
                 events0, cpu0, window_start = hub.counters.events, cpu, now
                 samples.append(sample)
