@@ -42,6 +42,8 @@ from fractions import Fraction
 from typing import Any
 
 MODELS = ("flat_rate", "flat_allocation", "production_effort")
+WEIGHT_MODES = ("close", "clock")
+"""Rule (a)'s modes: weights move at period close only, or also rise inside the period."""
 
 K = Decimal("0.2")
 """Default gain of the weight rule."""

@@ -58,6 +58,7 @@ from hub.models import (
     Member,
     ParticipationFactor,
     Project,
+    ProjectRules,
     Station,
     Task,
     Tool,
@@ -111,9 +112,24 @@ class _Located:
 
 @dataclass(frozen=True)
 class ProjectSpec(_Located):
+    """A project; ``gain``, ``weight_min``, ``weight_max`` and ``weight_mode`` are rule
+    (a)'s settings (PEERCONOMY.md defaults when the file leaves them out)."""
+
     id: str
     name: str
     model: str
+    gain: Decimal = pc.K
+    weight_min: Decimal = pc.LO
+    weight_max: Decimal = pc.HI
+    weight_mode: str = "close"
+
+    def has_default_rules(self) -> bool:
+        return (self.gain, self.weight_min, self.weight_max, self.weight_mode) == (
+            pc.K,
+            pc.LO,
+            pc.HI,
+            "close",
+        )
 
 
 @dataclass(frozen=True)
@@ -566,11 +582,40 @@ class _Parser:
     def projects(self, data: _Mapping) -> list[ProjectSpec]:
         out = []
         for i, item in self.section(data, "projects"):
-            e = self.entry(item, f"projects[{i}]", ("id",), ("name", "model"))
+            e = self.entry(
+                item,
+                f"projects[{i}]",
+                ("id",),
+                ("name", "model", "gain", "weight_min", "weight_max", "weight_mode"),
+            )
             ident = e.ident("id", SLUG, "project id")
             name = e.text("name", default=ident)
             model = e.choice("model", pc.MODELS, DEFAULT_MODEL)
-            out.append(ProjectSpec(ident, name, model, **e.where()))
+            gain = e.decimal("gain", pc.K)
+            if gain is not None and not 0 < gain < 1:
+                e.error(f"gain must be more than 0 and less than 1, not {_fmt(gain)}", "gain")
+            lo = e.decimal("weight_min", pc.LO)
+            if lo is not None and lo <= 0:
+                e.error(f"weight_min must be more than 0, not {_fmt(lo)}", "weight_min")
+            hi = e.decimal("weight_max", pc.HI)
+            if lo is not None and hi is not None and hi < lo:
+                e.error(
+                    f"weight_max {_fmt(hi)} is below weight_min {_fmt(lo)}",
+                    "weight_max",
+                )
+            mode = e.choice("weight_mode", pc.WEIGHT_MODES, "close")
+            out.append(
+                ProjectSpec(
+                    ident,
+                    name,
+                    model,
+                    gain if gain is not None else pc.K,
+                    lo if lo is not None else pc.LO,
+                    hi if hi is not None else pc.HI,
+                    mode or "close",
+                    **e.where(),
+                )
+            )
         return out
 
     def members(self, data: _Mapping) -> list[MemberSpec]:
@@ -943,6 +988,7 @@ class _Stored:
     stations: dict[str, Station]
     devices: dict[str, Device]
     factors: dict[int, ParticipationFactor]
+    rules: dict[str, ProjectRules]
 
     @classmethod
     def load(cls, session: Session) -> _Stored:
@@ -963,6 +1009,7 @@ class _Stored:
             stations={s.device_id: s for s in rows(Station)},
             devices={d.id: d for d in rows(Device)},
             factors={f.member_id: f for f in rows(ParticipationFactor)},
+            rules={r.project_id: r for r in rows(ProjectRules)},
         )
 
 
@@ -1113,6 +1160,23 @@ class _Apply:
                 continue
             self.set(row, "name", p.name, f"project {p.id}")
             self.set(row, "model", p.model, f"project {p.id}")
+
+    def project_rules(self) -> None:
+        """Rule (a)'s settings: a project with all defaults has no row."""
+        for p in self.shop.projects:
+            row = self.db.rules.get(p.id)
+            if row is None:
+                if p.has_default_rules():
+                    continue
+                row = ProjectRules(project_id=p.id, gain=pc.K, weight_min=pc.LO, weight_max=pc.HI)
+                row.weight_mode = "close"
+                self.session.add(row)
+                self.db.rules[p.id] = row
+            what = f"project {p.id}"
+            self.set(row, "gain", p.gain, what)
+            self.set(row, "weight_min", p.weight_min, what)
+            self.set(row, "weight_max", p.weight_max, what)
+            self.set(row, "weight_mode", p.weight_mode, what)
 
     def trainings(self) -> None:
         for t in self.shop.trainings:
@@ -1332,6 +1396,7 @@ class _Apply:
         self.projects()
         self.trainings()
         self.session.flush()
+        self.project_rules()
         self.members()
         self.factors()
         self.badges()

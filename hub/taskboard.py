@@ -16,7 +16,12 @@ it was last done (or posted, when it never was) minus the period's length, never
 all taken this period goes to the end.
 
 **Weight**: a claim keeps the weight posted when it was made; :func:`done` credits the
-effort at that weight even if the period close has changed the task's weight since.
+effort at that weight even if the period close has changed the task's weight since.  In
+a project whose rule (a) runs in ``clock`` mode (:class:`~hub.models.ProjectRules`
+``weight_mode``), the posted weight of a task with slots still untaken rises day by day
+inside the period (:func:`hub.peerconomy.weight_at`); :func:`board` shows, and
+:func:`claim` records, that weight at ``now``.  :func:`slot_takes` says which slots are
+taken; the live hub's task stations read the same (``hub.shop_store.load_shop``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from hub.models import (
     TaskWant,
 )
 from hub.periods import open_period
+from hub.shop_store import bump_shop_version
 
 if TYPE_CHECKING:
     from hub.config import Config
@@ -70,6 +76,8 @@ class BoardEntry:
     score: Decimal
     pinned: bool
     claimed_by: tuple[str, ...]  # members holding a slot not yet done
+    start_weight: Decimal  # the weight posted at the period's start (``weight`` in close mode)
+    clock: bool = False  # the project's weights rise inside the period (clock mode)
 
 
 def _default_config() -> Config:
@@ -103,6 +111,78 @@ def _claims_in(session: Session, period_id: int) -> dict[str, list[TaskClaim]]:
     return out
 
 
+def slot_takes(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    *,
+    stations: bool = True,
+    task_id: str | None = None,
+) -> dict[str, list[datetime]]:
+    """When each task's slots were taken in ``[start, end)``, oldest first.
+
+    A slot is taken by a claim on the board (at ``claimed_at``) or by effort recorded off
+    the board, at a task station or by a coordinator (at the record's ``start``); board
+    effort is counted by its claim.  This is rule (a)'s V, counted as it grows during the
+    period.  ``stations=False`` leaves station effort out: the shop engine counts the
+    efforts it makes itself.
+    """
+    claims = select(TaskClaim.task_id, TaskClaim.claimed_at).where(
+        TaskClaim.claimed_at >= start, TaskClaim.claimed_at < end
+    )
+    sources = ("station", "coordinator") if stations else ("coordinator",)
+    efforts = select(EffortRecord.task_id, EffortRecord.start).where(
+        EffortRecord.task_id.is_not(None),
+        EffortRecord.source.in_(sources),
+        EffortRecord.start >= start,
+        EffortRecord.start < end,
+    )
+    if task_id is not None:
+        claims = claims.where(TaskClaim.task_id == task_id)
+        efforts = efforts.where(EffortRecord.task_id == task_id)
+    out: dict[str, list[datetime]] = {}
+    for task, at in [*session.execute(claims).all(), *session.execute(efforts).all()]:
+        out.setdefault(task, []).append(at)
+    for times in out.values():
+        times.sort()
+    return out
+
+
+def weight_rules(session: Session) -> dict[str, ProjectRules]:
+    """Rule (a)'s settings per project that has a row (others use the defaults)."""
+    return {r.project_id: r for r in session.execute(select(ProjectRules)).scalars()}
+
+
+def _is_clock(rules: dict[str, ProjectRules], task: Task) -> bool:
+    rule = rules.get(task.project_id or "")
+    return rule is not None and rule.weight_mode == "clock"
+
+
+def _weight_now(
+    task: Task,
+    rules: dict[str, ProjectRules],
+    pinned: bool,
+    period_start: datetime,
+    now: datetime,
+    taken: int,
+) -> Decimal:
+    """The weight a task shows at ``now``: its posted weight, risen in clock mode."""
+    rule = rules.get(task.project_id or "")
+    if rule is None or rule.weight_mode != "clock":
+        return task.weight
+    return pc.weight_at(
+        task.weight,
+        period_start,
+        max(now, period_start),
+        slots=max(task.slots, 1),
+        taken=taken,
+        k=rule.gain,
+        lo=rule.weight_min,
+        hi=rule.weight_max,
+        pinned=pinned,
+    )
+
+
 def board(
     session: Session, now: datetime, cfg: Config | None = None, *, status: str = "open"
 ) -> list[BoardEntry]:
@@ -112,16 +192,19 @@ def board(
     length: timedelta = period.end - period.start
     states = {s.task_id: s for s in session.execute(select(TaskState)).scalars()}
     claims = _claims_in(session, period.id)
+    rules = weight_rules(session)
+    takes = slot_takes(session, period.start, period.end) if rules else {}
     wants = dict(
         session.execute(select(TaskWant.task_id, func.count()).group_by(TaskWant.task_id)).all()
     )
-    last_done = dict(
-        session.execute(
-            select(EffortRecord.task_id, func.max(EffortRecord.start))
-            .where(EffortRecord.task_id.is_not(None))
-            .group_by(EffortRecord.task_id)
-        ).all()
+    # Each task's last effort, one index lookup per task (effort_records(task_id, start)):
+    # a GROUP BY over all effort records read the whole index on every page view.
+    last_effort = (
+        select(func.max(EffortRecord.start))
+        .where(EffortRecord.task_id == Task.id)
+        .scalar_subquery()
     )
+    last_done = dict(session.execute(select(Task.id, last_effort)).all())
     entries = []
     for task in session.execute(select(Task)).scalars():
         state = states.get(task.id)
@@ -134,22 +217,27 @@ def board(
             if late > timedelta(0):
                 overdue = Decimal(int(late.total_seconds())) / Decimal(86400)
         n_wants = int(wants.get(task.id, 0))
-        score = task.weight * (1 + n_wants) * (1 + overdue / 7)
+        pinned = bool(state and state.pinned)
+        n_taken = sum(1 for t in takes.get(task.id, ()) if t <= now)
+        weight = _weight_now(task, rules, pinned, period.start, now, n_taken)
+        score = weight * (1 + n_wants) * (1 + overdue / 7)
         taken = claims.get(task.id, [])
         entries.append(
             BoardEntry(
                 task=task.id,
                 title=task.title,
                 project=task.project_id,
-                weight=task.weight,
+                weight=weight,
                 hours=task.hours,
                 slots=task.slots,
                 slots_left=max(task.slots - len(taken), 0),
                 wants=n_wants,
                 overdue_days=overdue.quantize(Decimal("0.01")),
                 score=score.quantize(Decimal("0.000001")),
-                pinned=bool(state and state.pinned),
+                pinned=pinned,
                 claimed_by=tuple(c.member for c in taken if c.done_at is None),
+                start_weight=task.weight,
+                clock=_is_clock(rules, task),
             )
         )
     entries.sort(key=lambda e: (e.slots_left == 0, -e.score, e.task))
@@ -159,7 +247,8 @@ def board(
 def claim(
     session: Session, member: str, task_id: str, now: datetime, cfg: Config | None = None
 ) -> TaskClaim:
-    """Take a slot of an open task in the current period, at the weight posted now."""
+    """Take a slot of an open task in the current period, at the weight posted now
+    (in clock mode, risen by the days its slots have waited; see :func:`board`)."""
     _member(session, member)
     task, state = _task(session, task_id)
     if _status(state) != "open":
@@ -173,8 +262,19 @@ def claim(
         raise TaskBoardError(f"{member} holds a slot of {task_id} already")
     if len(taken) >= task.slots:
         raise TaskBoardError(f"no slot of {task_id} is left this period")
+    weight = task.weight
+    rules = weight_rules(session)
+    if _is_clock(rules, task):
+        n = sum(
+            1
+            for t in slot_takes(session, period.start, period.end, task_id=task_id).get(task_id, [])
+            if t <= now
+        )
+        weight = _weight_now(task, rules, bool(state and state.pinned), period.start, now, n)
+        # A running hub's task stations count this slot as taken from their next reload.
+        bump_shop_version(session)
     c = TaskClaim(
-        task_id=task_id, member=member, period_id=period.id, claimed_at=now, weight=task.weight
+        task_id=task_id, member=member, period_id=period.id, claimed_at=now, weight=weight
     )
     session.add(c)
     session.flush()
@@ -237,6 +337,9 @@ def unclaim(session: Session, member: str, task_id: str) -> None:
     ).scalar()
     if c is None:
         raise TaskBoardError(f"{member} holds no slot of {task_id}")
+    task = session.get(Task, task_id)
+    if task is not None and _is_clock(weight_rules(session), task):
+        bump_shop_version(session)  # the slot is free again for the task stations' weights
     session.delete(c)
     session.flush()
 
@@ -344,8 +447,18 @@ def pin(session: Session, task_id: str, weight: Any | None) -> None:
     session.flush()
 
 
-def set_rules(session: Session, project: str, gain: Any, weight_min: Any, weight_max: Any) -> None:
-    """A coordinator sets rule (a)'s gain and weight bounds of a project."""
+def set_rules(
+    session: Session,
+    project: str,
+    gain: Any,
+    weight_min: Any,
+    weight_max: Any,
+    weight_mode: str | None = None,
+) -> None:
+    """A coordinator sets rule (a)'s gain, weight bounds and (if given) weight mode
+    (``close`` or ``clock``) of a project."""
+    if weight_mode is not None and weight_mode not in pc.WEIGHT_MODES:
+        raise TaskBoardError(f"weight_mode must be one of {', '.join(pc.WEIGHT_MODES)}")
     if session.get(Project, project) is None:
         raise TaskBoardError(f"no project {project!r}")
     k = pc.to_decimal(gain, "gain")
@@ -354,7 +467,10 @@ def set_rules(session: Session, project: str, gain: Any, weight_min: Any, weight
         raise TaskBoardError("gain must be between 0 and 1 and 0 < weight_min <= weight_max")
     rules = session.get(ProjectRules, project)
     if rules is None:
-        session.add(ProjectRules(project_id=project, gain=k, weight_min=lo, weight_max=hi))
-    else:
-        rules.gain, rules.weight_min, rules.weight_max = k, lo, hi
+        rules = ProjectRules(project_id=project, weight_mode="close")
+        session.add(rules)
+    rules.gain, rules.weight_min, rules.weight_max = k, lo, hi
+    if weight_mode is not None and weight_mode != rules.weight_mode:
+        rules.weight_mode = weight_mode
+        bump_shop_version(session)  # a running hub's task stations post the new weights
     session.flush()

@@ -264,7 +264,8 @@ def test_a_bad_file_is_rejected_whole_with_every_problem_and_its_line(engine, db
     with pytest.raises(ShopFileError) as exc:
         parse_shop(BAD)
     assert problems(exc) == [
-        "shop.yaml:2: projects[0] (commons): unknown key modle (known: id, name, model)",
+        "shop.yaml:2: projects[0] (commons): unknown key modle (known: id, name, model, gain, "
+        "weight_min, weight_max, weight_mode)",
         "shop.yaml:4: members[0] (ada): badge 12345678 must be written in quotes, "
         'as hex text such as "04A1B2C3D4E5F6"',
         "shop.yaml:5: members[1] (bob): badge 04A1B2C3D4E5F6 is listed on members[0] (ada) too",
