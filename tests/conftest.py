@@ -1,24 +1,118 @@
-"""Shared fixtures: a private Mosquitto per module, SQLite and PostgreSQL databases."""
+"""Shared fixtures: a private Mosquitto per module, and the test pass's databases.
+
+The suite runs twice in CI (``./dev test``): once on SQLite and once on PostgreSQL.
+``PEERSHOP_TEST_DB`` (``sqlite``, the default, or ``postgresql``) picks the pass and is
+read here only.  On the PostgreSQL pass every test's database (``hub_config``,
+``make_config``, :func:`database_url`, :func:`fresh_database`) is a new PostgreSQL
+database, created for the test and dropped after it.  Tests parametrized over both
+databases (the ``db_url`` fixture) run both on the SQLite pass and are left out of the
+PostgreSQL pass; tests about SQLite itself carry ``@pytest.mark.sqlite_only(reason)``;
+modules that touch no database at all are listed in ``NO_DATABASE_MODULES``.
+"""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from hub.broker import PrivateBroker
 from hub.config import Config, load_config
 
+TEST_DB = os.environ.get("PEERSHOP_TEST_DB", "sqlite")
+ON_POSTGRESQL = TEST_DB == "postgresql"
 PG_ADMIN_URL = os.environ.get(
     "PEERSHOP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 # CI sets this so a PostgreSQL that is not there fails the run instead of skipping.
-PG_REQUIRED = os.environ.get("PEERSHOP_TEST_REQUIRE_PG") == "1"
+PG_REQUIRED = os.environ.get("PEERSHOP_TEST_REQUIRE_PG") == "1" or ON_POSTGRESQL
+
+# Test modules that never open a database (drivers, parsers, pure rules, the broker's
+# security): the PostgreSQL pass leaves them out, since they would only repeat the SQLite
+# pass.  The SQLite pass fails any of their tests that opens one, so the list stays true.
+NO_DATABASE_MODULES = frozenset(
+    {
+        "test_access",
+        "test_allowlist",
+        "test_bridge",
+        "test_config",
+        "test_contract",
+        "test_current_sensor",
+        "test_framing",
+        "test_indicator",
+        "test_install",
+        "test_interlock",
+        "test_keyboard_wedge",
+        "test_mosquitto_security",
+        "test_node_protocol",
+        "test_peerconomy",
+        "test_pn532",
+        "test_power",
+        "test_presence",
+        "test_rdm6300",
+        "test_scenario",
+        "test_sessions",
+        "test_shop",
+        "test_simulators",
+        "test_wiegand",
+    }
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered here, beside the rule that reads it
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): about SQLite itself; skipped on the PostgreSQL pass"
+    )
+    if TEST_DB not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"PEERSHOP_TEST_DB must be sqlite or postgresql, not {TEST_DB!r}")
+    if ON_POSTGRESQL and (problem := pg_problem()):
+        raise pytest.UsageError(
+            f"PEERSHOP_TEST_DB=postgresql but PostgreSQL is not usable: {problem}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = make_url(PG_ADMIN_URL).set(database=None).render_as_string(hide_password=True)
+    return f"peershop test database: {TEST_DB}" + (f" ({where})" if ON_POSTGRESQL else "")
+
+
+_LEFT_OUT: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ON_POSTGRESQL:
+        return
+    keep, left_out = [], []
+    for item in items:
+        if "db_url" in getattr(item, "fixturenames", ()):
+            reason = "parametrized over both databases: ran on PostgreSQL in the SQLite pass"
+        elif item.module is not None and _module_name(item) in NO_DATABASE_MODULES:
+            reason = "in a module that touches no database"
+        else:
+            keep.append(item)
+            continue
+        left_out.append(item)
+        _LEFT_OUT[reason] = _LEFT_OUT.get(reason, 0) + 1
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for reason, count in _LEFT_OUT.items():
+        terminalreporter.write_line(f"PostgreSQL pass left out {count} tests: {reason}")
+
+
+def _module_name(item: pytest.Item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
 
 
 def _pg_available() -> str | None:
@@ -59,9 +153,43 @@ def drop_pg_database(url: str) -> None:
     admin.dispose()
 
 
+@contextmanager
+def fresh_database(folder: Path, name: str = "peershop.db") -> Iterator[str]:
+    """A new, empty database of this test pass for as long as the ``with`` lasts: a SQLite
+    file ``folder / name``, or on the PostgreSQL pass a new PostgreSQL database."""
+    if not ON_POSTGRESQL:
+        yield f"sqlite:///{folder / name}"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+# The databases database_url made for the running test, by (folder, name); dropped after it.
+_TEST_DATABASES: dict[tuple[Path, str], str] = {}
+
+
+def database_url(folder: Path, name: str = "peershop.db") -> str:
+    """The database of this test pass for ``folder``: the SQLite file ``folder / name``, or
+    on the PostgreSQL pass a new PostgreSQL database, the same one for the same folder and
+    name until the test ends, then dropped (so two hubs on one folder share it, as they
+    share the file)."""
+    if not ON_POSTGRESQL:
+        return f"sqlite:///{folder / name}"
+    key = (Path(folder).resolve(), name)
+    if key not in _TEST_DATABASES:
+        _TEST_DATABASES[key] = create_pg_database()
+    return _TEST_DATABASES[key]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, and a PostgreSQL database when reachable."""
+    """A fresh, empty database: a SQLite file, and a PostgreSQL database when reachable.
+
+    Tests that take this run on both databases in the SQLite pass (and not again in the
+    PostgreSQL pass)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'peershop.db'}"
         return
@@ -77,6 +205,74 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_pg_database(url)
 
 
+# Which backends opened a connection during the running test (every engine, any thread).
+_OPENED: set[str] = set()
+
+
+@event.listens_for(Engine, "connect")
+def _note_connection(dbapi_connection, _record) -> None:
+    _OPENED.add("sqlite" if isinstance(dbapi_connection, sqlite3.Connection) else "postgresql")
+
+
+def _hub_sqlite_files(folder: Path) -> list[Path]:
+    """SQLite files under ``folder`` that hold a peershop hub schema (made by any process)."""
+    found = []
+    for path in folder.rglob("*"):
+        try:
+            if not path.is_file():
+                continue
+            with path.open("rb") as file:
+                if file.read(16) != b"SQLite format 3\x00":
+                    continue
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error):
+            continue  # gone meanwhile, or being written: not ours to judge
+        if "alembic_version" in tables:
+            found.append(path)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _test_database_pass(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep each pass honest: SQLite-only tests skip on the PostgreSQL pass; a test there
+    that stores through SQLite fails (the switch missed it); a test of the modules listed
+    as touching no database fails if it opens one; the test's PostgreSQL databases are
+    dropped after it."""
+    marker = request.node.get_closest_marker("sqlite_only")
+    if ON_POSTGRESQL and marker is not None:
+        reason = marker.args[0] if marker.args else marker.kwargs["reason"]
+        pytest.skip(f"SQLite-specific: {reason}")
+    # asked for now, so it outlives this fixture's teardown below
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    _OPENED.clear()
+    _TEST_DATABASES.clear()
+    try:
+        yield
+    finally:
+        for url in _TEST_DATABASES.values():
+            drop_pg_database(url)
+        _TEST_DATABASES.clear()
+    checked = ON_POSTGRESQL or _module_name(request.node) in NO_DATABASE_MODULES
+    opened = set(_OPENED) if checked else set()
+    if checked and tmp_path is not None and _hub_sqlite_files(tmp_path):
+        opened.add("sqlite")  # a hub in a subprocess made one
+    if ON_POSTGRESQL and "sqlite" in opened:
+        pytest.fail(
+            "this test stored through SQLite on the PostgreSQL pass: take its database from "
+            "hub_config, make_config, database_url or fresh_database (tests/conftest.py), "
+            "or mark it sqlite_only(reason)"
+        )
+    if not ON_POSTGRESQL and opened and _module_name(request.node) in NO_DATABASE_MODULES:
+        pytest.fail(
+            f"{_module_name(request.node)} is in NO_DATABASE_MODULES (tests/conftest.py) but "
+            f"opened {', '.join(sorted(opened))}: take it out of the list"
+        )
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
     """A private Mosquitto for this test module: own config, free port, persistence on."""
@@ -85,12 +281,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
 
 
 def make_config(tmp_path: Path, broker: PrivateBroker, db_url: str | None = None, **sections):
+    """A hub's config on ``broker``, its data in ``tmp_path / "data"`` and its database
+    ``db_url`` or else this pass's :func:`database_url` for that folder."""
+    data_dir = tmp_path / "data"
     overrides = {
-        "site": {"data_dir": str(tmp_path / "data")},
+        "site": {"data_dir": str(data_dir)},
         "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        "db": {"url": db_url or database_url(data_dir)},
     }
-    if db_url:
-        overrides["db"] = {"url": db_url}
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return load_config(None, env={}, search=(), overrides=overrides)

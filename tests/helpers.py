@@ -1,4 +1,5 @@
-"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes."""
+"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes,
+and a reader for the database such a hub writes."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from hub.broker import free_port
 from hub.contract import event_topic
+from hub.db import make_engine
 from hub.mqtt import MqttLink, MqttSettings, Received
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,6 +134,23 @@ def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_i
         )
     )
     return path
+
+
+class StoredRows:
+    """Reads the database a hub process writes, from the test (SQLite or PostgreSQL).
+
+    Each :meth:`query` runs in its own short transaction, so it sees what the hub has
+    committed by then."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+
+    def query(self, sql: str) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 class HubProcess:

@@ -228,6 +228,7 @@ def test_a_file_that_is_not_a_backup_is_refused_and_nothing_changes(shop_db, tmp
     assert snapshot(engine) == before
 
 
+@pytest.mark.sqlite_only("the SQLite file backup (pg_dump's is tested above, on db_url)")
 def test_sqlite_backup_refuses_to_overwrite_the_live_database(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'peershop.db'}"
     engine = make_engine(url)

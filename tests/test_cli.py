@@ -11,11 +11,12 @@ from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.ingest import Inbound, store_batch
 from hub.models import UsageSession
+from tests.conftest import database_url
 from tests.helpers import event_payload
 
 
 def test_stats_counts_what_is_stored(tmp_path):
-    url = f"sqlite:///{tmp_path / 'p.db'}"
+    url = database_url(tmp_path, "p.db")
     engine = make_engine(url)
     migrate(engine)
     now = datetime.now(UTC)

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.helpers import Listener, wait_for
 
 
+@pytest.mark.sqlite_only("peershop demo keeps its shop in a SQLite file in --data by design")
 def test_demo_shows_a_live_shop_and_stops_cleanly(tmp_path):
     from hub.broker import free_port
 

@@ -1,6 +1,6 @@
 """Issue 2's proof: every event stored exactly once through hub crashes and broker restarts.
 
-Real processes throughout: ``peershop run`` (``HubProcess``) on a SQLite file, a private
+Real processes throughout: ``peershop run`` (``HubProcess``) on the test pass's database, a private
 Mosquitto with persistence, and ten simulated devices publishing a paced QoS 1 stream of
 20,000 events.  The hub is killed with SIGKILL mid-stream (twice), Mosquitto is
 restarted mid-stream, the hub is stopped with SIGTERM under load; each time the log ends
@@ -10,7 +10,6 @@ with exactly the 20,000 identities that were sent: none lost, none doubled.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -22,7 +21,8 @@ import pytest
 from hub.broker import PrivateBroker
 from hub.contract import event_topic
 from hub.mqtt import MqttLink, MqttSettings
-from tests.helpers import HubProcess, event_payload, wait_for, write_config
+from tests.conftest import database_url
+from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -154,16 +154,17 @@ class Fleet:
 
 
 class Shop:
-    """A private broker, a hub process on a SQLite file, and a fleet, cleaned up after."""
+    """A private broker, a hub process on the pass's database, and a fleet, cleaned up after."""
 
     def __init__(self, tmp_path: Path):
         self.broker = PrivateBroker(tmp_path / "mosquitto").start()
-        self.db_path = tmp_path / "data" / "peershop.db"
+        db_url = database_url(tmp_path / "data")
+        self.rows = StoredRows(db_url)
         config = write_config(
             tmp_path / "peershop.toml",
             data_dir=tmp_path / "data",
             port=self.broker.port,
-            db_url=f"sqlite:///{self.db_path}",
+            db_url=db_url,
             client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
         )
         self.hub = HubProcess(config, tmp_path / "hub.log")
@@ -178,13 +179,7 @@ class Shop:
         return self.fleet
 
     def _query(self, sql: str) -> list[tuple]:
-        if not self.db_path.exists():
-            return []
-        conn = sqlite3.connect(self.db_path, timeout=10)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
+        return self.rows.query(sql)  # the hub has made the tables before its birth
 
     def stored(self) -> int:
         rows = self._query("SELECT count(*) FROM events")
@@ -220,6 +215,7 @@ class Shop:
             if proc is not None and proc.poll() is None:
                 self.hub.terminate()
         finally:
+            self.rows.close()
             self.broker.stop()
 
 

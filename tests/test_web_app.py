@@ -32,6 +32,7 @@ from hub.models import (
     ToolBinding,
     UsageSession,
 )
+from tests.conftest import database_url
 from web import create_app
 from web.auth import create_token, set_password, set_pin
 
@@ -164,7 +165,7 @@ def fast_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sm(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'web.db'}")
+    engine = make_engine(database_url(tmp_path, "web.db"))
     migrate(engine)
     factory = session_factory(engine)
     seed(factory)

@@ -8,11 +8,12 @@ from sqlalchemy import select
 from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.models import ApiToken, Member, WebLogin
+from tests.conftest import database_url
 from web.auth import token_digest, verify_secret
 
 
 def _env(tmp_path):
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    url = database_url(tmp_path, "cli.db")
     engine = make_engine(url)
     migrate(engine)
     with session_factory(engine).begin() as s:

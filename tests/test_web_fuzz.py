@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
 from hub.db import make_engine, migrate, session_factory  # noqa: E402
+from tests.conftest import fresh_database  # noqa: E402
 from tests.test_web_app import seed  # noqa: E402
 from web import create_app  # noqa: E402
 from web.auth import create_token  # noqa: E402
@@ -33,9 +34,8 @@ EXPECTED = [
 ]  # schemathesis leaves out the document's own path, /api/v1/openapi.json
 
 
-def _app(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    engine = make_engine(f"sqlite:///{path}")
+def _app(url: str):
+    engine = make_engine(url)
     migrate(engine)
     sm = session_factory(engine)
     seed(sm)
@@ -44,12 +44,15 @@ def _app(tmp_path_factory: pytest.TempPathFactory):
         member_token = create_token(session, "fuzz-bob", "member", "bob")
     app = create_app({"SECRET_KEY": "fuzz"}, sm=sm)
     app.config["MEMBER_TOKEN"] = member_token
-    return app, token
+    return app, token, engine
 
 
 @pytest.fixture(scope="module")
 def app_and_token(tmp_path_factory):
-    return _app(tmp_path_factory)
+    with fresh_database(tmp_path_factory.mktemp("fuzz"), "fuzz.db") as url:
+        app, token, engine = _app(url)
+        yield app, token
+        engine.dispose()
 
 
 def test_no_server_errors_and_responses_match_the_document(app_and_token):

@@ -65,6 +65,9 @@ def fill(path: Path) -> int:
                     return written
 
 
+@pytest.mark.sqlite_only(
+    "fills the SQLite file's own disk; a PostgreSQL server's disk is the server's to watch"
+)
 def test_a_full_disk_stops_acks_says_why_and_resumes_without_loss(
     small_disk: Path, broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):

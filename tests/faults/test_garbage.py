@@ -16,7 +16,6 @@ import os
 import random
 import selectors
 import socket
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +27,8 @@ import pytest
 from bench.common import _packets, connect_packet, publish_packet
 from hub.broker import PrivateBroker
 from hub.ingest import Inbound, parse_inbound
-from tests.helpers import HubProcess, wait_for, write_config
+from tests.conftest import fresh_database
+from tests.helpers import HubProcess, StoredRows, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -162,13 +162,21 @@ class Run:
 def garbage_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """One run for the module: 20,000 messages, a memory sample, the rest, a sample."""
     tmp_path = tmp_path_factory.mktemp("garbage")
+    with fresh_database(tmp_path / "data") as db_url:
+        rows = StoredRows(db_url)
+        try:
+            return _run(tmp_path, db_url, rows)
+        finally:
+            rows.close()
+
+
+def _run(tmp_path: Path, db_url: str, rows: StoredRows) -> Run:
     broker = PrivateBroker(tmp_path / "mosquitto").start()
-    db_path = tmp_path / "data" / "peershop.db"
     config = write_config(
         tmp_path / "peershop.toml",
         data_dir=tmp_path / "data",
         port=broker.port,
-        db_url=f"sqlite:///{db_path}",
+        db_url=db_url,
         client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
     )
     hub = HubProcess(config, tmp_path / "hub.log")
@@ -180,14 +188,10 @@ def garbage_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     )
 
     def counts() -> tuple[int, int]:
-        conn = sqlite3.connect(db_path, timeout=10)
-        try:
-            return (
-                conn.execute("SELECT count(*) FROM events").fetchone()[0],
-                conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
-            )
-        finally:
-            conn.close()
+        return (
+            rows.query("SELECT count(*) FROM events")[0][0],
+            rows.query("SELECT count(*) FROM dead_letters")[0][0],
+        )
 
     try:
         hub.start(broker.port)
@@ -215,13 +219,8 @@ def garbage_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         if hub.proc is not None and hub.proc.poll() is None:
             hub.terminate()
         broker.stop()
-
-    conn = sqlite3.connect(db_path)
-    try:
-        identities = set(conn.execute("SELECT device_id, boot, seq FROM events"))
-        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-    finally:
-        conn.close()
+    identities = set(rows.query("SELECT device_id, boot, seq FROM events"))
+    dead = rows.query("SELECT count(*) FROM dead_letters")[0][0]
     return Run(identities, dead, early, late, total)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import threading
 import time
 import uuid
@@ -27,7 +26,8 @@ from hub.broker import PrivateBroker
 from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.shopfile import apply_shop, parse_shop
-from tests.helpers import HubProcess, event_payload, wait_for, write_config
+from tests.conftest import fresh_database
+from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config
 from tests.test_durability import BOOT, SimulatedDevice
 
 pytestmark = pytest.mark.slow
@@ -184,12 +184,12 @@ class Load:
 
 
 class Site:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, db_url: str):
         self.broker = PrivateBroker(tmp_path / "mosquitto").start()
         self.data_dir = tmp_path / "data"
-        self.db_path = self.data_dir / "peershop.db"
-        self.db_url = f"sqlite:///{self.db_path}"
+        self.db_url = db_url
         self.data_dir.mkdir()
+        self.rows = StoredRows(db_url)
         engine = make_engine(self.db_url)
         migrate(engine)
         with session_factory(engine).begin() as session:
@@ -206,11 +206,7 @@ class Site:
         self.load: Load | None = None
 
     def query(self, sql: str) -> list[tuple]:
-        conn = sqlite3.connect(self.db_path, timeout=10)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
+        return self.rows.query(sql)
 
     def stored(self) -> int:
         return self.query("SELECT count(*) FROM events")[0][0]
@@ -222,6 +218,7 @@ class Site:
             if self.hub.proc is not None and self.hub.proc.poll() is None:
                 self.hub.terminate()
         finally:
+            self.rows.close()
             self.broker.stop()
 
 
@@ -236,7 +233,12 @@ class Storm:
 @pytest.fixture(scope="module")
 def storm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storm]:
     """One storm for the module: 20 SIGKILLs at random moments, then a clean stop."""
-    site = Site(tmp_path_factory.mktemp("storm"))
+    tmp_path = tmp_path_factory.mktemp("storm")
+    with fresh_database(tmp_path / "data") as db_url:
+        yield from _storm(Site(tmp_path, db_url))
+
+
+def _storm(site: Site) -> Iterator[Storm]:
     try:
         seed = random.randrange(1 << 30)
         rng = random.Random(seed)
