@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub.contract import DEVICE_ID
 from hub.errors import ConfigError
 
 DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))
@@ -115,6 +116,21 @@ def _clock(value: Any) -> time:
         raise ValueError(f"expected a local time HH:MM, got {value!r}") from None
 
 
+# A site's id names it in the shop file (``site:`` of a tool or station), on the floor and
+# in bridge topics, so it follows the device id pattern of CONTRACT.md §2.
+SITE_ID = DEVICE_ID
+DEFAULT_SITE = "main"
+
+
+def _site_id(value: Any) -> str:
+    text = _str(value).strip()
+    if not SITE_ID.fullmatch(text):
+        raise ValueError(
+            f"a site id is lowercase letters, digits and '-' (at most 63), got {value!r}"
+        )
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(_str(value)).expanduser()
 
@@ -172,6 +188,8 @@ class Key:
 SCHEMA: dict[str, dict[str, Key]] = {
     "site": {
         "name": Key(_str, "peershop"),
+        # which site's tools and stations this hub runs (several hubs share one database)
+        "id": Key(_site_id, DEFAULT_SITE),
         "data_dir": Key(_path, "./data"),
         "timezone": Key(_timezone, "UTC"),
     },

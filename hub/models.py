@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from hub.config import DEFAULT_SITE
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -147,6 +149,8 @@ class Tool(Base):
     # enforce_reservations, no_cut_while_busy, end_on_stop (docs/shop-file.md).
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The site (building) whose hub runs the tool: the hub with this ``site.id``.
+    site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE, server_default="main")
     bindings: Mapped[list[ToolBinding]] = relationship(
         back_populates="tool", cascade="all, delete-orphan"
     )
@@ -185,6 +189,7 @@ class Station(Base):
     __tablename__ = "stations"
     device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
+    site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE, server_default="main")
 
 
 class Device(Base):
@@ -260,6 +265,8 @@ class Outbox(Base):
     qos: Mapped[int] = mapped_column(Integer, default=1)
     retain: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The hub that sends it: each site's hub publishes its own rows to its own broker.
+    site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE, server_default="main")
 
 
 class MqttAccount(Base):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.config import DEFAULT_SITE
 from hub.models import Outbox
 from hub.mqtt import MqttLink
 
@@ -24,20 +25,34 @@ log = logging.getLogger(__name__)
 
 
 def enqueue(
-    session: Session, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+    session: Session,
+    topic: str,
+    payload: bytes | str,
+    *,
+    qos: int = 1,
+    retain: bool = False,
+    site: str = DEFAULT_SITE,
 ) -> None:
-    """Add a message to the outbox inside the caller's transaction."""
+    """Add a message to the outbox inside the caller's transaction; the hub of ``site``
+    sends it (several hubs share one database, each with its own broker)."""
     if isinstance(payload, str):
         payload = payload.encode()
-    session.add(Outbox(topic=topic, payload=payload, qos=qos, retain=retain))
+    session.add(Outbox(topic=topic, payload=payload, qos=qos, retain=retain, site=site))
 
 
 class OutboxPublisher:
     """Publishes outbox rows over ``link`` and deletes them on PUBACK."""
 
-    def __init__(self, link: MqttLink, sm: sessionmaker[Session], batch: int = 500):
+    def __init__(
+        self,
+        link: MqttLink,
+        sm: sessionmaker[Session],
+        batch: int = 500,
+        site: str = DEFAULT_SITE,
+    ):
         self.link = link
         self.sm = sm
+        self.site = site  # only this site's rows: another site's hub sends its own
         self.batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -71,7 +86,7 @@ class OutboxPublisher:
 
     def pending(self) -> int:
         with self.sm() as session:
-            return len(session.scalars(select(Outbox.id)).all())
+            return len(session.scalars(select(Outbox.id).where(Outbox.site == self.site)).all())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -108,6 +123,7 @@ class OutboxPublisher:
         with self.sm() as session:
             rows: list[Any] = session.execute(
                 select(Outbox.id, Outbox.topic, Outbox.payload, Outbox.qos, Outbox.retain)
+                .where(Outbox.site == self.site)
                 .order_by(Outbox.id)
                 .limit(self.batch + len(self._sent))
             ).all()

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from hub import __version__
 from hub.config import Config
@@ -46,7 +47,7 @@ from hub.outbox import OutboxPublisher, enqueue
 from hub.plugs import parse_plug, plug_subscriptions
 from hub.seen import SeenIndex
 from hub.sessions import ToolStateChanged
-from hub.shop import DecisionRec, Message, Outcome, Record, ShopEngine
+from hub.shop import DecisionRec, Message, Outcome, Record, ShopData, ShopEngine
 from hub.shop_store import (
     current_presence,
     issue_allowlists,
@@ -56,6 +57,7 @@ from hub.shop_store import (
     shop_version,
     write_records,
 )
+from hub.sites import other_site_devices
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ class IngestCounters:
     db_errors: int = 0
     internal_errors: int = 0
     decisions: int = 0
+    other_site: int = 0  # messages of devices at another site: their own hub's
     last_commit_s: float = 0.0
     # from a badge's arrival to its reply handed to the broker
     decision_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
@@ -169,7 +172,7 @@ class Hub:
             manual_ack=True,
             receive_maximum=cfg.ingest.receive_maximum,
         )
-        self.outbox = OutboxPublisher(self.link, self.sm)
+        self.outbox = OutboxPublisher(self.link, self.sm, site=cfg.site.id)
         self._thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
         self._timer = threading.Thread(target=self._timer_loop, name="rules-clock", daemon=True)
 
@@ -182,7 +185,7 @@ class Hub:
         now = datetime.now(UTC)
         self.signing_key = load_or_create_key(self.cfg.site.data_dir / "hub-signing.key")
         with self.sm() as session:
-            data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
+            data = self._load_shop(session)
             self.seen = SeenIndex.load(session)
             present = current_presence(session)
             toggles = last_presence_toggles(session)
@@ -196,8 +199,23 @@ class Hub:
             last_event = session.scalar(select(func.max(Event.id))) or 0
             session.add(HubStart(at=now, after_event_id=last_event, version=__version__))
             for message in out.messages + self.rules.publish_states(now):
-                enqueue(session, message.topic, message.payload, retain=message.retain)
-            issue_allowlists(session, data, self.signing_key, now)
+                self._enqueue(session, message)
+            issue_allowlists(session, data, self.signing_key, now, site=self.cfg.site.id)
+
+    def _load_shop(self, session: Session) -> ShopData:
+        """This site's tools and stations, the whole shop's members and trainings; and
+        the devices of other sites, whose messages this hub leaves to their own hub."""
+        site = self.cfg.site.id
+        self._other_site_devices = other_site_devices(session, site)
+        data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout, site)
+        if not data.tools and not data.stations and self._other_site_devices:
+            log.warning("site %s has no tools or stations; the shop file puts them elsewhere", site)
+        return data
+
+    def _enqueue(self, session: Session, message: Message) -> None:
+        enqueue(
+            session, message.topic, message.payload, retain=message.retain, site=self.cfg.site.id
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -298,6 +316,11 @@ class Hub:
     def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
         if inbound.topic.startswith(TOPIC_PREFIX):
             parsed = parse_inbound(inbound)
+            if parsed.device_id in self._other_site_devices:
+                # Another site's device, heard over a bridge: its own hub stores it and
+                # runs its rules, so a restart of that hub still finds it unacked.
+                self.counters.other_site += 1
+                return NOTHING, Outcome()
         else:
             try:
                 plug = parse_plug(inbound.topic, inbound.payload, self.rules.data)
@@ -384,7 +407,7 @@ class Hub:
         now = now or datetime.now(UTC)
         with self.sm() as session:
             self._shop_version = shop_version(session)
-            data = load_shop(session, self.cfg.site.timezone, self.cfg.presence.auto_signout)
+            data = self._load_shop(session)
         with self._rules_lock:
             old_topics = set(plug_subscriptions(self.rules.data))
             outcome = self.rules.set_data(data, now)
@@ -396,7 +419,7 @@ class Hub:
         if outcome.records:
             self._queue.put(Work(records=outcome.records))
         with self.sm.begin() as session:
-            issued = issue_allowlists(session, data, self.signing_key, now)
+            issued = issue_allowlists(session, data, self.signing_key, now, site=self.cfg.site.id)
         if issued:
             log.info("allow-lists re-issued for %s", ", ".join(issued))
             self.outbox.notify()
@@ -460,7 +483,7 @@ class Hub:
                 write_records(session, records)
             for w in batch:
                 for message in w.durable:
-                    enqueue(session, message.topic, message.payload, retain=message.retain)
+                    self._enqueue(session, message)
         self.counters.last_commit_s = time.perf_counter() - started
         self.counters.commit_seconds.observe(self.counters.last_commit_s)
         self.link.ack([w.received for w in batch if w.received is not None])

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from hub.access import MemberAccess, WeeklyHours
+from hub.config import DEFAULT_SITE
 from hub.contract import DeviceEvent
 from hub.db import insert_ignore
 from hub.models import (
@@ -83,8 +84,14 @@ def tool_rules(tool: Tool) -> ToolRules:
     return from_columns(tool.policy, tool.power or {}, tool.options or {})
 
 
-def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -> ShopData:
-    """Members, badges, trainings, tools, stations and tasks as the rules need them."""
+def load_shop(
+    session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0), site: str | None = None
+) -> ShopData:
+    """Members, badges, trainings, tools, stations and tasks as the rules need them.
+
+    With ``site``, only that site's tools and stations (what its hub runs); members,
+    badges, trainings and tasks are the whole shop's, so a training granted at one site
+    counts at every other."""
     grants: dict[int, dict[str, datetime | None]] = {}
     for grant in session.scalars(select(TrainingGrant)):
         grants.setdefault(grant.member_id, {})[grant.training_id] = grant.expires_at
@@ -104,7 +111,7 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
         by_id[m.id] = m.handle
     badges = {b.uid: by_id[b.member_id] for b in session.scalars(select(Badge))}
     tools = {}
-    for tool in session.scalars(select(Tool)):
+    for tool in session.scalars(select(Tool).where(*_at_site(Tool.site, site))):
         options = tool.options or {}
         hours = options.get("hours")
         try:
@@ -137,7 +144,10 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
             devices=devices,
             plugs=plugs,
         )
-    stations = {s.device_id: s.kind for s in session.scalars(select(Station))}
+    stations = {
+        s.device_id: s.kind
+        for s in session.scalars(select(Station).where(*_at_site(Station.site, site)))
+    }
     tasks = {
         t.id: TaskInfo(t.id, t.weight, t.hours, t.project_id) for t in session.scalars(select(Task))
     }
@@ -150,6 +160,10 @@ def load_shop(session: Session, tz: ZoneInfo, auto_signout: time = time(4, 0)) -
         tasks=tasks,
         auto_signout=auto_signout,
     )
+
+
+def _at_site(column: Any, site: str | None) -> tuple[Any, ...]:
+    return () if site is None else (column == site,)
 
 
 # --- restoring live state after a restart ---------------------------------------------------
@@ -236,8 +250,8 @@ def restore(session: Session, engine: ShopEngine) -> Outcome:
             if state.session is None:  # it ended while replaying (a timeout passed)
                 break
     for row in session.scalars(select(EffortRecord).where(EffortRecord.end.is_(None))):
-        if row.source != "station" or row.device_id is None:
-            continue
+        if row.source != "station" or row.device_id not in engine.data.stations:
+            continue  # not from a station, or another site's (its hub restores it)
         engine.restore_effort(
             OpenEffort(
                 row.key,
@@ -388,7 +402,13 @@ ALLOWLIST_RENEW = timedelta(days=1)  # re-issue when a list expires within this
 
 
 def issue_allowlists(
-    session: Session, data: ShopData, key: Any, now: datetime, *, ttl: timedelta = ALLOWLIST_TTL
+    session: Session,
+    data: ShopData,
+    key: Any,
+    now: datetime,
+    *,
+    ttl: timedelta = ALLOWLIST_TTL,
+    site: str = DEFAULT_SITE,
 ) -> list[str]:
     """Sign and queue a new allow-list for each tool whose badges changed or whose list
     expires soon; returns the tools re-issued.  Runs in the caller's transaction, and the
@@ -420,6 +440,6 @@ def issue_allowlists(
         row.version, row.digest, row.payload = version, digest, payload
         row.issued, row.expires = now.replace(microsecond=0), now.replace(microsecond=0) + ttl
         for device in tool.devices:
-            enqueue(session, allowlist_topic(device), payload, retain=True)
+            enqueue(session, allowlist_topic(device), payload, retain=True, site=site)
         issued.append(tool_id)
     return issued

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from hub import peerconomy as pc
 from hub.access import WeeklyHours
-from hub.config import parse_duration
+from hub.config import DEFAULT_SITE, SITE_ID, parse_duration
 from hub.contract import DEVICE_ID, normalize_uid
 from hub.errors import ContractError, ShopFileError
 from hub.models import (
@@ -182,6 +182,7 @@ class ToolSpec(_Located):
     power: dict[str, Any]
     options: dict[str, Any]
     scarce: dict[str, Any] | None
+    site: str = DEFAULT_SITE
 
     def rules(self) -> ToolRules:
         """The session rules these settings give (what the hub builds from the row)."""
@@ -205,6 +206,7 @@ class TaskSpec(_Located):
 class StationSpec(_Located):
     device: str
     kind: str
+    site: str = DEFAULT_SITE
 
 
 @dataclass(frozen=True)
@@ -694,6 +696,7 @@ class _Parser:
             "no_cut_while_busy",
             "end_on_stop",
             "units",
+            "site",
         )
         for i, item in self.section(data, "tools"):
             e = self.entry(item, f"tools[{i}]", ("id",), optional)
@@ -725,6 +728,7 @@ class _Parser:
                 power,
                 options,
                 scarce,
+                e.ident("site", SITE_ID, "site id") or DEFAULT_SITE,
                 **e.where(),
             )
             if e.ok:  # the engine's own check, so what is stored is what the hub can run
@@ -844,10 +848,11 @@ class _Parser:
     def stations(self, data: _Mapping) -> list[StationSpec]:
         out = []
         for i, item in self.section(data, "stations"):
-            e = self.entry(item, f"stations[{i}]", ("device", "kind"), ())
+            e = self.entry(item, f"stations[{i}]", ("device", "kind"), ("site",))
             device = e.ident("device", DEVICE_ID, "device id")
             kind = e.choice("kind", STATION_KINDS, None)
-            out.append(StationSpec(device, kind, **e.where()))
+            site = e.ident("site", SITE_ID, "site id") or DEFAULT_SITE
+            out.append(StationSpec(device, kind, site, **e.where()))
         return out
 
     # --- across entries
@@ -1109,6 +1114,11 @@ def _fmt_duration(value: Any) -> str:
     return "".join(parts)
 
 
+def _at_site(site: str) -> str:
+    """`` at site north`` in a diff line; nothing for the default site (one-site shops)."""
+    return "" if site == DEFAULT_SITE else f" at site {site}"
+
+
 # A tool's settings: (name in the file, column, key in the column's JSON, is a duration).
 TOOL_SETTINGS = (
     ("power.off_w", "power", "off_w", False),
@@ -1288,16 +1298,18 @@ class _Apply:
                     options=dict(t.options),
                     scarce=None if t.scarce is None else dict(t.scarce),
                     locked=False,
+                    site=t.site,
                 )
                 self.session.add(row)
                 self.db.tools[t.id] = row
-                self.note(f"+ tool {t.id} ({t.name}, {t.policy})")
+                self.note(f"+ tool {t.id} ({t.name}, {t.policy}{_at_site(t.site)})")
                 continue
             what = f"tool {t.id}"
             self.set(row, "name", t.name, what)
             self.set(row, "project_id", t.project, what, "project")
             self.set(row, "training_id", t.training, what, "training")
             self.set(row, "policy", t.policy, what)
+            self.set(row, "site", t.site, what)
             self.settings(row, t)
 
     def settings(self, row: Tool, t: ToolSpec) -> None:
@@ -1381,14 +1393,15 @@ class _Apply:
         for s in self.shop.stations:
             row = self.db.stations.get(s.device)
             if row is None:
-                row = Station(device_id=s.device, kind=s.kind)
+                row = Station(device_id=s.device, kind=s.kind, site=s.site)
                 self.session.add(row)
                 self.db.stations[s.device] = row
-                self.note(f"+ station {s.device} ({s.kind})")
+                self.note(f"+ station {s.device} ({s.kind}{_at_site(s.site)})")
                 continue
             if row.kind != s.kind:
                 self.note(f"~ station {s.device}: {row.kind} -> {s.kind}")
                 row.kind = s.kind
+            self.set(row, "site", s.site, f"station {s.device}")
 
     def run(self) -> list[str]:
         # Flushed in the order of the foreign keys: the models have no relationships
