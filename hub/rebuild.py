@@ -6,16 +6,21 @@ log order, each at the time the hub received it, with the badge decisions record
 restarts at the points where they happened, and the device statuses as they arrived.
 What it produces must equal what the live hub stored: sessions, presence, task-station
 effort and consumables.
+
+Task weights are those of the period each event falls in (:func:`load_tasks` period by
+period), so a station effort gets the weight the live hub posted then, risen in a
+``clock``-mode project from the period's start and the slots taken before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hub.config import Config
@@ -26,6 +31,7 @@ from hub.models import (
     EffortRecord,
     Event,
     HubStart,
+    Period,
     PresenceChange,
     UsageRecord,
     UsageSession,
@@ -40,7 +46,7 @@ from hub.shop import (
     TrainingRec,
     UsageRec,
 )
-from hub.shop_store import load_shop, write_records
+from hub.shop_store import load_shop, load_tasks, write_records
 
 CHUNK = 5000
 
@@ -101,8 +107,14 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
     decisions = _decisions(session)
     out = Rebuilt()
     last = None
+    period: tuple[datetime, datetime] | None = (datetime.max.replace(tzinfo=UTC),) * 2
     for at, _, kind, row in _timeline(session):
         last = at
+        if period is None or not period[0] <= at < period[1]:
+            # the weights of the period this falls in, as the hub reloaded them then
+            data = with_fields(data, **load_tasks(session, at, station_takes=False))
+            engine.set_data(data)
+            period = data.period or (at, _next_period_start(session, at))
         if kind == "start":
             result = engine.restart(row.at)
         elif kind == "status":
@@ -123,6 +135,12 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
     if last is not None:
         out.records.extend(engine.tick(datetime.now(UTC)).records)
     return out
+
+
+def _next_period_start(session: Session, at: datetime) -> datetime:
+    """Where the next stored period begins (no period holds ``at``), else the far future."""
+    found = session.scalar(select(func.min(Period.start)).where(Period.start > at))
+    return found or datetime.max.replace(tzinfo=UTC)
 
 
 def _session_view(start, end, tool, member, busy, idle, wh, reason) -> tuple:

@@ -5,6 +5,12 @@ for one shop.  It holds the live state in memory, does no I/O and reads no clock
 live hub calls it from the MQTT thread and sends what it returns, and ``peershop
 rebuild`` feeds it the event log and compares what it returns with what is stored.
 
+A task station's effort is credited at the task's posted weight when it started.  In a
+project whose rule (a) runs in ``clock`` mode that weight rises while the task's slots
+wait (:func:`hub.peerconomy.weight_at`): the data carries the open period and the slots
+taken on the board, and the engine counts the station efforts it made itself, so the
+same event log gives the same weights live and in a rebuild.
+
 Badge decisions are the one thing the engine makes up live.  A rebuild passes each
 stored decision back in (``decided=``), so a badge revoked since does not rewrite what
 happened; everything else (sessions, presence, effort, consumables) is recomputed.
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -22,6 +29,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hub import peerconomy as pc
 from hub.access import (
     Deny,
     Grant,
@@ -72,11 +80,26 @@ class ToolConfig:
 
 
 @dataclass(frozen=True)
+class WeightClock:
+    """Rule (a)'s ``clock`` mode for one task of the open period: its project's gain and
+    bounds, whether the weight is pinned, and when slots were taken other than at a task
+    station (board claims, a coordinator's entries), oldest first."""
+
+    gain: Decimal = pc.K
+    lo: Decimal = pc.LO
+    hi: Decimal = pc.HI
+    pinned: bool = False
+    taken: tuple[datetime, ...] = ()
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     id: str
-    weight: Decimal
+    weight: Decimal  # posted at the period's start
     hours: Decimal
     project: str | None = None
+    slots: int = 1
+    clock: WeightClock | None = None  # None: the weight moves at period close only
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,10 @@ class ShopData:
     stations: dict[str, str] = field(default_factory=dict)  # device -> sign_in|task_station
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     auto_signout: time = time(4, 0)
+    period: tuple[datetime, datetime] | None = None  # the open period [start, end)
+    # (effort key, task, start) of task-station efforts stored in the open period, for an
+    # engine that did not make them itself (after a restart)
+    station_takes: tuple[tuple[str, str, datetime], ...] = ()
 
     def device_tool(self) -> dict[str, str]:
         """Every device id feeding a tool (plugs as ``tasmota/TOPIC``, ``shelly/PREFIX``)."""
@@ -289,6 +316,8 @@ class ShopEngine:
         self.device_boot: dict[str, int] = {}
         self.published_w: dict[str, tuple[float | None, datetime]] = {}
         self.reservations: dict[str, tuple[Reservation, ...]] = {}
+        # effort key -> (task, start) of the station efforts that took a slot this period
+        self.station_takes: dict[str, tuple[str, datetime]] = {}
         self.data = ShopData()
         self.device_tool: dict[str, str] = {}
         self.set_data(data)
@@ -302,6 +331,7 @@ class ShopEngine:
         ``lock``; an unlocked one is told ``unlock``."""
         out = Outcome()
         self.data = data
+        self._count_station_takes(data)
         self.device_tool = data.device_tool()
         self.presence.tz = data.tz
         self.presence.auto_close_at = data.auto_signout
@@ -322,6 +352,42 @@ class ShopEngine:
             if cfg.locked:
                 out.messages.extend(self._switch_plugs(cfg, on=False))
         return out
+
+    def _count_station_takes(self, data: ShopData) -> None:
+        """Keep the station efforts of the open period only, adding the stored ones."""
+        for key, task, start in data.station_takes:
+            self.station_takes.setdefault(key, (task, start))
+        if data.period is None:
+            self.station_takes.clear()
+            return
+        start, end = data.period
+        self.station_takes = {k: v for k, v in self.station_takes.items() if start <= v[1] < end}
+
+    def posted_weight(self, task: TaskInfo, at: datetime, key: str | None = None) -> Decimal:
+        """The weight a task shows at ``at``: in clock mode, risen by rule (a) for the
+        whole days its slots have waited in the open period, with the slots taken before
+        ``at`` (board claims and entries before it, station efforts up to it other than
+        ``key``); otherwise, or outside the open period, its posted weight."""
+        clock, period = task.clock, self.data.period
+        if clock is None or period is None or not period[0] <= at < period[1]:
+            return task.weight
+        taken = bisect_left(clock.taken, at) - bisect_left(clock.taken, period[0])
+        taken += sum(
+            1
+            for k, (t, start) in self.station_takes.items()
+            if t == task.id and k != key and start <= at
+        )
+        return pc.weight_at(
+            task.weight,
+            period[0],
+            at,
+            slots=max(task.slots, 1),
+            taken=taken,
+            k=clock.gain,
+            lo=clock.lo,
+            hi=clock.hi,
+            pinned=clock.pinned,
+        )
 
     def set_reservations(self, won: dict[str, list[Reservation]]) -> None:
         """The winning reservations per tool, refreshed by the hub after each clearing."""
@@ -660,7 +726,11 @@ class ShopEngine:
 
     def _set_task(self, effort: OpenEffort, task_id: str) -> None:
         task = self.data.tasks[task_id]
-        effort.task, effort.weight, effort.project = task.id, task.weight, task.project
+        weight = self.posted_weight(task, effort.start, effort.key)
+        effort.task, effort.weight, effort.project = task.id, weight, task.project
+        period = self.data.period
+        if period is not None and period[0] <= effort.start < period[1]:
+            self.station_takes[effort.key] = (task.id, effort.start)
 
     def _close_efforts_of(self, member: str, at: datetime, *, auto: bool = False) -> Outcome:
         """A member leaving the space ends their efforts at task stations.

@@ -26,10 +26,13 @@ from hub.models import (
     EffortRecord,
     Event,
     Member,
+    Period,
     PresenceChange,
     ShopMeta,
     Station,
     Task,
+    TaskState,
+    TaskWeightHistory,
     Tool,
     TrainingGrant,
     UsageRecord,
@@ -51,6 +54,7 @@ from hub.shop import (
     ToolConfig,
     TrainingRec,
     UsageRec,
+    WeightClock,
 )
 
 log = logging.getLogger(__name__)
@@ -148,18 +152,82 @@ def load_shop(
         s.device_id: s.kind
         for s in session.scalars(select(Station).where(*_at_site(Station.site, site)))
     }
-    tasks = {
-        t.id: TaskInfo(t.id, t.weight, t.hours, t.project_id) for t in session.scalars(select(Task))
-    }
     return ShopData(
         tz=tz,
         members=members,
         badges=badges,
         tools=tools,
         stations=stations,
-        tasks=tasks,
         auto_signout=auto_signout,
+        **load_tasks(session),
     )
+
+
+def load_tasks(
+    session: Session, at: datetime | None = None, *, station_takes: bool = True
+) -> dict[str, Any]:
+    """The tasks as a task station posts them, for :class:`ShopData` (``tasks``,
+    ``period``, ``station_takes``).
+
+    The period is the open one (the last stored), or the stored one containing ``at``
+    (a rebuild, period by period): in a closed period a task's weight is the one it had
+    then (``TaskWeightHistory``).  A task of a project in ``clock`` mode carries what
+    its rising weight needs (:class:`WeightClock`): the slots taken on the board and by
+    coordinators, and, unless ``station_takes`` is False (a rebuild, whose engine makes
+    them again), the station efforts stored in the period.
+    """
+    from hub.taskboard import slot_takes, weight_rules
+
+    query = select(Period)
+    if at is None:
+        query = query.order_by(Period.start.desc()).limit(1)
+    else:
+        query = query.where(Period.start <= at, Period.end > at)
+    period = session.scalars(query).first()
+    rows = list(session.scalars(select(Task)))
+    weights = {t.id: t.weight for t in rows}
+    pinned = {s.task_id: s.pinned for s in session.scalars(select(TaskState))}
+    if period is not None and period.closed_at is not None:
+        for h in session.scalars(
+            select(TaskWeightHistory).where(TaskWeightHistory.period_id == period.id)
+        ):
+            weights[h.task_id], pinned[h.task_id] = h.weight, h.pinned
+    rules = {p: r for p, r in weight_rules(session).items() if r.weight_mode == "clock"}
+    takes = (
+        slot_takes(session, period.start, period.end, stations=False) if rules and period else {}
+    )
+    tasks = {}
+    for t in rows:
+        rule = rules.get(t.project_id or "") if period is not None else None
+        clock = None
+        if rule is not None:
+            clock = WeightClock(
+                rule.gain,
+                rule.weight_min,
+                rule.weight_max,
+                bool(pinned.get(t.id)),
+                tuple(takes.get(t.id, ())),
+            )
+        tasks[t.id] = TaskInfo(t.id, weights[t.id], t.hours, t.project_id, t.slots, clock)
+    seeds: tuple[tuple[str, str, datetime], ...] = ()
+    clock_tasks = [t.id for t in tasks.values() if t.clock is not None]
+    if station_takes and period is not None and clock_tasks:
+        seeds = tuple(
+            (key, task, start)
+            for key, task, start in session.execute(
+                select(EffortRecord.key, EffortRecord.task_id, EffortRecord.start).where(
+                    EffortRecord.source == "station",
+                    EffortRecord.task_id.in_(clock_tasks),
+                    EffortRecord.start >= period.start,
+                    EffortRecord.start < period.end,
+                )
+            ).all()
+        )
+    return {
+        "tasks": tasks,
+        "period": None if period is None else (period.start, period.end),
+        "station_takes": seeds,
+    }
 
 
 def _at_site(column: Any, site: str | None) -> tuple[Any, ...]:
