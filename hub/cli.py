@@ -148,7 +148,7 @@ def stats(ctx: Context, as_json: bool) -> None:
 def load(ctx: Context, file: Path, dry_run: bool) -> None:
     """Load a shop file (members, tools, trainings, tasks, stations); idempotent."""
     from hub.db import make_engine, migrate, session_factory
-    from hub.shopfile import apply_shop, parse_shop_file
+    from hub.shopfile import apply_shop, is_change, parse_shop_file
 
     try:
         shop = parse_shop_file(file)
@@ -170,7 +170,10 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
     for line in changes:
         click.echo(line)
     verb = "would change" if dry_run else "changed"
-    click.echo(f"{len(changes)} {'change' if len(changes) == 1 else 'changes'} ({verb})", err=True)
+    count = sum(map(is_change, changes))
+    kept = len(changes) - count
+    kept_note = f"; {kept} kept as set in Admin" if kept else ""
+    click.echo(f"{count} {'change' if count == 1 else 'changes'} ({verb}{kept_note})", err=True)
 
 
 def _database(ctx: Context):

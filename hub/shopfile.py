@@ -66,6 +66,7 @@ from hub.models import (
     Training,
     TrainingGrant,
 )
+from hub.overrides import grant_overrides, set_tool_overrides, stamp, tool_overrides, unmark_grant
 from hub.sessions import POLICIES, ToolRules
 from hub.shop_store import bump_shop_version
 
@@ -1141,10 +1142,15 @@ SETTING_DEFAULTS = {"units": "hours"}
 
 
 class _Apply:
-    def __init__(self, session: Session, shop: Shop, db: _Stored):
+    """Writes a checked shop into the rows.  ``by`` is None for a shop-file load, which
+    keeps Admin's overrides (hub/overrides.py); an Admin edit (hub/tool_admin.py) passes
+    the coordinator's handle, and what it changes becomes an override."""
+
+    def __init__(self, session: Session, shop: Shop, db: _Stored, by: str | None = None):
         self.session = session
         self.shop = shop
         self.db = db
+        self.by = by
         self.changes: list[str] = []
 
     def note(self, line: str) -> None:
@@ -1249,10 +1255,24 @@ class _Apply:
                     row.member_id = member_id
 
     def grants(self) -> None:
+        marked = grant_overrides(self.session)  # grants set in Admin (hub/overrides.py)
         for t in self.shop.trainings:
             for g in t.granted:
                 member_id, by_id = self.member_id(g.member), self.member_id(g.by)
                 row = self.db.grants.get((t.id, member_id))
+                if row is not None and row.id in marked:
+                    what = f"training grant {t.id}: {g.member}"
+                    if row.expires_at != g.expires:
+                        admin = self.db.handles.get(marked[row.id], "?")
+                        self.note(
+                            f"! {what}: expires {_fmt(row.expires_at)} kept (set in Admin by "
+                            f"{admin}); the file says {_fmt(g.expires)}"
+                        )
+                        continue
+                    unmark_grant(self.session, row.id)
+                    self.note(
+                        f"= {what}: expires {_fmt(g.expires)} is in the file now; override ends"
+                    )
                 if row is None:
                     row = TrainingGrant(
                         training_id=t.id,
@@ -1305,16 +1325,72 @@ class _Apply:
                 self.note(f"+ tool {t.id} ({t.name}, {t.policy}{_at_site(t.site)})")
                 continue
             what = f"tool {t.id}"
+            overrides = tool_overrides(row)
+            training = self.kept(t.id, overrides, "training", t.training, row.training_id)
+            policy = self.kept(t.id, overrides, "policy", t.policy, row.policy)
             self.set(row, "name", t.name, what)
             self.set(row, "project_id", t.project, what, "project")
-            self.set(row, "training_id", t.training, what, "training")
-            self.set(row, "policy", t.policy, what)
+            self.set(row, "training_id", training, what, "training")
+            self.set(row, "policy", policy, what)
             self.set(row, "site", t.site, what)
-            self.settings(row, t)
+            self.settings(row, t, overrides)
+            set_tool_overrides(row, overrides)
+            if self.by is None and any(line.startswith(f"! {what}:") for line in self.changes):
+                self.runnable(row, t)
 
-    def settings(self, row: Tool, t: ToolSpec) -> None:
+    def kept(
+        self,
+        tool_id: str,
+        overrides: dict[str, dict[str, Any]],
+        shown: str,
+        value: Any,
+        current: Any,
+        fmt: Any = _fmt,
+    ) -> Any:
+        """The value to store for a tool setting the file (or Admin) gives as ``value``.
+
+        A load keeps a setting overridden in Admin and says so (``!``), until the file
+        gives the same value (``=``: the override ends).  An Admin edit that changes a
+        setting records the override, with the value it replaced as the file's."""
+        found = overrides.get(shown)
+        if self.by is not None:
+            if value != current:
+                if found is not None and "file" in found and found["file"] == value:
+                    del overrides[shown]  # set back to what the file says: no override
+                else:
+                    was = found["file"] if found is not None and "file" in found else current
+                    overrides[shown] = {**stamp(self.by), "file": was}
+            return value
+        if found is None:
+            return value
+        if value == current:
+            del overrides[shown]
+            self.note(f"= tool {tool_id}: {shown} {fmt(value)} is in the file now; override ends")
+            return value
+        found["file"] = value
+        self.note(
+            f"! tool {tool_id}: {shown} {fmt(current)} kept (set in Admin by {found['by']} "
+            f"at {found['at']}); the file says {fmt(value)}"
+        )
+        return current
+
+    def runnable(self, row: Tool, t: ToolSpec) -> None:
+        """Kept overrides and the file's new values must still make a tool the hub runs."""
+        try:
+            tool_rules(row.policy, row.power or {}, row.options or {})
+        except ValueError as exc:
+            problems = _Problems(self.shop.source)
+            problems.add(
+                t.line,
+                t.label,
+                f"with the settings kept from Admin, {exc}: change the file, or end the "
+                "override in Admin",
+            )
+            problems.raise_if_any()
+
+    def settings(self, row: Tool, t: ToolSpec, overrides: dict[str, dict[str, Any]]) -> None:
         """Power, options and scarce as the file gives them; keys the file does not know
-        (set by the hub or a later version) are kept."""
+        (set by the hub or a later version) are kept, and so are Admin's overrides."""
         new = {
             "power": {**(row.power or {}), **t.power},
             "options": {**(row.options or {}), **t.options},
@@ -1334,8 +1410,10 @@ class _Apply:
                 continue  # scarce added or removed, said above
             default = SETTING_DEFAULTS.get(key)  # a key stored before the file had it
             before, after = old[column].get(key, default), new[column].get(key, default)
+            f = _fmt_duration if duration else _fmt
+            after = self.kept(t.id, overrides, shown, after, before, f)
+            new[column][key] = after
             if before != after:
-                f = _fmt_duration if duration else _fmt
                 self.note(f"~ tool {t.id}: {shown} {f(before)} -> {f(after)}")
         for column in ("power", "options", "scarce"):
             if old[column] != new[column]:
@@ -1433,10 +1511,18 @@ def apply_shop(session: Session, shop: Shop) -> list[str]:
     (added), ``~ tool laser-1: policy tap -> timeout`` (changed) and
     ``- binding laser-1: device old-node`` (a listed tool's device the file no longer has).
     A load that changes anything bumps the shop version, so a running hub reloads.
+    A value set in Admin is kept (``! tool laser-1: policy timeout kept (set in Admin by
+    cora at …); the file says tap``) until the file says the same (``= …``): see
+    hub/overrides.py.  ``!`` lines report and change nothing (:func:`is_change`).
     """
     db = _Stored.load(session)
     _check_references(shop, db)
     changes = _Apply(session, shop, db).run()
-    if changes:
+    if any(is_change(line) for line in changes):
         bump_shop_version(session)  # a running hub reloads members, tools and stations
     return changes
+
+
+def is_change(line: str) -> bool:
+    """A diff line of :func:`apply_shop` that changed something (not a kept override)."""
+    return not line.startswith("!")

@@ -1,23 +1,60 @@
-"""Admin (coordinators): members and badges, devices, tool locks, API tokens."""
+"""Admin (coordinators): members and badges, tools and their policies, trainings,
+devices, tool locks, API tokens; links to the task board's pins and the period close.
+
+Tool settings and training grants changed here are overrides of the shop file: a later
+``peershop load`` keeps them and reports them (hub/overrides.py, hub/tool_admin.py).
+Every change is written to the ``peershop.audit`` log with the coordinator's handle.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import PasswordField, SelectChoice, SelectField, StringField
+from wtforms import BooleanField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from hub.enrol import EnrolError, enrol_last_unknown, unknown_badges
-from hub.models import ApiToken, BadgeDecision, Device, Member, Tool
+from hub.models import ApiToken, BadgeDecision, Device, Member, Tool, Training
+from hub.overrides import tool_overrides
+from hub.sessions import POLICIES
 from hub.shop_store import bump_shop_version
+from hub.tool_admin import (
+    ToolEditError,
+    edit_tool,
+    end_grant_override,
+    end_override,
+    form_values,
+    grant_training,
+    holders,
+    revoke_training,
+    shown,
+    stored,
+)
 from web.auth import ROLES, create_token, require_role, set_password, set_pin
 from web.state import committing as _write
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+audit = logging.getLogger("peershop.audit")
+
+
+def _audit(lines: list[str]) -> None:
+    """One log line per change, with who made it (a member, or a coordinator token)."""
+    who = f"@{current_user.handle}" if current_user.handle else current_user.name
+    for line in lines:
+        audit.info("admin %s: %s", who, line)
+
+
+def _reload() -> None:
+    """Tell a running hub in this process at once, not at its next version check."""
+    hub = current_app.extensions["peershop"].hub
+    if hub is not None:
+        hub.reload()
 
 
 class ActionForm(FlaskForm):
@@ -39,6 +76,57 @@ class TokenForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
     role = SelectField("Role", choices=[SelectChoice(r) for r in ROLES])
     member = SelectField("For member (member and trainer tokens)")
+
+
+def _text(label: str, description: str = "") -> StringField:
+    return StringField(label, validators=[Length(max=200)], description=description)
+
+
+class ToolForm(FlaskForm):
+    """A tool's access and session settings; the hub checks them (hub/tool_admin.py)
+    with the shop file's parser, so choices are not checked here."""
+
+    policy = SelectField(
+        "Policy", choices=[SelectChoice(p) for p in POLICIES], validate_choice=False
+    )
+    training = SelectField("Required training", validate_choice=False)
+    off_w = _text("Off below (W)")
+    idle_w = _text("Activity above (W)", "blank: the off threshold")
+    busy_w = _text("Busy from (W)")
+    hysteresis_w = _text("Hysteresis (W)")
+    idle_timeout = _text("Idle timeout", "such as 15m; blank: none (needed by timeout)")
+    max_duration = _text("Longest session", "such as 4h; blank: 12h")
+    hours = _text("Opening hours", "such as Mon-Fri 17:00-22:00; Sat 10:00-18:00; blank: always")
+    enforce = BooleanField("Enforce reservations in scarce slots")
+    no_cut_while_busy = BooleanField("Never cut the power while busy")
+    end_on_stop = BooleanField("Switching off ends the session")
+
+
+# The form's fields by the setting they edit, named as in the shop file.
+TOOL_FIELDS = {
+    "policy": "policy",
+    "training": "training",
+    "off_w": "power.off_w",
+    "idle_w": "power.idle_w",
+    "busy_w": "power.busy_w",
+    "hysteresis_w": "power.hysteresis_w",
+    "idle_timeout": "power.idle_timeout",
+    "max_duration": "power.max_duration",
+    "hours": "hours",
+    "enforce": "scarce.enforce",
+    "no_cut_while_busy": "no_cut_while_busy",
+    "end_on_stop": "end_on_stop",
+}
+
+
+class GrantForm(FlaskForm):
+    training = SelectField("Training", validators=[DataRequired()], validate_choice=False)
+    member = SelectField("Member", validators=[DataRequired()], validate_choice=False)
+    expires = StringField(
+        "Valid through",
+        validators=[Length(max=10)],
+        description="a date such as 2027-06-30 (UTC); blank: never expires",
+    )
 
 
 def _db() -> Any:
@@ -79,6 +167,7 @@ def _page(**extra: Any) -> Any:
     readers = _readers(session)
     unknown = {r: unknown_badges(session, r, limit=3) for r in readers}
     members = session.scalars(select(Member).order_by(Member.handle)).all()
+    tools = session.scalars(select(Tool).order_by(Tool.id)).all()
     return render_template(
         "admin/index.html",
         members=members,
@@ -86,7 +175,9 @@ def _page(**extra: Any) -> Any:
         devices=session.scalars(
             select(Device).order_by(Device.approval != "pending", Device.id)
         ).all(),
-        tools=session.scalars(select(Tool).order_by(Tool.id)).all(),
+        tools=tools,
+        overridden={t.id: len(tool_overrides(t)) for t in tools},
+        trainings=session.scalars(select(Training).order_by(Training.id)).all(),
         tokens=session.scalars(select(ApiToken).order_by(ApiToken.id)).all(),
         action=ActionForm(),
         **_forms(session),
@@ -114,6 +205,7 @@ def assign_badge() -> Any:
     except EnrolError as exc:
         flash(str(exc), "error")
     else:
+        _audit([f"+ badge {badge.uid} -> {form.member.data} (last unknown at {form.reader.data})"])
         flash(f"Badge {badge.uid} now belongs to @{form.member.data}.", "ok")
     return redirect(url_for("admin.index"))
 
@@ -131,6 +223,7 @@ def member_secret() -> Any:
         if member is None:
             abort(404)
         (set_pin if form.kind.data == "pin" else set_password)(session, member, form.secret.data)
+    _audit([f"~ member {member.handle}: {form.kind.data} set"])
     flash(f"{form.kind.data} of @{member.handle} set.", "ok")
     return redirect(url_for("admin.index"))
 
@@ -149,6 +242,7 @@ def approve_device(device_id: str) -> Any:
             flash(f"{device_id} is {device.approval}, not pending.", "error")
             return redirect(url_for("admin.index"))
         device.approval = "approved"
+    _audit([f"~ device {device_id}: pending -> approved"])
     flash(f"Device {device_id} approved.", "ok")
     return redirect(url_for("admin.index"))
 
@@ -165,9 +259,8 @@ def lock_tool(tool_id: str, action: str) -> Any:
             abort(404, description=f"no tool {tool_id}")
         tool.locked = action == "lock"
         bump_shop_version(session)
-    hub = current_app.extensions["peershop"].hub
-    if hub is not None:
-        hub.reload()  # the tool hears it now, not at the next version check
+    _audit([f"~ tool {tool_id}: {action}ed"])
+    _reload()  # the tool hears it now, not at the next version check
     flash(f"{tool.name} {action}ed.", "ok")
     return redirect(url_for("admin.index"))
 
@@ -186,6 +279,7 @@ def new_token() -> Any:
         return redirect(url_for("admin.index"))
     with _write(session):
         token = create_token(session, form.name.data, form.role.data, member)
+    _audit([f"+ token {form.name.data} ({form.role.data}{', ' + member if member else ''})"])
     return _page(new_token=token, new_token_name=form.name.data)
 
 
@@ -200,5 +294,207 @@ def revoke_token(token_id: int) -> Any:
         if row is None:
             abort(404, description="no such token")
         row.revoked_at = row.revoked_at or datetime.now(UTC)
+    _audit([f"- token {row.name} (revoked)"])
     flash(f"Token {row.name} revoked.", "ok")
     return redirect(url_for("admin.index"))
+
+
+# --- tools and their policies -------------------------------------------------------------
+
+
+def _tool_or_404(session: Any, tool_id: str) -> Tool:
+    tool = session.get(Tool, tool_id)
+    if tool is None:
+        abort(404, description=f"no tool {tool_id}")
+    return tool
+
+
+def _tool_page(tool: Tool, form: ToolForm, errors: dict[str, str], status: int = 200) -> Any:
+    session = _db()
+    form.training.choices = [
+        SelectChoice("", "none (anyone)"),
+        *(
+            SelectChoice(t.id, f"{t.name} ({t.id})")
+            for t in session.scalars(select(Training).order_by(Training.id))
+        ),
+    ]
+    for name, setting in TOOL_FIELDS.items():
+        if setting in errors:
+            getattr(form, name).errors = [errors[setting]]
+    known = set(TOOL_FIELDS.values())
+    overrides = [
+        (
+            setting,
+            o,
+            shown(setting, stored(tool, setting)),
+            "file" in o and shown(setting, o["file"]),
+        )
+        for setting, o in sorted(tool_overrides(tool).items())
+    ]
+    return (
+        render_template(
+            "admin/tool.html",
+            tool=tool,
+            form=form,
+            general=[v for k, v in errors.items() if k not in known],
+            overrides=overrides,
+            action=ActionForm(),
+        ),
+        status,
+    )
+
+
+@bp.get("/tools/<tool_id>")
+@require_role("coordinator")
+def tool_page(tool_id: str) -> Any:
+    tool = _tool_or_404(_db(), tool_id)
+    values = form_values(tool)
+    form = ToolForm(data={name: values[setting] for name, setting in TOOL_FIELDS.items()})
+    return _tool_page(tool, form, {})
+
+
+@bp.post("/tools/<tool_id>")
+@require_role("coordinator")
+def tool_save(tool_id: str) -> Any:
+    session = _db()
+    tool = _tool_or_404(session, tool_id)
+    form = ToolForm()
+    if not form.validate_on_submit():
+        errors = {TOOL_FIELDS[k]: v[0] for k, v in form.errors.items() if k in TOOL_FIELDS}
+        return _tool_page(tool, form, errors or {"tool": "the form expired; reload"}, 400)
+    values = {setting: getattr(form, name).data for name, setting in TOOL_FIELDS.items()}
+    by = current_user.handle or current_user.name
+    try:
+        with _write(session):
+            changes = edit_tool(session, tool_id, values, by)
+    except ToolEditError as exc:
+        return _tool_page(_tool_or_404(session, tool_id), form, exc.problems, 400)
+    _audit(changes)
+    if changes:
+        _reload()
+        flash(f"{tool.name}: " + "; ".join(c.split(": ", 1)[1] for c in changes), "ok")
+    else:
+        flash(f"{tool.name}: nothing changed.", "ok")
+    return redirect(url_for("admin.tool_page", tool_id=tool_id))
+
+
+@bp.post("/tools/<tool_id>/overrides/<setting>/end")
+@require_role("coordinator")
+def tool_override_end(tool_id: str, setting: str) -> Any:
+    session = _db()
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    _tool_or_404(session, tool_id)
+    try:
+        with _write(session):
+            changes = end_override(session, tool_id, setting)
+    except ToolEditError as exc:
+        abort(404, description=str(exc))
+    _audit(changes)
+    _reload()
+    flash(f"{setting} of {tool_id} follows the shop file again.", "ok")
+    return redirect(url_for("admin.tool_page", tool_id=tool_id))
+
+
+# --- trainings --------------------------------------------------------------------------------
+
+
+def _grant_form(session: Any, form: GrantForm | None = None) -> GrantForm:
+    form = form or GrantForm(prefix="grant")
+    form.training.choices = [
+        SelectChoice(t.id, f"{t.name} ({t.id})")
+        for t in session.scalars(select(Training).order_by(Training.id))
+    ]
+    form.member.choices = [
+        SelectChoice(m.handle, f"{m.name} (@{m.handle})")
+        for m in session.scalars(select(Member).order_by(Member.handle))
+    ]
+    return form
+
+
+def _trainings_page(form: GrantForm | None = None, status: int = 200) -> Any:
+    session = _db()
+    now = datetime.now(UTC)
+    by_training: dict[str, list[Any]] = {}
+    for h in holders(session):
+        by_training.setdefault(h.training, []).append(h)
+    return (
+        render_template(
+            "admin/trainings.html",
+            trainings=session.scalars(select(Training).order_by(Training.id)).all(),
+            holders=by_training,
+            now=now,
+            form=_grant_form(session, form),
+            action=ActionForm(),
+        ),
+        status,
+    )
+
+
+def _coordinator(session: Any) -> Member:
+    """The member who grants: a coordinator token belongs to nobody, so it cannot."""
+    member = session.get(Member, current_user.member_id) if current_user.member_id else None
+    if member is None:
+        abort(403, description="a training is granted by a member: log in as one")
+    return member
+
+
+def _expiry(text: str | None) -> datetime | None:
+    """A date D means valid through D (UTC), as in the shop file."""
+    if not text or not text.strip():
+        return None
+    day = date.fromisoformat(text.strip())
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+
+
+@bp.get("/trainings")
+@require_role("coordinator")
+def trainings() -> Any:
+    return _trainings_page()
+
+
+@bp.post("/trainings/grant")
+@require_role("coordinator")
+def training_grant() -> Any:
+    session = _db()
+    form = _grant_form(session, GrantForm(prefix="grant"))
+    if not form.validate_on_submit():
+        return _trainings_page(form, 400)
+    try:
+        expires = _expiry(form.expires.data)
+    except ValueError:
+        form.expires.errors = ["give a date such as 2027-06-30, or leave it blank"]
+        return _trainings_page(form, 400)
+    try:
+        with _write(session):
+            changes = grant_training(
+                session, form.training.data, form.member.data, _coordinator(session), expires
+            )
+    except ToolEditError as exc:
+        for name, reason in exc.problems.items():
+            getattr(form, name).errors = [reason]
+        return _trainings_page(form, 400)
+    _audit(changes)
+    _reload()
+    flash(changes[0], "ok")
+    return redirect(url_for("admin.trainings"))
+
+
+@bp.post("/trainings/<training>/<handle>/<any(revoke, release):action>")
+@require_role("coordinator")
+def training_change(training: str, handle: str, action: str) -> Any:
+    session = _db()
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    try:
+        with _write(session):
+            if action == "revoke":
+                changes = revoke_training(session, training, handle, _coordinator(session))
+            else:
+                changes = end_grant_override(session, training, handle)
+    except ToolEditError as exc:
+        abort(404, description=str(exc))
+    _audit(changes)
+    _reload()
+    flash(changes[0], "ok")
+    return redirect(url_for("admin.trainings"))
