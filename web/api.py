@@ -312,6 +312,7 @@ def claim_task(task_id: str) -> Any:
             c = taskboard.claim(session, handle, task_id, datetime.now(UTC), _state().cfg)
     except taskboard.TaskBoardError as exc:
         return _refused(exc)
+    _state().changed()
     body = {
         "task": c.task_id,
         "member": c.member,
@@ -345,6 +346,7 @@ def done_task(task_id: str) -> Any:
             )
     except taskboard.TaskBoardError as exc:
         return _refused(exc)
+    _state().changed()
     return jsonify({"effort": _effort(record)}), 201
 
 
@@ -357,6 +359,7 @@ def want_task(task_id: str) -> Any:
             added = taskboard.want(session, handle, task_id, datetime.now(UTC))
     except taskboard.TaskBoardError as exc:
         return _refused(exc)
+    _state().changed()
     return jsonify({"task": task_id, "member": handle, "new": added})
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import lru_cache
 
 from markupsafe import Markup, escape
 
@@ -26,10 +27,16 @@ def sparkline(
     values: Sequence[Number], *, label: str, width: int = 120, height: int = 28
 ) -> Markup:
     """A line through ``values`` (oldest first), with a dot on the last one."""
+    return _sparkline(tuple(_f(v) for v in values), label, width, height)
+
+
+@lru_cache(maxsize=4096)
+def _sparkline(nums: tuple[float, ...], label: str, width: int, height: int) -> Markup:
+    # Remembered: the task board draws one per task on every view, and a task's closed
+    # weights never change, so the same charts come back until a period closes.
     title = escape(label)
-    if not values:
+    if not nums:
         return Markup("")
-    nums = [_f(v) for v in values]
     lo, hi = min(nums), max(nums)
     span = (hi - lo) or 1.0
     pad = 3

@@ -17,7 +17,8 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
+from markupsafe import Markup
+from sqlalchemy import String, func, select, type_coerce
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
@@ -49,11 +50,20 @@ def allocations(session: Any, period: Period, viewer: str | None, everyone: bool
     totals: dict[str, dict[str, Decimal]] = defaultdict(
         lambda: {"credited": Decimal(0), "expected": Decimal(0), "balance": Decimal(0)}
     )
-    for b in session.scalars(select(PeriodBalance).where(PeriodBalance.period_id == period.id)):
-        t = totals[b.project_id]
-        t["credited"] += b.credited
-        t["expected"] += b.expected
-        t["balance"] += b.balance
+    # Exact sums of the stored decimal text, read as Core rows (no ORM object per member).
+    rows = session.execute(
+        select(
+            PeriodBalance.project_id,
+            type_coerce(PeriodBalance.credited, String),
+            type_coerce(PeriodBalance.expected, String),
+            type_coerce(PeriodBalance.balance, String),
+        ).where(PeriodBalance.period_id == period.id)
+    )
+    for project, credited, expected, balance in rows:
+        t = totals[project]
+        t["credited"] += Decimal(credited)
+        t["expected"] += Decimal(expected)
+        t["balance"] += Decimal(balance)
     for project, body in summary["projects"].items():
         if not everyone:
             body["members"] = {h: v for h, v in body["members"].items() if h == viewer}
@@ -81,14 +91,22 @@ def usage_per_tool_day(session: Any, period: Period) -> dict[str, list[tuple[str
 def effort_per_project(session: Any, period: Period) -> list[tuple[str, Decimal]]:
     """Weighted hours per project of the effort started in the period."""
     sums: dict[str, Decimal] = defaultdict(Decimal)
+    # Counted per distinct (project, hours, weight) in the database: a period has thousands
+    # of records but few distinct pairs, and each product is then taken once, exactly.
+    hours = type_coerce(EffortRecord.hours, String)
+    weight = type_coerce(EffortRecord.weight, String)
     rows = session.execute(
-        select(EffortRecord.project_id, EffortRecord.hours, EffortRecord.weight).where(
-            EffortRecord.start >= period.start, EffortRecord.start < period.end
+        select(EffortRecord.project_id, hours, weight, func.count())
+        .where(
+            EffortRecord.start >= period.start,
+            EffortRecord.start < period.end,
+            EffortRecord.hours.is_not(None),
+            EffortRecord.weight.is_not(None),
         )
+        .group_by(EffortRecord.project_id, hours, weight)
     )
-    for project, hours, weight in rows:
-        if hours is not None and weight is not None:
-            sums[project or "(no project)"] += hours * weight
+    for project, h, w, n in rows:
+        sums[project or "(no project)"] += Decimal(h) * Decimal(w) * n
     return sorted(sums.items())
 
 
@@ -119,7 +137,7 @@ def reservations_in(session: Any, period: Period) -> list[dict[str, Any]]:
     return list(slots.values())
 
 
-def _render(period_id: int | None) -> Any:
+def _context(period_id: int | None) -> dict[str, Any]:
     session = _state().db()
     now = datetime.now(UTC)
     periods = recent_periods(session, now, count=RECENT)
@@ -145,15 +163,24 @@ def _render(period_id: int | None) -> Any:
             "slots": reservations_in(session, period),
         }
     running = periods[0] if periods and periods[0].closed_at is None else None
-    return render_template(
-        "period.html",
-        period=period,
-        periods=periods,
-        running=running,
-        everyone=everyone,
-        close_form=CloseForm(),
+    return {
+        "period": period,
+        "periods": periods,
+        "running": running,
+        "everyone": everyone,
+        "close_form": CloseForm(),
         **data,
-    )
+    }
+
+
+def _render(period_id: int | None) -> Any:
+    # The content is rendered to a string first, as its live fragment is (see tasks).
+    body = Markup(render_template("_period.html", **_context(period_id)))
+    if period_id is None:
+        fragment_url = url_for("period.index_fragment")
+    else:
+        fragment_url = url_for("period.show_fragment", period_id=period_id)
+    return render_template("period.html", body=body, fragment_url=fragment_url)
 
 
 @bp.get("/periods")
@@ -166,6 +193,19 @@ def index() -> Any:
 @require_role("member")
 def show(period_id: int) -> Any:
     return _render(period_id)
+
+
+@bp.get("/periods/fragment")
+@require_role("member")
+def index_fragment() -> Any:
+    """The running (or last) period's content alone: what an open page fetches on a change."""
+    return render_template("_period.html", **_context(None))
+
+
+@bp.get("/periods/<int:period_id>/fragment")
+@require_role("member")
+def show_fragment(period_id: int) -> Any:
+    return render_template("_period.html", **_context(period_id))
 
 
 @bp.post("/periods/close")
@@ -184,6 +224,7 @@ def close_now() -> Any:
     except PeriodError as exc:
         flash(str(exc), "error")
         return redirect(url_for("period.index"))
+    _state().changed()
     flash(f"Closed period {', '.join(str(c.period_id) for c in closed)}.", "ok")
     last = closed[-1].period_id if closed else None
     return redirect(url_for("period.show", period_id=last) if last else url_for("period.index"))

@@ -2,9 +2,14 @@
 
 Events: ``tool`` (``{"tool","state","member","handle","since","w"}`` like
 ``peershop/tool/{tool}/state``), ``session`` (``{"tool","event":"start|end","member"}``)
-and ``batch`` (new events, statuses and dead letters were stored).  On connect every
-tool's current state is sent, so a screen that reconnects is right again at once.
-Member names and handles are sent only to logged-in clients and configured kiosks.
+``batch`` (new events, statuses and dead letters were stored), ``tasks`` (the task
+board changed) and ``period`` (a period was stored or closed: balances changed), both
+``{"at"}``.  On connect every tool's current state is sent, so a screen that reconnects
+is right again at once.  Member names and handles are sent only to logged-in clients and
+configured kiosks.
+
+``?topics=tasks,period`` (any of the event names) sends only those events and no
+initial tool states: what the task board and the period page listen to.
 """
 
 from __future__ import annotations
@@ -15,19 +20,30 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app
+from flask import Blueprint, Response, abort, current_app, request
 
 from web.auth import can_see_names
 
 bp = Blueprint("stream", __name__)
 
 PERSONAL = ("member", "handle")
+TOPICS = frozenset({"tool", "session", "batch", "tasks", "period"})
 
 
 def _frame(event: str, data: dict[str, Any], names: bool) -> str:
     if not names:
         data = {k: (None if k in PERSONAL else v) for k, v in data.items()}
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _topics(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    topics = frozenset(t for t in text.split(",") if t)
+    unknown = topics - TOPICS
+    if not topics or unknown:
+        abort(400, description=f"topics are some of {', '.join(sorted(TOPICS))}")
+    return topics
 
 
 @bp.get("/api/v1/stream")
@@ -38,9 +54,10 @@ def stream() -> Response:
         abort(503, description="no live hub in this process: the stream needs `peershop run`")
     names = can_see_names()
     heartbeat = float(current_app.config["STREAM_HEARTBEAT_S"])
+    topics = _topics(request.args.get("topics"))
     initial = []
     with state.sm() as session:
-        for view in state.tool_views(session):
+        for view in state.tool_views(session) if topics is None or "tool" in topics else ():
             data = view.public(True)
             initial.append(
                 {
@@ -52,7 +69,7 @@ def stream() -> Response:
                     "w": data["w"],
                 }
             )
-    q = feed.subscribe()
+    q = feed.subscribe(topics)
 
     def generate() -> Iterator[str]:
         try:

@@ -17,7 +17,8 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from markupsafe import Markup
+from sqlalchemy import String, select, type_coerce
 from wtforms import DecimalField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
@@ -68,28 +69,37 @@ def _me() -> str:
     return handle
 
 
-def weight_history(session: Any, task_ids: list[str]) -> dict[str, list[Decimal]]:
-    """Each task's weight in the last :data:`HISTORY` closed periods, oldest first."""
-    out: dict[str, list[Decimal]] = defaultdict(list)
-    if not task_ids:
-        return out
-    recent = session.scalars(
-        select(Period.id)
-        .where(Period.closed_at.is_not(None))
-        .order_by(Period.start.desc())
-        .limit(HISTORY)
-    ).all()
+def weight_history(session: Any) -> dict[str, tuple[float, ...]]:
+    """Each task's weight in the last :data:`HISTORY` closed periods, oldest first.
+
+    A closed period never changes (hub/periods.py refuses), so the rows are read once
+    per set of recent closed periods and kept by the app until another period closes;
+    a view then costs one query of at most :data:`HISTORY` rows.  The weights are floats:
+    they only draw a chart.
+    """
+    recent = tuple(
+        session.execute(
+            select(Period.id, Period.closed_at)
+            .where(Period.closed_at.is_not(None))
+            .order_by(Period.start.desc())
+            .limit(HISTORY)
+        ).all()
+    )
+    state = _state()
+    cached = state.weight_history
+    if cached is not None and cached[0] == recent:
+        return cached[1]
+    out: dict[str, list[float]] = defaultdict(list)
     rows = session.execute(
-        select(TaskWeightHistory.task_id, TaskWeightHistory.weight)
-        .where(
-            TaskWeightHistory.task_id.in_(task_ids),
-            TaskWeightHistory.period_id.in_(recent),
-        )
+        select(TaskWeightHistory.task_id, type_coerce(TaskWeightHistory.weight, String))
+        .where(TaskWeightHistory.period_id.in_([p for p, _ in recent]))
         .order_by(TaskWeightHistory.period_id)
     )
     for task_id, weight in rows:
-        out[task_id].append(weight)
-    return out
+        out[task_id].append(float(weight))
+    table = {task_id: tuple(weights) for task_id, weights in out.items()}
+    state.weight_history = (recent, table)
+    return table
 
 
 def _propose_form(session: Any) -> ProposeForm:
@@ -99,7 +109,8 @@ def _propose_form(session: Any) -> ProposeForm:
     return form
 
 
-def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
+def _board() -> dict[str, Any]:
+    """What the board and the proposed list show: the page and its live fragment."""
     state = _state()
     session = state.db()
     now = datetime.now(UTC)
@@ -115,23 +126,30 @@ def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
     mine = set()
     if handle is not None:
         mine = set(session.scalars(select(TaskWant.task_id).where(TaskWant.member == handle)))
-    history = weight_history(session, [e.task for e in entries])
+    history = weight_history(session)
     charts = {
-        e.task: sparkline([*history.get(e.task, []), e.weight], label=f"weight of {e.title}")
+        e.task: sparkline([*history.get(e.task, ()), e.weight], label=f"weight of {e.title}")
         for e in entries
     }
+    return {
+        "entries": entries,
+        "proposed": proposed,
+        "wanted": mine,
+        "charts": charts,
+        "action": ActionForm(),
+        # looked up once: 300 rows asking the user proxy cost more than the rows
+        "me": handle,
+        "coordinator": current_user.is_coordinator,
+    }
+
+
+def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
+    session = _state().db()
+    # Rendered to a string first: included, its thousands of pieces would each be passed
+    # up through the page's and the base template's generators.
+    board = Markup(render_template("_board.html", **_board()))
     return (
-        render_template(
-            "tasks.html",
-            entries=entries,
-            proposed=proposed,
-            wanted=mine,
-            charts=charts,
-            action=ActionForm(),
-            done_form=DoneForm(prefix="done"),
-            pin_form=PinForm(prefix="pin"),
-            propose=form or _propose_form(session),
-        ),
+        render_template("tasks.html", board=board, propose=form or _propose_form(session)),
         status,
     )
 
@@ -140,6 +158,13 @@ def _page(form: ProposeForm | None = None, status: int = 200) -> Any:
 @require_role("member")
 def index() -> Any:
     return _page()
+
+
+@bp.get("/tasks/board")
+@require_role("member")
+def board_fragment() -> Any:
+    """The board and the proposed list alone: what an open page fetches on a change."""
+    return render_template("_board.html", **_board())
 
 
 def _act(task_id: str, change: Any, done_message: str) -> Any:
@@ -153,6 +178,7 @@ def _act(task_id: str, change: Any, done_message: str) -> Any:
     except taskboard.TaskBoardError as exc:
         flash(str(exc), "error")
     else:
+        _state().changed()
         flash(done_message, "ok")
     return redirect(url_for("tasks.index"))
 
@@ -219,6 +245,7 @@ def propose() -> Any:
     except taskboard.TaskBoardError as exc:
         flash(str(exc), "error")
         return _page(form, 400)
+    _state().changed()
     flash(f"Proposed: {task.title}. A coordinator opens it.", "ok")
     return redirect(url_for("tasks.index"))
 
