@@ -59,6 +59,7 @@ class HubCollector:
             ("decisions", "Badge decisions answered since start", c.decisions),
             ("db_errors", "Database write failures retried", c.db_errors),
             ("internal_errors", "Rule or storage failures isolated", c.internal_errors),
+            ("other_site", "Messages of other sites' devices, left to their hubs", c.other_site),
         ):
             yield CounterMetricFamily(f"peershop_{name}", help_text, value=value)
         link = hub.link.counters
