@@ -325,3 +325,59 @@ def test_simulate_table_shows_pools_only_where_they_count():
     lines = [line.split() for line in text.splitlines()]
     assert ["A", "cleaning", "6", "1.5", "9"] in lines  # flat_rate: no pool column
     assert not any(line and line[0] == "laser" for line in lines)  # nobody used the laser
+
+
+def test_participation_factors_example():
+    result = simulate(EXAMPLES / "participation-factors.yaml")
+    assert {m: v["expected"] for m, v in result["members"].items()} == {
+        "A": 5.0,
+        "B": 5.0,
+        "C": 6.0,
+        "D": 4.0,
+    }
+    assert balances(result) == {"A": 4.0, "B": 2.0, "C": -2.0, "D": -4.0}
+
+
+def test_busy_hours_example():
+    result = simulate(EXAMPLES / "busy-hours.yaml")
+    assert result["resources"]["laser"] == {"unit_cost": 1.0}
+    assert balances(result) == {"A": 4.25, "B": 2.75, "C": -1.25, "D": -5.75}
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def documented_runs(page: Path) -> list[tuple[list[str], list[str]]]:
+    """Each ``$ peershop simulate …`` in a code block of ``page``: its arguments and the
+    output printed under it (up to the next command or the end of the block)."""
+    runs: list[tuple[list[str], list[str]]] = []
+    in_block = False
+    shown: list[str] | None = None  # the output of the run being read
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_block, shown = not in_block, None
+        elif in_block and line.startswith("$ "):
+            shown = []
+            runs.append((line.removeprefix("$ peershop simulate ").split(), shown))
+        elif shown is not None and (line or shown):
+            shown.append(line)
+    return [(args, out) for args, out in runs if args and args[0].startswith("examples/")]
+
+
+def test_the_sharing_models_page_shows_what_simulate_prints():
+    runs = documented_runs(DOCS / "sharing-models.md")
+    assert len(runs) >= 8  # three models, factors, busy hours, weights, auction, JSON
+    root = EXAMPLES.parent.parent
+    for args, shown in runs:
+        out = CliRunner().invoke(simulate_command, [str(root / args[0]), *args[1:]])
+        assert out.exit_code == 0, out.output
+        printed = out.stdout.rstrip("\n").splitlines()
+        while shown and shown[-1] == "":
+            shown.pop()
+        if "…" not in shown:
+            assert shown == printed, args
+            continue
+        # an elided run: what is shown appears in the output, in order
+        rest = iter(printed)
+        for line in (x for x in shown if x != "…"):
+            assert any(line == p for p in rest), (args, line)
