@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.access import MemberAccess, WeeklyHours
@@ -480,7 +480,12 @@ def issue_allowlists(
 ) -> list[str]:
     """Sign and queue a new allow-list for each tool whose badges changed or whose list
     expires soon; returns the tools re-issued.  Runs in the caller's transaction, and the
-    retained messages go through the outbox, so a crash cannot lose a revocation."""
+    retained messages go through the outbox, so a crash cannot lose a revocation.
+
+    A list names its tool inside the signature (CONTRACT.md §2), so two tools never share
+    one.  With thousands of members each is hundreds of KB: the stored lists are not read
+    back, and each tool's rows are flushed before the next is signed, so one list at a
+    time is in memory, not all of them."""
     import hashlib
     import json
 
@@ -490,7 +495,11 @@ def issue_allowlists(
     from hub.outbox import enqueue
 
     issued = []
-    current = {row.tool_id: row for row in session.scalars(select(AllowlistVersion))}
+    av = AllowlistVersion
+    current = {
+        row.tool_id: row
+        for row in session.execute(select(av.tool_id, av.version, av.digest, av.expires))
+    }
     for tool_id, tool in sorted(data.tools.items()):
         if not tool.devices:
             continue  # plugs cannot decide alone
@@ -500,14 +509,20 @@ def issue_allowlists(
         if row is not None and row.digest == digest and row.expires - now > ALLOWLIST_RENEW:
             continue
         version = 1 if row is None else row.version + 1
-        obj = build_allowlist(tool_id, version, uids, now, now + ttl, key)
-        payload = allowlist_payload(obj)
+        payload = allowlist_payload(build_allowlist(tool_id, version, uids, now, now + ttl, key))
+        values = {
+            "version": version,
+            "digest": digest,
+            "payload": payload,
+            "issued": now.replace(microsecond=0),
+            "expires": now.replace(microsecond=0) + ttl,
+        }
         if row is None:
-            row = AllowlistVersion(tool_id=tool_id)
-            session.add(row)
-        row.version, row.digest, row.payload = version, digest, payload
-        row.issued, row.expires = now.replace(microsecond=0), now.replace(microsecond=0) + ttl
+            session.execute(insert(av).values(tool_id=tool_id, **values))
+        else:
+            session.execute(update(av).where(av.tool_id == tool_id).values(**values))
         for device in tool.devices:
             enqueue(session, allowlist_topic(device), payload, retain=True, site=site)
+        session.flush()  # the outbox rows leave the session's memory for the database
         issued.append(tool_id)
     return issued

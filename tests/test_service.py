@@ -140,6 +140,36 @@ def test_outbox_messages_reach_devices_and_leave_the_outbox_on_puback(hub, broke
     listener.close()
 
 
+def test_big_outbox_messages_go_a_few_at_a_time_in_order(hub, broker):
+    """Signed allow-lists of a big shop are hundreds of KB each: paho holds each one until
+    its PUBACK, so the outbox hands it no more than ``max_inflight_bytes`` at once."""
+    big = 300 * 1024
+    topics = [f"peershop/dev/tool-{n:02d}/allowlist" for n in range(12)]
+    listener = Listener(broker.port, "peershop/dev/+/allowlist")
+    client = hub.link.client
+    held: list[int] = []  # bytes paho holds for unacknowledged publishes, after each one
+    publish = hub.link.publish
+
+    def watched(*args, **kwargs):
+        info = publish(*args, **kwargs)
+        held.append(sum(len(m.payload) for m in list(client._out_messages.values())))
+        return info
+
+    hub.link.publish = watched
+    with hub.sm.begin() as session:
+        for n, topic in enumerate(topics):
+            enqueue(session, topic, bytes([65 + n]) * big, retain=True)
+    hub.outbox.notify()
+    listener.wait(lambda msgs: len(msgs) == len(topics), timeout=30)
+    listener.close()
+    assert [m.topic for m in listener.messages] == topics  # in outbox order
+    assert [m.payload[:1] for m in listener.messages] == [bytes([65 + n]) for n in range(12)]
+    assert len(held) == len(topics)
+    assert max(held) <= hub.outbox.max_inflight_bytes
+    assert max(held) >= 2 * big  # a few at a time, not one by one
+    wait_for(lambda: count(hub, Outbox.id) == 0, what="outbox emptied")
+
+
 def test_outbox_rows_left_by_a_crashed_hub_are_sent_after_restart(hub_config, broker):
     from hub.db import make_engine, migrate, session_factory
 
