@@ -297,6 +297,7 @@ def _register() -> None:
     from hub import export, ops_cli, periods
     from hub.demo import demo_command
     from hub.scenario import simulate_command
+    from hub.sites import bridge_config_command
     from web.cli import token_group, user_group
 
     main.add_command(simulate_command)
@@ -312,6 +313,7 @@ def _register() -> None:
     main.add_command(user_group)
     main.add_command(agent_command)
     main.add_command(demo_command)
+    main.add_command(bridge_config_command)
 
 
 _register()

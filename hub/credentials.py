@@ -284,6 +284,9 @@ def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None)
             f"certfile {Path(settings.tls_cert).resolve()}",  # type: ignore[arg-type]
             f"keyfile {Path(settings.tls_key).resolve()}",  # type: ignore[arg-type]
         ]
+    if (outdir / "conf.d").is_dir():
+        # the bridge to a central broker, from `peershop bridge-config` (hub/sites.py)
+        lines += ["", f"include_dir {outdir / 'conf.d'}"]
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ badges, trainings and tasks are the whole shop's, so a member trained at one sit
 recognised at every other as soon as that hub reloads (``shop_version``, a few seconds).
 
 Each site's Mosquitto bridges the device traffic to a central Mosquitto (see
-docs/scale-out.md and :func:`bridge_conf`), where a central view or another site can see
+deploy/two-sites.md and :func:`bridge_conf`), where a central view or another site can see
 it.  A hub that receives another site's device traffic too (a bridge in both directions)
 leaves it alone: the devices bound to other sites are that site hub's
 (:func:`other_site_devices`).  A device bound nowhere is stored by every hub that hears
@@ -19,13 +19,16 @@ it, and the event identity ``(device, boot, seq)`` keeps each of its events once
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.models import Station, Tool, ToolBinding
 
 BRIDGE_FILE = "bridge-central.conf"
+INCLUDE_DIR = "conf.d"  # beside mosquitto.conf; `peershop mosquitto-config` includes it
 DIRECTIONS = ("out", "both")
 
 
@@ -66,8 +69,8 @@ def bridge_conf(
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     lines = [
-        f"# Bridge of site {site} to the central broker (docs/scale-out.md).",
-        "# Written by `peershop bridge-config`.",
+        f"# Bridge of site {site} to the central broker (deploy/two-sites.md).",
+        "# Written by `peershop bridge-config`; change it through that command.",
         f"connection peershop-site-{site}",
         f"address {central_host}:{central_port}",
         f"remote_clientid peershop-bridge-{site}",
@@ -95,3 +98,74 @@ def bridge_conf(
         "",
     ]
     return "\n".join(lines)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@click.command("bridge-config")
+@click.option(
+    "--central", required=True, help="The central broker as HOST:PORT (e.g. central.lan:8883)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The site broker's folder (that of `peershop mosquitto-config --out`).",
+)
+@click.option("--username", help="The bridge's login at the central broker.")
+@click.option(
+    "--password-file",
+    type=click.File("r"),
+    help="A file holding the bridge's password at the central broker (- for stdin).",
+)
+@click.option(
+    "--cafile",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA of the central broker's TLS certificate: the bridge then uses TLS.",
+)
+@click.option(
+    "--both/--out-only",
+    default=False,
+    help="Also bring the other sites' device traffic to this site (default: out only).",
+)
+@click.pass_obj
+def bridge_config_command(
+    obj: Any,
+    central: str,
+    out: Path,
+    username: str | None,
+    password_file: Any,
+    cafile: str | None,
+    both: bool,
+) -> None:
+    """Write the bridge of this site's broker (site.id) to the central broker.
+
+    The file goes to OUT/conf.d/bridge-central.conf, which the mosquitto.conf written by
+    `peershop mosquitto-config --out OUT` includes; run that (again) after this, then
+    reload or restart Mosquitto.  See deploy/two-sites.md.
+    """
+    from hub.credentials import _write_atomically
+
+    host, port = _host_port(central)
+    password = password_file.read().strip() if password_file is not None else None
+    if password and not username:
+        raise click.UsageError("--password-file needs --username")
+    site = obj.config().site.id
+    text = bridge_conf(
+        site,
+        host,
+        port,
+        username=username,
+        password=password,
+        cafile=cafile,
+        direction="both" if both else "out",
+    )
+    folder = Path(out) / INCLUDE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(folder / BRIDGE_FILE, text)  # 0600: it may hold a password
+    click.echo(f"wrote {folder / BRIDGE_FILE} (site {site} to {host}:{port})")

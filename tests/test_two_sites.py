@@ -1,7 +1,7 @@
 """Two sites, one shop (issue #9): two hubs, each with its own Mosquitto, both bridged to a
 central Mosquitto, one PostgreSQL database.
 
-Real parts throughout: three Mosquitto processes bridged as docs/scale-out.md says (in
+Real parts throughout: three Mosquitto processes bridged as deploy/two-sites.md says (in
 both directions, so each hub also hears the other site's devices), two ``peershop run``
 processes and PostgreSQL.  The test asserts what the issue asks: each site's events are
 stored exactly once, a member trained at one site is let in at the other, the central
