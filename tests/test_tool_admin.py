@@ -13,7 +13,8 @@ from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ShopFileError
 from hub.models import Member, ShopMeta, Tool, TrainingGrant
-from hub.shop_store import load_shop, shop_version
+from hub.shop import TrainingRec
+from hub.shop_store import load_shop, shop_version, write_records
 from hub.shopfile import apply_shop, parse_shop
 from hub.tool_admin import (
     ToolEditError,
@@ -275,3 +276,15 @@ def test_peershop_load_counts_kept_overrides_apart(sm, db_url, tmp_path):
     assert result.exit_code == 0, result.output
     assert "! tool laser-1: policy timeout kept" in result.output
     assert "0 changes (changed; 1 kept as set in Admin)" in result.output
+
+
+def test_an_induction_at_the_tool_after_a_revoke_is_no_admin_override(sm):
+    with sm.begin() as session:
+        revoke_training(session, "laser", "dana", member(session, "cora"))
+    with sm.begin() as session:
+        write_records(session, [TrainingRec("dana", "cora", "laser", datetime.now(UTC))])
+    with sm() as session:
+        [h] = holders(session)
+    assert (h.expires_at, h.admin) == (None, None)
+    # as for any induction, the file's expiry applies at the next load
+    assert load(sm) == ["~ training grant laser: dana: expires none -> 2030-07-01T00:00:00Z"]
