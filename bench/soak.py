@@ -139,9 +139,15 @@ def _link(port: int, name: str, **kwargs: Any) -> MqttLink:
     )
 
 
+def orphaned(parent: int) -> bool:
+    """The bench's main process is gone (killed): a child stops too."""
+    return os.getppid() != parent
+
+
 def run_load(port: int, rate: float, seconds: float, seed: int, results: Any) -> None:
     """Publish at ``rate`` events/s in total, shared by the devices by their weights."""
     logging.basicConfig(level=logging.WARNING)
+    parent = os.getppid()
     rng = random.Random(seed)
     # door and desk at a person's pace; the tools and meters carry the telemetry
     weights = {"door": 1, "desk": 1, "laser-node": 10, "drill-node": 10}
@@ -160,7 +166,7 @@ def run_load(port: int, rate: float, seconds: float, seed: int, results: Any) ->
     try:
         while True:
             now = time.monotonic()
-            if now - started >= seconds:
+            if now - started >= seconds or orphaned(parent):
                 break
             due = int((now - started) * rate) + 1
             while sent < due:
@@ -183,6 +189,7 @@ def run_load(port: int, rate: float, seconds: float, seed: int, results: Any) ->
 def run_probe(port: int, rate: float, seconds: float, timeout: float, results: Any) -> None:
     """Badge at ``rate``/s and time each reply: (unix time sent, seconds or None)."""
     logging.basicConfig(level=logging.WARNING)
+    parent = os.getppid()
     cond = threading.Condition()
     got: dict[int, float] = {}
     actions: dict[str, int] = {}
@@ -204,7 +211,7 @@ def run_probe(port: int, rate: float, seconds: float, timeout: float, results: A
             raise RuntimeError("the probe could not subscribe")
         started = time.monotonic()
         seq = 0
-        while time.monotonic() - started < seconds:
+        while time.monotonic() - started < seconds and not orphaned(parent):
             at = time.time()
             t0 = time.perf_counter()
             link.publish(event_topic(PROBE), body(seq, "badge", uid=PROBE_UIDS[seq % 2]), 1)
