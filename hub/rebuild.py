@@ -101,7 +101,10 @@ def _timeline(session: Session) -> Iterator[tuple[datetime, int, str, Any]]:
 
 def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None = None) -> Rebuilt:
     """Recompute every derived record from the log; nothing is written."""
-    data = load_shop(session, cfg.site.timezone, cfg.presence.auto_signout)
+    # The stored station efforts are what this replay makes again: none are given in.
+    data = with_fields(
+        load_shop(session, cfg.site.timezone, cfg.presence.auto_signout), station_takes=()
+    )
     keys = iter(range(1, 1 << 62))
     engine = ShopEngine(data, key_factory=lambda: f"rebuild-{next(keys)}")
     decisions = _decisions(session)

@@ -195,8 +195,10 @@ members:
   - {handle: ada, name: Ada L., badges: ["04A1B2C3D4E5F6"]}
   - {handle: bob, name: Bob B., badges: ["5E2A9C11"]}
   - {handle: cy, name: Cy C., badges: ["77001122"]}
+  - {handle: dee, name: Dee D., badges: ["8A11F0C3"]}
 tasks:
-  - {id: dust, title: Empty the dust collector, project: commons, slots: 3, hours: 0.5}
+  - {id: dust, title: Empty the dust collector, project: commons, slots: 2, hours: 0.5}
+  - {id: sweep, title: Sweep the floor, project: commons, slots: 1, hours: 0.25}
 stations:
   - {device: desk, kind: task_station}
 """
@@ -278,8 +280,10 @@ def station_weights(hub: Hub) -> list[Decimal]:
         )
 
 
-def desk_effort(desk: Device, hub: Hub, seq: int, uid: str, done_before: int) -> None:
-    desk.send(event_payload(1, seq, type="button", name="dust"))
+def desk_effort(
+    desk: Device, hub: Hub, seq: int, uid: str, done_before: int, task: str = "dust"
+) -> None:
+    desk.send(event_payload(1, seq, type="button", name=task))
     desk.send(event_payload(1, seq + 1, type="badge", uid=uid))
     desk.send(event_payload(1, seq + 2, type="badge", uid=uid))
     desk.flush()
@@ -312,19 +316,18 @@ def test_a_task_station_posts_the_clock_weight_live_and_rebuild_agrees(
         running = hub
         hub.start()
         assert hub.wait_ready(10)
-        desk_effort(desk, hub, 0, ADA, 0)  # 1 of 3 taken: risen
-        with sm.begin() as s:  # a claim while the hub runs: it reloads and counts it
-            claim(s, "bob", "dust", datetime.now(UTC), hub_config)
-        wait_for(
-            lambda: len(hub.rules.data.tasks["dust"].clock.taken) == 2, what="the hub reloaded"
-        )
+        desk_effort(desk, hub, 0, ADA, 0)  # Cy's claim: 1 of 2 dust slots taken, risen
         running = None
         hub.stop()
-        hub = Hub(hub_config)  # a restart: the station effort before it still counts
+        hub = Hub(hub_config)  # a restart: Ada's effort before it still counts
         running = hub
         hub.start()
         assert hub.wait_ready(10)
-        desk_effort(desk, hub, 3, CY, 1)  # 2 claims + Ada: every slot taken
+        desk_effort(desk, hub, 3, BOB, 1)  # Cy's claim + Ada: every dust slot taken
+        with sm.begin() as s:  # a claim while the hub runs: it reloads and counts it
+            claim(s, "dee", "sweep", datetime.now(UTC), hub_config)
+        wait_for(lambda: hub.rules.data.tasks["sweep"].clock.taken, what="the hub reloaded")
+        desk_effort(desk, hub, 6, CY, 2, task="sweep")  # Dee's claim took the one slot
     finally:
         desk.close()
         if running is not None:
@@ -337,15 +340,15 @@ def test_a_task_station_posts_the_clock_weight_live_and_rebuild_agrees(
                 .order_by(EffortRecord.start)
             )
         )
-    ada_weight = pc.weight_at(1, start, starts[0], slots=3, taken=1, k="0.3")
+    ada_weight = pc.weight_at(1, start, starts[0], slots=2, taken=1, k="0.3")
     assert ada_weight == Decimal("1.128571")  # 1 x (1 + 0.3 x 3/7)
-    assert station_weights(hub) == [ada_weight, Decimal(1)]
+    assert station_weights(hub) == [ada_weight, Decimal(1), Decimal(1)]
     rebuild_check(hub_config, tmp_path)
     # After the close the task's weight moved; the rebuild uses the period's own weight.
     with sm.begin() as s:
         close_period(s, hub_config, datetime.now(UTC))
-        # S = 3, V = 4 (two claims, two station efforts): 1 x (1 - 0.3 x 1/4) from w = 1
-        assert s.get(Task, "dust").weight == Decimal("0.925")
+        # S = 2, V = 3 (Cy's claim, two station efforts): 1 x (1 - 0.3 x 1/3) from w = 1
+        assert s.get(Task, "dust").weight == Decimal("0.9")
         pin(s, "dust", "2.5")
     rebuild_check(hub_config, tmp_path)
     engine.dispose()
