@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,11 +13,23 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import g
-from sqlalchemy import select
+from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE
-from hub.models import Device, Member, Tool, ToolBinding, UsageSession
+from hub.models import (
+    Device,
+    EffortRecord,
+    Member,
+    Period,
+    Task,
+    TaskClaim,
+    TaskState,
+    TaskWant,
+    Tool,
+    ToolBinding,
+    UsageSession,
+)
 
 if TYPE_CHECKING:
     from hub.config import Config
@@ -26,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often the live feed compares tool states (well inside the 1 s promise)
+BOARD_POLL_S = 0.5  # how often it looks for board and period changes while a page watches
+BOARD_TOPICS = frozenset({"tasks", "period"})
 
 
 @contextmanager
@@ -78,6 +93,8 @@ class WebState:
         self.sm = sm
         self.feed = LiveFeed(self) if hub is not None else None
         self._cfg = cfg
+        # (recent closed periods, each task's weights in them): see web.tasks.weight_history
+        self.weight_history: tuple[Any, dict[str, tuple[float, ...]]] | None = None
 
     @property
     def cfg(self) -> Config:
@@ -89,6 +106,12 @@ class WebState:
 
             self._cfg = load_config(env={}, search=())
         return self._cfg
+
+    def changed(self) -> None:
+        """This request changed the task board or a period: open pages hear of it now
+        instead of at the feed's next look (a no-op without a live hub)."""
+        if self.feed is not None:
+            self.feed.nudge()
 
     # -- a database session per request ----------------------------------------------
 
@@ -206,19 +229,63 @@ class WebState:
         return views
 
 
+def change_marks(session: Session) -> dict[str, tuple[Any, ...]]:
+    """Marks that change whenever the task board (``tasks``) or the periods (``period``)
+    change, whoever changed them: this process, a task station through the hub, a
+    ``peershop`` command or another hub on the same database.
+
+    A claim or a given-back slot changes the claims' count or last id, a done task or a
+    station's effort the last effort id, a hint the wants, a proposal, an opened or
+    retired task, a pin or a close's new weights the tasks' and states' rows (a few
+    hundred short rows, hashed), and a close the periods' closed count.  Every query is
+    an aggregate or reads a small table, so a check costs about a millisecond.
+    """
+    claims = session.execute(
+        select(func.count(), func.max(TaskClaim.id), func.count(TaskClaim.done_at))
+    ).one()
+    wants = session.execute(select(func.count(), func.max(TaskWant.id))).one()
+    effort = session.scalar(select(func.max(EffortRecord.id)))
+    tasks = session.execute(
+        select(Task.id, Task.title, Task.slots, type_coerce(Task.weight, String)).order_by(Task.id)
+    ).all()
+    states = session.execute(
+        select(TaskState.task_id, TaskState.status, TaskState.pinned).order_by(TaskState.task_id)
+    ).all()
+    periods = session.execute(
+        select(func.count(), func.max(Period.id), func.count(Period.closed_at))
+    ).one()
+    return {
+        "tasks": (*claims, *wants, effort, hash(tuple(tasks)), hash(tuple(states))),
+        "period": tuple(periods),
+    }
+
+
 class LiveFeed:
-    """Server-sent events for the floor, fed by the hub.
+    """Server-sent events for the floor, the task board and the period page, fed by the hub.
 
     Tool states come from the rules in memory (``hub.rules``), compared every
     ``POLL_S`` and right after each committed batch (``hub.hooks``): that catches
     changes made by events, by the rules' clock (timeouts) and by reloads (locks) alike,
     with no second MQTT connection to keep alive.  Each subscriber gets a bounded
     queue; one that cannot keep up loses its oldest messages, never blocks the hub.
+
+    The board and the periods live in the database, where anyone may change them, so
+    while a page subscribed to ``tasks`` or ``period`` is open the feed compares
+    :func:`change_marks` every ``BOARD_POLL_S``, and at once when this process changed
+    something (:meth:`nudge`).  A change becomes one small event (``tasks`` or
+    ``period``); the pages then fetch their fragment.  One check per process, however
+    many pages watch.
     """
 
     def __init__(self, state: WebState):
         self.state = state
-        self._subscribers: list[queue.Queue[tuple[str, dict[str, Any]] | None]] = []
+        self._subscribers: dict[
+            queue.Queue[tuple[str, dict[str, Any]] | None], frozenset[str] | None
+        ] = {}
+        self._marks: dict[str, tuple[Any, ...]] | None = None
+        self._board_due = 0.0
+        self._nudged = threading.Event()
+        self._board_lock = threading.Lock()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -254,16 +321,24 @@ class LiveFeed:
 
     # -- subscribers -----------------------------------------------------------------
 
-    def subscribe(self) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
+    def subscribe(
+        self, topics: frozenset[str] | None = None
+    ) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
+        """A queue of ``(event, data)``: every event, or only those named in ``topics``."""
         q: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(maxsize=500)
+        if topics and topics & BOARD_TOPICS:
+            with self._board_lock:  # the first watcher: take the marks before it listens,
+                if self._marks is None:  # so that a change right after is not missed
+                    with self.state.sm() as session:
+                        self._marks = change_marks(session)
+                    self._board_due = time.monotonic() + BOARD_POLL_S
         with self._lock:
-            self._subscribers.append(q)
+            self._subscribers[q] = topics
         return q
 
     def unsubscribe(self, q: queue.Queue[tuple[str, dict[str, Any]] | None]) -> None:
         with self._lock:
-            if q in self._subscribers:
-                self._subscribers.remove(q)
+            self._subscribers.pop(q, None)
 
     @property
     def subscribers(self) -> int:
@@ -272,10 +347,22 @@ class LiveFeed:
 
     def publish(self, event: str, data: dict[str, Any]) -> None:
         with self._lock:
-            targets = list(self._subscribers)
+            targets = [
+                q for q, topics in self._subscribers.items() if not topics or event in topics
+            ]
         for q in targets:
             _put(q, (event, data))
         self.sent += 1
+
+    def nudge(self) -> None:
+        """This process changed the board or a period: look for changes now."""
+        self._nudged.set()
+        self._wake.set()
+
+    @property
+    def board_watched(self) -> bool:
+        with self._lock:
+            return any(t and t & BOARD_TOPICS for t in self._subscribers.values())
 
     # -- sources ---------------------------------------------------------------------
 
@@ -307,6 +394,33 @@ class LiveFeed:
                 self.compare()
             except Exception:
                 log.exception("live feed: comparing tool states failed; it keeps running")
+            try:
+                self.check_board()
+            except Exception:
+                log.exception("live feed: reading the board's marks failed; it keeps running")
+
+    def check_board(self) -> None:
+        """Publish ``tasks`` and ``period`` for the marks that changed since the last check;
+        only while a page watches, and at most every ``BOARD_POLL_S`` unless nudged."""
+        with self._board_lock:
+            if not self.board_watched:
+                self._marks = None  # nobody watches: no queries, and start afresh
+                self._nudged.clear()
+                return
+            now = time.monotonic()
+            if now < self._board_due and not self._nudged.is_set() and self._marks is not None:
+                return
+            self._nudged.clear()
+            self._board_due = now + BOARD_POLL_S
+            with self.state.sm() as session:
+                marks = change_marks(session)
+            old, self._marks = self._marks, marks
+        if old is None:
+            return
+        at = iso(_now())
+        for topic in sorted(BOARD_TOPICS):
+            if marks[topic] != old[topic]:
+                self.publish(topic, {"at": at})
 
     def compare(self) -> None:
         now = _now()
