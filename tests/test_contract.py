@@ -62,6 +62,8 @@ def test_unix_seconds_and_missing_ts_are_both_accepted():
         (b'{"boot":1,"seq":1,"type":"power","w":1,"replay":"yes"}', "'replay' must be"),
         (b'{"boot":1,"seq":1,"type":"power","w":1,"wh_total":-3}', "must not be negative"),
         (b'{"boot":1,"seq":1,"type":"fault"}', "'code' must be a string or integer"),
+        (b'{"boot":1,"seq":1,"type":"button","name":"go\\u0000"}', "NUL character"),
+        (b'{"boot":1,"seq":1,"type":"power","w":1,"x":["\\u0000"]}', "NUL character"),
     ],
 )
 def test_malformed_events_are_rejected_with_a_reason_a_builder_can_act_on(payload, reason):
@@ -117,6 +119,10 @@ def test_status_birth_and_will():
         parse_status("n", b'{"state":"online"}')
     with pytest.raises(ContractError, match="'state' must be"):
         parse_status("n", b'{"state":"sleepy","boot":1}')
+    with pytest.raises(ContractError, match="NUL character"):
+        parse_status("n", b'{"state":"online","boot":1,"fw":"1.0\\u0000"}')
+    # an escaped backslash before "u0000" is no NUL
+    assert parse_status("n", b'{"state":"online","boot":1,"fw":"\\\\u0000"}').fw == "\\u0000"
 
 
 @given(st.binary(max_size=300))

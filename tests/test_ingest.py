@@ -118,6 +118,24 @@ def test_bad_messages_become_dead_letters_and_good_ones_in_the_batch_are_kept(sm
     assert dead[0].payload == b"{oops" and dead[0].device_id == "a"
 
 
+def test_a_nul_character_is_a_dead_letter_not_a_failed_batch(sm):
+    # PostgreSQL cannot store U+0000 in text; one such status failed the whole commit there
+    result = store(
+        sm,
+        [
+            msg("a", event_payload(1, 0)),
+            msg("a", b'{"state":"online","boot":1,"fw":"1.0\\u0000"}', leaf="status"),
+            msg("a", b'{"boot":1,"seq":1,"type":"consume","item":"pla\\u0000","qty":1,"unit":"g"}'),
+            msg("a", event_payload(1, 2)),
+        ],
+    )
+    assert [s.event.seq for s in result.new_events] == [0, 2]
+    assert [reason for _, reason in result.dead_letters] == [
+        "payload holds a NUL character (\\u0000), which no field may"
+    ] * 2
+    assert count(sm, DeadLetter.id) == 2
+
+
 def test_unknown_devices_are_registered_as_pending_and_their_events_kept(sm):
     result = store(
         sm, [msg("new-lathe", event_payload(3, 0)), msg("new-lathe", event_payload(3, 1))]
