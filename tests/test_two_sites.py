@@ -10,6 +10,7 @@ floor lists both sites' tools, and a period that has ended is closed once.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -74,10 +75,15 @@ def hub_config(folder: Path, site: str, port: int, db_url: str) -> Path:
     return path
 
 
-def metrics(config: Path) -> dict[str, float]:
+def http_get(config: Path, path: str) -> str:
+    """GET ``path`` from the web view of the hub running with ``config``."""
     listen = re.search(r'listen = "([^"]+)"', config.read_text()).group(1)
-    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    with urllib.request.urlopen(f"http://{listen}{path}", timeout=10) as response:
+        return response.read().decode()
+
+
+def metrics(config: Path) -> dict[str, float]:
+    text = http_get(config, "/metrics")
     return {
         m.group(1): float(m.group(2))
         for m in re.finditer(r"^(peershop_\w+) ([0-9.e+]+)$", text, re.MULTILINE)
@@ -240,14 +246,21 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
         # The central view, reading the shared database, lists both sites' tools.
         app = create_app({"TESTING": True}, sm=sm)
         page = app.test_client().get("/").get_data(as_text=True)
-        for text in ("North laser", "South laser", "South saw", "north", "south"):
-            assert text in page
-        tools = app.test_client().get("/api/v1/tools").get_json()
-        assert {(t["id"], t["site"]) for t in tools["tools"]} == {
-            ("laser-north", "north"),
-            ("laser-south", "south"),
-            ("saw-south", "south"),
+        order = [page.find(text) for text in ("Site north", "North laser", "Site south")]
+        assert -1 not in order and order == sorted(order), page
+        assert page.find("South laser") > order[-1] and page.find("South saw") > order[-1]
+        tools = app.test_client().get("/api/v1/tools").get_json()["tools"]
+        assert {t["id"]: (t["site"], t["state"]) for t in tools if t["id"] != "saw-south"} == {
+            "laser-north": ("north", "in_use"),  # Bob's, since his induction
+            "laser-south": ("south", "in_use"),  # Bob's, since he badged there
         }
+        # A site hub's own floor: its tools live from its rules, the other site's stored.
+        tools = json.loads(http_get(configs["north"], "/api/v1/tools"))["tools"]
+        states = {t["id"]: (t["site"], t["state"], t["w"]) for t in tools}
+        site, state, watts = states["laser-north"]  # live: the power it last measured
+        assert (site, state, watts) == ("north", "busy", 201.0)
+        assert states["laser-south"] == ("south", "in_use", None)  # stored: no power
+        assert states["saw-south"][0] == "south"
 
         # While south's hub is down, north hears south's laser and leaves it alone: when
         # south's hub is back it finds the badge unacked and decides it itself.
