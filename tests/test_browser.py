@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from hub.db import make_engine, migrate, session_factory
 from hub.models import Member
+from hub.periods import close_period
 from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop
 
@@ -77,7 +79,7 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def site(hub_config, broker) -> Iterator[str]:
+def hub_site(hub_config, broker) -> Iterator[tuple[Hub, str]]:
     engine = make_engine(hub_config.db.url)
     migrate(engine)
     with session_factory(engine).begin() as session:
@@ -90,9 +92,14 @@ def site(hub_config, broker) -> Iterator[str]:
     assert hub.wait_ready(10)
     stop = serve_in_thread(create_app({"SECRET_KEY": "browser"}, hub=hub), ("127.0.0.1", 0))
     host, port = stop.address  # type: ignore[attr-defined]
-    yield f"http://{host}:{port}"
+    yield hub, f"http://{host}:{port}"
     stop()
     hub.stop()
+
+
+@pytest.fixture
+def site(hub_site) -> str:
+    return hub_site[1]
 
 
 def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker):
@@ -180,3 +187,59 @@ def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
     assert line.locator("td").nth(1).inner_text() == "0.75"  # credited: 0.75 h at weight 1
     page.screenshot(path=str(ARTIFACTS / "period.png"), full_page=True)
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def _log_in(page: Any, site: str, handle: str, then: str) -> None:
+    page.goto(f"{site}/login?next={then}")
+    page.fill("#handle", handle)
+    page.fill("#password", f"{handle}-password")
+    page.click("form >> text=Log in")
+    page.wait_for_url(f"{site}{then}")
+
+
+def test_open_pages_follow_a_claim_and_a_close_without_a_reload(browser, hub_site):
+    hub, site = hub_site
+    with hub.sm.begin() as session:
+        ada = session.query(Member).filter_by(handle="ada").one()
+        set_password(session, ada, "ada-password")
+    errors: list[str] = []
+    watcher = browser.new_context().new_page()  # Ada's phone
+    actor = browser.new_context().new_page()  # Cora's laptop: another login
+    failed: list[str] = []  # any fragment or stream request that did not work
+    for page in (watcher, actor):
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on(
+            "response",
+            lambda r: (
+                failed.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
+    _log_in(watcher, site, "ada", "/tasks")
+    _log_in(actor, site, "cora", "/tasks")
+    expect = sync_api.expect
+    expect(watcher.locator("#live")).to_have_text("live")  # its stream is open
+    watcher.evaluate("window.peershopNoReload = 1")  # gone if the page reloads
+    row = watcher.locator("#task-empty-dust")
+    expect(row.locator(".slots-left")).to_have_text("2 / 2")
+
+    actor.locator("#task-empty-dust button", has_text="Claim").click()
+    actor.wait_for_url(f"{site}/tasks")
+    expect(row.locator(".slots-left")).to_have_text("1 / 2")
+    expect(row).to_contain_text("claimed by cora")
+    assert watcher.evaluate("window.peershopNoReload") == 1
+
+    watcher.click("header >> text=Period")
+    watcher.wait_for_url(f"{site}/periods")
+    expect(watcher.locator("#period-state")).to_contain_text("running")
+    expect(watcher.locator("#live")).to_have_text("live")
+    watcher.evaluate("window.peershopNoReload = 2")
+    # the close comes from outside the web view, as the hub's timer or a command makes it
+    with hub.sm.begin() as session:
+        close_period(session, hub.cfg, datetime.now(UTC))
+    expect(watcher.locator("#period-state")).to_contain_text("closed")
+    assert watcher.evaluate("window.peershopNoReload") == 2
+    assert not failed, failed
+    assert not [e for e in errors if "Content Security Policy" in e or "404" not in e], errors

@@ -175,7 +175,12 @@ def test_the_period_fragments(client, sm):
     assert re.findall(r'data-member="([^"]+)"', fragment) == re.findall(
         r'data-member="([^"]+)"', page
     )
-    assert 'data-fragment="/periods/fragment"' in client.get("/periods").get_data(as_text=True)
+    # /periods shows the running period (stored by the close): its page follows that one
+    running = re.search(r"<h1>Period (\d+)</h1>", client.get("/periods").get_data(as_text=True))
+    assert running and int(running.group(1)) > period_id
+    assert f'data-fragment="/periods/{running.group(1)}/fragment"' in client.get(
+        "/periods"
+    ).get_data(as_text=True)
     assert client.get("/periods/fragment").status_code == 200
     assert client.get("/periods/999999/fragment").status_code == 404
 

@@ -10,11 +10,14 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from hub import taskboard
 from hub.db import make_engine, migrate, session_factory
+from hub.periods import close_period
 from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import Device, event_payload, wait_for
@@ -22,11 +25,17 @@ from web import create_app, serve_in_thread
 from web.serve import serve_hub
 
 SHOP = """
+projects:
+  - {id: commons, name: Shop commons}
 members:
   - {handle: ada, name: "Ada <b>L.</b>", roles: [member, coordinator], badges: ["04A1B2C3D4E5F6"]}
 tools:
   - {id: drill-1, name: Drill press, devices: [drill-node], policy: tap}
   - {id: laser-1, name: Laser cutter, devices: [laser-node], policy: tap}
+tasks:
+  - {id: sweep, title: Sweep the floor, project: commons}
+stations:
+  - {device: desk, kind: task_station}
 """
 ADA = "04A1B2C3D4E5F6"
 
@@ -52,10 +61,12 @@ def live(hub_config, broker) -> Iterator[tuple[Hub, str]]:
 class StreamReader:
     """Reads server-sent events from a real socket into a list, with arrival times."""
 
-    def __init__(self, base: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self, base: str, headers: dict[str, str] | None = None, path: str = "/api/v1/stream"
+    ):
         host, port = base.removeprefix("http://").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.conn.request("GET", "/api/v1/stream", headers=headers or {})
+        self.conn.request("GET", path, headers=headers or {})
         self.response = self.conn.getresponse()
         assert self.response.status == 200
         assert self.response.getheader("Content-Type").startswith("text/event-stream")
@@ -107,6 +118,50 @@ def test_a_badge_at_a_tool_reaches_the_stream_within_a_second(live, broker):
     finally:
         device.close()
         reader.close()
+
+
+def test_board_and_period_changes_reach_pages_that_watch_them(live, broker):
+    """Whoever changes the board or a period (here: the database directly, as a
+    ``peershop`` command or another hub would, and a task station through the hub),
+    a stream of ``?topics=tasks,period`` says so, and carries nothing else."""
+    hub, base = live
+    board = StreamReader(base, path="/api/v1/stream?topics=tasks,period")
+    floor = StreamReader(base)
+    try:
+        wait_for(lambda: floor.find("tool", tool="drill-1"), 10, "the floor's initial states")
+        with hub.sm.begin() as s:
+            taskboard.want(s, "ada", "sweep", datetime.now(UTC))
+        wait_for(lambda: board.find("tasks"), 10, "a tasks event after a hint")
+        assert floor.find("tasks"), "a stream of every topic gets it too"
+
+        board.events.clear()
+        desk = Device(broker.port, "desk")
+        try:  # Ada picks the task at the desk, then badges: her effort starts
+            desk.send(event_payload(1, 0, "button", name="task:sweep"))
+            desk.send(event_payload(1, 1, "badge", uid=ADA))
+            wait_for(lambda: board.find("tasks"), 10, "a tasks event after a station's effort")
+        finally:
+            desk.close()
+
+        with hub.sm.begin() as s:
+            close_period(s, hub.cfg, datetime.now(UTC))
+        wait_for(lambda: board.find("period"), 10, "a period event after a close")
+
+        drill = Device(broker.port, "drill-node")
+        try:
+            drill.send(event_payload(1, 0, "badge", uid=ADA))
+            wait_for(lambda: floor.find("tool", tool="drill-1", state="in_use"), 10, "in use")
+        finally:
+            drill.close()
+        assert {name for _at, name, _data in board.events} <= {"tasks", "period"}
+        assert all(set(data) == {"at"} for _at, _name, data in board.events)  # no names
+    finally:
+        board.close()
+        floor.close()
+    bad = urllib.request.Request(f"{base}/api/v1/stream?topics=tasks,gossip")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad)
+    assert refused.value.code == 400
 
 
 def test_pages_api_metrics_and_health_over_waitress(live, broker):

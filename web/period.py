@@ -174,12 +174,16 @@ def _context(period_id: int | None) -> dict[str, Any]:
 
 
 def _render(period_id: int | None) -> Any:
-    # The content is rendered to a string first, as its live fragment is (see tasks).
-    body = Markup(render_template("_period.html", **_context(period_id)))
-    if period_id is None:
+    context = _context(period_id)
+    # Rendered to a string first, as the tasks page's board is.
+    body = Markup(render_template("_period.html", **context))
+    # An open page follows the period it shows, also on /periods: when the running
+    # period closes, its page shows it closed, with the balances, and links the next one.
+    shown = context["period"]
+    if shown is None:
         fragment_url = url_for("period.index_fragment")
     else:
-        fragment_url = url_for("period.show_fragment", period_id=period_id)
+        fragment_url = url_for("period.show_fragment", period_id=shown.id)
     return render_template("period.html", body=body, fragment_url=fragment_url)
 
 
