@@ -21,6 +21,7 @@ file's value.  No schema change: both live in columns that exist (docs/shop-file
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,7 +76,10 @@ def mark_grant(session: Session, grant_id: int, by_member_id: int) -> None:
         row.value = by_member_id
 
 
-def unmark_grant(session: Session, grant_id: int) -> bool:
-    """End a grant's override; False if it had none."""
-    result = session.execute(delete(ShopMeta).where(ShopMeta.key == _grant_key(grant_id)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+def unmark_grants(session: Session, grant_ids: Iterable[int]) -> int:
+    """End these grants' overrides (one statement); returns how many had one."""
+    keys = [_grant_key(i) for i in grant_ids]
+    if not keys:
+        return 0
+    result = session.execute(delete(ShopMeta).where(ShopMeta.key.in_(keys)))
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]

@@ -38,7 +38,7 @@ from hub.models import (
     UsageRecord,
     UsageSession,
 )
-from hub.overrides import unmark_grant
+from hub.overrides import unmark_grants
 from hub.sessions import OpenSession, ToolRules
 from hub.shop import (
     DecisionRec,
@@ -460,7 +460,7 @@ def _record_training(session: Session, rec: TrainingRec) -> None:
         )
     else:
         grant.granted_by_id, grant.granted_at, grant.expires_at = ids.get(rec.trainer), rec.at, None
-        unmark_grant(session, grant.id)  # an induction, not Admin's revoke or renewal, now
+        unmark_grants(session, [grant.id])  # an induction, not Admin's revoke or renewal, now
     bump_shop_version(session)
     session.flush()
 

@@ -66,7 +66,7 @@ from hub.models import (
     Training,
     TrainingGrant,
 )
-from hub.overrides import grant_overrides, set_tool_overrides, stamp, tool_overrides, unmark_grant
+from hub.overrides import grant_overrides, set_tool_overrides, stamp, tool_overrides, unmark_grants
 from hub.sessions import POLICIES, ToolRules
 from hub.shop_store import bump_shop_version
 
@@ -1256,6 +1256,7 @@ class _Apply:
 
     def grants(self) -> None:
         marked = grant_overrides(self.session)  # grants set in Admin (hub/overrides.py)
+        ended: list[int] = []  # overrides the file now agrees with
         for t in self.shop.trainings:
             for g in t.granted:
                 member_id, by_id = self.member_id(g.member), self.member_id(g.by)
@@ -1269,7 +1270,7 @@ class _Apply:
                             f"{admin}); the file says {_fmt(g.expires)}"
                         )
                         continue
-                    unmark_grant(self.session, row.id)
+                    ended.append(row.id)
                     self.note(
                         f"= {what}: expires {_fmt(g.expires)} is in the file now; override ends"
                     )
@@ -1291,6 +1292,7 @@ class _Apply:
                     self.note(f"~ {what}: by {_fmt(old)} -> {g.by}")
                     row.granted_by_id = by_id
                 self.set(row, "expires_at", g.expires, what, "expires")
+        unmark_grants(self.session, ended)
 
     def devices(self) -> None:
         for ident in self.shop.devices():

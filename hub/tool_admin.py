@@ -18,7 +18,7 @@ a later ``peershop load`` keeps (hub/overrides.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ from hub.overrides import (
     mark_grant,
     set_tool_overrides,
     tool_overrides,
-    unmark_grant,
+    unmark_grants,
 )
 from hub.shop_store import bump_shop_version
 from hub.shopfile import (
@@ -193,7 +193,10 @@ def edit_tool(session: Session, tool_id: str, values: Mapping[str, Any], by: str
         problems.setdefault(lines.get(line, "tool"), reason)
     if problems:
         raise ToolEditError(problems)
-    db = _Stored.load(session)
+    # _Apply.tools reads only the tool's own row; loading every stored row would cost
+    # more than the edit (bench/admin.py)
+    db = _Stored(**{f.name: {} for f in fields(_Stored)})
+    db.tools[tool.id] = tool
     apply = _Apply(session, Shop("Admin", tools=(specs[0],)), db, by=by)
     apply.tools()
     if apply.changes:
@@ -345,6 +348,6 @@ def revoke_training(
 def end_grant_override(session: Session, training: str, handle: str) -> list[str]:
     """Give a grant back to the shop file: the next load sets it as the file says."""
     _member, grant = _grant_row(session, training, handle)
-    if grant is None or not unmark_grant(session, grant.id):
+    if grant is None or not unmark_grants(session, [grant.id]):
         raise ToolEditError({"member": f"{handle}'s {training} was not set in Admin"})
     return [f"= training grant {training}: {handle} given back to the shop file"]
