@@ -120,18 +120,19 @@ def _load_object(payload: bytes) -> dict[str, Any]:
         raise ContractError(f"payload is a JSON {type(obj).__name__}, not an object")
     # PostgreSQL's text cannot hold U+0000 (SQLite's can), and one such string would fail
     # the whole batch's commit there.  No field means one, so it is refused on both.
-    if "\\u0000" in text and _holds_nul(obj):
+    if "\\u0000" in text and holds_nul(obj):
         raise ContractError("payload holds a NUL character (\\u0000), which no field may")
     return obj
 
 
-def _holds_nul(value: Any) -> bool:
+def holds_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds U+0000 in any string, key or value."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
+        return any(holds_nul(v) for v in value)
     return False
 
 

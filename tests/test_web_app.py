@@ -501,6 +501,21 @@ def test_api_filters_and_errors(client, sm):
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
 
 
+def test_ids_and_text_no_database_can_hold_are_refused_alike_on_both(client):
+    # PostgreSQL's INTEGER is 32 bits and its text holds no U+0000: both were 500s there
+    form = client.post(
+        "/login", data={"csrf_token": csrf(client), "handle": "a\x00", "password": "x"}
+    )
+    assert form.status_code == 400 and "NUL" in form.get_data(as_text=True)
+    login(client, "cora")
+    for path in ("/api/v1/periods/2147483648/allocations", "/periods/2147483648"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/api/v1/effort?period=2147483648").status_code == 404
+    nul = client.get("/api/v1/sessions", query_string={"member": "\x00"})
+    assert nul.status_code == 400 and "NUL" in nul.get_json()["error"]["message"]
+    assert client.post("/api/v1/tasks/a%00b/want").status_code == 400
+
+
 def test_api_tokens_by_role(client, sm):
     with sm.begin() as s:
         coordinator = create_token(s, "script", "coordinator")

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, abort, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from hub.contract import holds_nul
 from web.serve import serve_in_thread
 from web.state import WebState, iso
 
@@ -126,6 +127,23 @@ def create_app(
     # The API's POSTs are for bearer tokens, which no other site can send; a browser
     # session calling them still needs the CSRF token (api._guard_csrf).
     csrf.exempt(api.bp)
+
+    @app.before_request
+    def refuse_nul():
+        # PostgreSQL's text cannot hold U+0000 (SQLite's can): a query or write with one
+        # fails there with a 500.  No field means one, so it is a 400 on either database.
+        if (
+            holds_nul(request.view_args or {})
+            or holds_nul(request.args.to_dict(flat=False))
+            or holds_nul(request.form.to_dict(flat=False))
+            or (request.is_json and holds_nul(request.get_json(silent=True)))
+        ):
+            abort(400, description="a NUL character (U+0000) is not allowed here")
+        # An id in the path past INTEGER's range (32 bits on PostgreSQL: periods.id,
+        # api_tokens.id) names no row; the query would fail there, so it is a 404 here.
+        ids = (request.view_args or {}).values()
+        if any(isinstance(v, int) and v > 2**31 - 1 for v in ids):
+            abort(404, description="no such id")
 
     @app.after_request
     def security_headers(response):

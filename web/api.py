@@ -32,7 +32,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 SIX = Decimal("0.000001")
-MAX_ID = 2**63 - 1  # a larger id fits no database integer: it names nothing
+MAX_ID = 2**31 - 1  # periods.id is INTEGER, 32 bits on PostgreSQL: a larger id names nothing
 
 
 def _state() -> Any:
@@ -220,7 +220,7 @@ def effort() -> Any:
         # The records a period close counts: those started within [start, end).
         if not period_id.isdigit():
             abort(400, description="period must be a period id (an integer)")
-        period = _state().db().get(Period, int(period_id))
+        period = _state().db().get(Period, int(period_id)) if int(period_id) <= MAX_ID else None
         if period is None:
             abort(404, description=f"no period {period_id}")
         since = max(since, period.start) if since else period.start
