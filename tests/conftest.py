@@ -6,8 +6,9 @@ read here only.  On the PostgreSQL pass every test's database (``hub_config``,
 ``make_config``, :func:`database_url`, :func:`fresh_database`) is a new PostgreSQL
 database, created for the test and dropped after it.  Tests parametrized over both
 databases (the ``db_url`` fixture) run both on the SQLite pass and are left out of the
-PostgreSQL pass; tests about SQLite itself carry ``@pytest.mark.sqlite_only(reason)``;
-modules that touch no database at all are listed in ``NO_DATABASE_MODULES``.
+PostgreSQL pass, as are tests on PostgreSQL whatever the pass (``pg_url``); tests about
+SQLite itself carry ``@pytest.mark.sqlite_only(reason)``; modules that touch no database
+at all are listed in ``NO_DATABASE_MODULES``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     keep, left_out = [], []
     for item in items:
-        if "db_url" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "db_url" in fixtures:
             reason = "parametrized over both databases: ran on PostgreSQL in the SQLite pass"
+        elif "pg_url" in fixtures:
+            reason = "on PostgreSQL whatever the pass: ran in the SQLite pass"
         elif item.module is not None and _module_name(item) in NO_DATABASE_MODULES:
             reason = "in a module that touches no database"
         else:
@@ -193,6 +197,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'peershop.db'}"
         return
+    problem = pg_problem()
+    if problem:
+        if PG_REQUIRED:
+            pytest.fail(f"PostgreSQL is required (PEERSHOP_TEST_REQUIRE_PG=1) but {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on either pass, for tests that need PostgreSQL itself
+    (several hubs on one database); they run in the SQLite pass only, not twice."""
     problem = pg_problem()
     if problem:
         if PG_REQUIRED:

@@ -16,6 +16,7 @@ from hub.db import make_engine, migrate, session_factory
 from hub.models import Member, Tool, TrainingGrant
 from hub.shop_store import shop_version
 from hub.shopfile import apply_shop, parse_shop
+from tests.conftest import database_url
 from tests.test_web_app import csrf, login
 from web import create_app
 from web.auth import create_token, set_password, set_pin
@@ -56,7 +57,7 @@ def fast_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sm(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'admin.db'}")
+    engine = make_engine(database_url(tmp_path, "admin.db"))
     migrate(engine)
     factory = session_factory(engine)
     with factory.begin() as s:
