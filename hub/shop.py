@@ -316,8 +316,9 @@ class ShopEngine:
         self.device_boot: dict[str, int] = {}
         self.published_w: dict[str, tuple[float | None, datetime]] = {}
         self.reservations: dict[str, tuple[Reservation, ...]] = {}
-        # effort key -> (task, start) of the station efforts that took a slot this period
-        self.station_takes: dict[str, tuple[str, datetime]] = {}
+        # task -> {effort key: start} of the station efforts that took one of a clock-mode
+        # task's slots in the open period
+        self.station_takes: dict[str, dict[str, datetime]] = {}
         self.data = ShopData()
         self.device_tool: dict[str, str] = {}
         self.set_data(data)
@@ -356,12 +357,16 @@ class ShopEngine:
     def _count_station_takes(self, data: ShopData) -> None:
         """Keep the station efforts of the open period only, adding the stored ones."""
         for key, task, start in data.station_takes:
-            self.station_takes.setdefault(key, (task, start))
+            self.station_takes.setdefault(task, {}).setdefault(key, start)
         if data.period is None:
             self.station_takes.clear()
             return
-        start, end = data.period
-        self.station_takes = {k: v for k, v in self.station_takes.items() if start <= v[1] < end}
+        first, end = data.period
+        kept = {
+            task: {k: s for k, s in takes.items() if first <= s < end}
+            for task, takes in self.station_takes.items()
+        }
+        self.station_takes = {task: takes for task, takes in kept.items() if takes}
 
     def posted_weight(self, task: TaskInfo, at: datetime, key: str | None = None) -> Decimal:
         """The weight a task shows at ``at``: in clock mode, risen by rule (a) for the
@@ -372,11 +377,8 @@ class ShopEngine:
         if clock is None or period is None or not period[0] <= at < period[1]:
             return task.weight
         taken = bisect_left(clock.taken, at) - bisect_left(clock.taken, period[0])
-        taken += sum(
-            1
-            for k, (t, start) in self.station_takes.items()
-            if t == task.id and k != key and start <= at
-        )
+        stations = self.station_takes.get(task.id, {})
+        taken += sum(1 for k, start in stations.items() if start <= at and k != key)
         return pc.weight_at(
             task.weight,
             period[0],
@@ -729,8 +731,8 @@ class ShopEngine:
         weight = self.posted_weight(task, effort.start, effort.key)
         effort.task, effort.weight, effort.project = task.id, weight, task.project
         period = self.data.period
-        if period is not None and period[0] <= effort.start < period[1]:
-            self.station_takes[effort.key] = (task.id, effort.start)
+        if task.clock is not None and period is not None and period[0] <= effort.start < period[1]:
+            self.station_takes.setdefault(task.id, {})[effort.key] = effort.start
 
     def _close_efforts_of(self, member: str, at: datetime, *, auto: bool = False) -> Outcome:
         """A member leaving the space ends their efforts at task stations.
