@@ -2,9 +2,10 @@
 central Mosquitto, one PostgreSQL database.
 
 Real parts throughout: three Mosquitto processes bridged as deploy/two-sites.md says (in
-both directions, so each hub also hears the other site's devices), two ``peershop run``
-processes and PostgreSQL.  The test asserts what the issue asks: each site's events are
-stored exactly once, a member trained at one site is let in at the other, the central
+both directions, so each hub also hears the other site's devices), three ``peershop run``
+processes (a hub per site, and the central view: a hub of a site with no tools on the
+central broker) and PostgreSQL.  The test asserts what the issue asks: each site's events
+are stored exactly once, a member trained at one site is let in at the other, the central
 floor lists both sites' tools, and a period that has ended is closed once.
 """
 
@@ -28,7 +29,6 @@ from hub.shopfile import apply_shop, parse_shop
 from hub.sites import bridge_conf
 from tests.conftest import PG_REQUIRED, create_pg_database, drop_pg_database, pg_problem
 from tests.helpers import Device, HubProcess, Listener, event_payload, wait_for
-from web import create_app
 
 ADA = "04A1B2C3D4E5F6"  # a trainer at both sites
 BOB = "04B0B0B0B0B0B0"  # trained at north during the test
@@ -141,13 +141,15 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
         )
         south = Listener(south_port, "peershop/dev/+/cmd", "peershop/dev/+/allowlist")
         listeners += [north, south]
+        # The central view is a hub of a site with no tools, on the central broker: it
+        # hears every site's devices, decides for none, and serves the whole shop's floor.
+        ports = {"north": north_port, "south": south_port, "central": central.port}
         configs = {
-            site: hub_config(tmp_path / site, site, brokers[site].port, pg_url)
-            for site in ("north", "south")
+            site: hub_config(tmp_path / f"hub-{site}", site, ports[site], pg_url) for site in ports
         }
-        for site in ("north", "south"):
+        for site, port in ports.items():
             hubs[site] = HubProcess(configs[site], tmp_path / f"hub-{site}.log")
-            hubs[site].start(brokers[site].port)
+            hubs[site].start(port)
 
         # Each hub issues the allow-lists of its own site's tools only, to its own broker.
         south.wait(lambda _: allowlist_versions(south, "laser-s-node"))
@@ -206,28 +208,29 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
             return dict(rows)
 
         wait_for(lambda: stored() == sent, what=f"events stored: {sent}, got {stored()}")
-        # Both hubs heard the visitor: each event was stored by one and dropped by identity
-        # by the other, so the two hubs' counts add up to what was sent, exactly.
+        # All three hubs heard the visitor: each of its events was stored by one and
+        # dropped by identity by the two others, so the hubs' counts add up exactly.
         wait_for(
             lambda: (
                 sum(metrics(c)["peershop_events_total"] for c in configs.values())
                 == sum(sent.values())
             ),
-            what="both hubs' stored-event counts to add up",
+            what="the hubs' stored-event counts to add up",
         )
-        # The hub hearing the visitor over the bridge gets there second, and is told by the
+        # The hubs hearing the visitor over a bridge get there later, and are told by the
         # database that each identity is stored already.
         wait_for(
-            lambda: sum(metrics(c)["peershop_duplicates_total"] for c in configs.values()) == 100,
-            what="the second hub to drop each of the visitor's events by identity",
+            lambda: sum(metrics(c)["peershop_duplicates_total"] for c in configs.values()) == 200,
+            what="the other two hubs to drop each of the visitor's events by identity",
         )
         seen = {site: metrics(configs[site]) for site in hubs}
         assert sum(m["peershop_events_total"] for m in seen.values()) == sum(sent.values())
         # Each hub heard the other site's devices over the bridge and left them alone.
         assert seen["north"]["peershop_other_site_total"] >= 200  # saw-s-node at least
         assert seen["south"]["peershop_other_site_total"] >= 202  # laser-n-node at least
+        assert seen["central"]["peershop_other_site_total"] >= 404  # every site's devices
 
-        # The period that had ended was closed once, by one of the two hubs.
+        # The period that had ended was closed once, by one of the hubs.
         def periods_due() -> int:
             with sm() as session:
                 return session.scalar(
@@ -243,13 +246,12 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
             )
         assert closed >= 1
 
-        # The central view, reading the shared database, lists both sites' tools.
-        app = create_app({"TESTING": True}, sm=sm)
-        page = app.test_client().get("/").get_data(as_text=True)
+        # The central view lists both sites' tools, grouped by site, from the database.
+        page = http_get(configs["central"], "/")
         order = [page.find(text) for text in ("Site north", "North laser", "Site south")]
         assert -1 not in order and order == sorted(order), page
         assert page.find("South laser") > order[-1] and page.find("South saw") > order[-1]
-        tools = app.test_client().get("/api/v1/tools").get_json()["tools"]
+        tools = json.loads(http_get(configs["central"], "/api/v1/tools"))["tools"]
         assert {t["id"]: (t["site"], t["state"]) for t in tools if t["id"] != "saw-south"} == {
             "laser-north": ("north", "in_use"),  # Bob's, since his induction
             "laser-south": ("south", "in_use"),  # Bob's, since he badged there
@@ -262,8 +264,8 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
         assert states["laser-south"] == ("south", "in_use", None)  # stored: no power
         assert states["saw-south"][0] == "south"
 
-        # While south's hub is down, north hears south's laser and leaves it alone: when
-        # south's hub is back it finds the badge unacked and decides it itself.
+        # While south's hub is down, north and central hear south's laser and leave it
+        # alone: when south's hub is back it finds the badge unacked and decides it itself.
         assert hubs["south"].terminate() == 0
         laser_s.send(event_payload(1, 2, "badge", uid=BOB))
         laser_s.flush()
