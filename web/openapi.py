@@ -116,6 +116,7 @@ def openapi_document() -> dict[str, Any]:
         {
             "id": {"type": "string"},
             "name": {"type": "string"},
+            "site": {"type": "string"},
             "state": {"enum": ["free", "in_use", "idle", "busy", "offline", "locked"]},
             "member": NULL_STR,
             "since": INSTANT,
