@@ -198,13 +198,14 @@ def test_giving_a_setting_back_restores_the_files_value(sm):
 
 
 def test_revoke_is_immediate_and_a_load_does_not_grant_it_again(sm):
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
     with sm.begin() as session:
-        lines = revoke_training(session, "laser", "dana", member(session, "cora"))
+        lines = revoke_training(session, "laser", "dana", member(session, "cora"), now=now)
     assert lines == ["- training grant laser: dana (revoked by cora)"]
     with sm() as session:
         dana = load_shop(session, UTC_TZ).members["dana"]
-    assert not dana.trained("laser", now + timedelta(seconds=1))
+    assert dana.trained("laser", now - timedelta(seconds=1))
+    assert not dana.trained("laser", now)  # from the revoke on
     [line] = load(sm)
     assert line.startswith("! training grant laser: dana: expires ")
     assert line.endswith("kept (set in Admin by cora); the file says 2030-07-01T00:00:00Z")
