@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hub.config import DEFAULT_SITE
 from hub.errors import PeershopError
 from hub.models import Member, Tool, Training, TrainingGrant
 from hub.overrides import (
@@ -137,9 +138,8 @@ def _entry(tool: Tool, values: Mapping[str, Any]) -> tuple[_Mapping, dict[int, s
     item: dict[str, Any] = {"id": tool.id, "name": tool.name}
     if tool.project_id:
         item["project"] = tool.project_id
-    site = getattr(tool, "site", None)  # a tool's building, when the hub has sites
-    if site and site != "main":
-        item["site"] = site
+    if tool.site != DEFAULT_SITE:
+        item["site"] = tool.site
     devices = _Sequence(b.ref if b.kind == "device" else {b.kind: b.ref} for b in tool.bindings)
     if devices:
         devices.line, devices.item_lines = 300, [300] * len(devices)

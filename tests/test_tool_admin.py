@@ -114,6 +114,22 @@ def test_an_edit_changes_the_row_bumps_the_version_and_the_rules_follow(sm):
     assert edit(sm, policy="timeout", power__idle_timeout="5m", hours="Mon-Fri 09:00-17:00") == []
 
 
+def test_an_edit_keeps_what_admin_does_not_edit(sm):
+    with sm.begin() as session:
+        apply_shop(
+            session, parse_shop(SHOP.replace("    policy: tap", "    site: annex\n    policy: tap"))
+        )
+    assert edit(sm, policy="card_present") == ["~ tool laser-1: policy tap -> card_present"]
+    with sm() as session:
+        tool = session.get(Tool, "laser-1")
+        assert (tool.site, tool.name, tool.scarce["slots"]) == (
+            "annex",
+            "Laser cutter",
+            "Mon-Fri 18:00-21:00",
+        )
+        assert [(b.kind, b.ref) for b in tool.bindings] == [("device", "laser-node")]
+
+
 def test_bad_values_are_refused_naming_each_setting_and_nothing_is_written(sm):
     with pytest.raises(ToolEditError) as caught:
         edit(
