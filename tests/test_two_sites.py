@@ -275,8 +275,18 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
                 for m in msgs
             )
         )
+
+        # A sentinel after it: once the two running hubs have handled the sentinel (each
+        # takes its messages in order), they have handled south's badge before it.
+        def handled(site: str) -> float:
+            m = metrics(configs[site])
+            return m["peershop_events_total"] + m["peershop_duplicates_total"]
+
+        before = {site: handled(site) for site in ("north", "central")}
         visitor.send(event_payload(2, 0, "power", w=1.0))
         visitor.flush()
+        for site in before:
+            wait_for(lambda s=site: handled(s) > before[s], what=f"{site} to handle the sentinel")
 
         def has(device: str, boot: int, seq: int) -> bool:
             with sm() as session:
@@ -289,7 +299,7 @@ def test_two_sites_share_one_shop(tmp_path: Path, pg_url: str):
                     == 1
                 )
 
-        wait_for(lambda: has("visitor-node", 2, 0), what="north to store the visitor's event")
+        assert has("visitor-node", 2, 0)
         assert not has("laser-s-node", 1, 2)
         hubs["south"].start(south_port)
         wait_for(lambda: has("laser-s-node", 1, 2), what="south to store its own badge")
