@@ -51,7 +51,12 @@ ROLES = ("member", "trainer", "coordinator")
 RANK = {role: i for i, role in enumerate(ROLES)}
 TOKEN_PREFIX = "psk_"
 
-_hasher = PasswordHasher()
+# OWASP's argon2id setting (19 MiB, 2 passes, 1 lane) rather than argon2-cffi's default
+# of 64 MiB: each hash or verify allocates its memory cost at once, so with the default
+# the web's start alone raised the hub's peak by 64 MB, and a few logins at the same
+# moment would take a Pi Zero's 512 MB.  Hashes keep their own parameters, so older ones
+# still verify.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when the account does not exist, so a wrong handle takes as long
 # as a wrong password and does not tell which handles exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
