@@ -27,7 +27,7 @@ def sparkline(
     values: Sequence[Number], *, label: str, width: int = 120, height: int = 28
 ) -> Markup:
     """A line through ``values`` (oldest first), with a dot on the last one."""
-    return _sparkline(tuple(_f(v) for v in values), label, width, height)
+    return _sparkline(tuple(map(float, values)), label, width, height)
 
 
 @lru_cache(maxsize=4096)
