@@ -136,12 +136,16 @@ def _utc(at: datetime) -> datetime:
 
 def _create(session: Session, start: datetime, end: datetime) -> Period:
     """Insert a period, or find the one another hub inserted at the same start."""
+    from hub.shop_store import bump_shop_version
+
     try:
         with session.begin_nested():
             period = Period(start=start, end=end)
             session.add(period)
     except IntegrityError:
-        period = session.execute(select(Period).where(Period.start == start)).scalar_one()
+        return session.execute(select(Period).where(Period.start == start)).scalar_one()
+    # A running hub reloads: its task stations post clock-mode weights from this period.
+    bump_shop_version(session)
     return period
 
 

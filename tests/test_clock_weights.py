@@ -24,7 +24,7 @@ from hub.contract import DeviceEvent
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ShopFileError
 from hub.models import EffortRecord, Period, Project, ProjectRules, Task, TaskClaim
-from hub.periods import close_due_periods, close_period
+from hub.periods import close_due_periods, close_period, open_period
 from hub.service import Hub
 from hub.shop import EffortRec, ShopData, ShopEngine, TaskInfo, WeightClock
 from hub.shopfile import apply_shop, parse_shop
@@ -173,17 +173,20 @@ def test_the_close_starts_from_the_periods_weight_not_the_risen_one(sm):
         assert s.get(Task, "dust").weight == Decimal("1.15")
 
 
-def test_a_claim_in_a_clock_project_tells_a_running_hub_to_reload(sm):
+def test_a_new_period_and_a_clock_claim_tell_a_running_hub_to_reload(sm):
     from hub.shop_store import shop_version
 
     cfg = berlin()
     now = WEEK + timedelta(days=1)
     with sm.begin() as s:
         before = shop_version(s)
-        claim(s, "ada", "chain", now, cfg)  # close mode: nothing for task stations
-        assert shop_version(s) == before
-        claim(s, "ada", "dust", now, cfg)
+        open_period(s, cfg, now)  # a new period: task stations post weights from it
         assert shop_version(s) == before + 1
+        open_period(s, cfg, now)
+        claim(s, "ada", "chain", now, cfg)  # close mode: nothing for task stations
+        assert shop_version(s) == before + 1
+        claim(s, "ada", "dust", now, cfg)
+        assert shop_version(s) == before + 2
 
 
 # --- the shop file ------------------------------------------------------------------------
