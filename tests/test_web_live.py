@@ -23,6 +23,7 @@ from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import Device, event_payload, wait_for
 from web import create_app, serve_in_thread
 from web.serve import serve_hub
+from web.state import LiveFeed
 
 SHOP = """
 projects:
@@ -117,6 +118,24 @@ def test_a_badge_at_a_tool_reaches_the_stream_within_a_second(live, broker):
         wait_for(lambda: reader.find("tool", tool="drill-1", state="busy"), 10, "busy")
     finally:
         device.close()
+        reader.close()
+
+
+def test_an_idle_tool_is_sent_once(live):
+    """A tool that has not changed since the hub started is in the initial states and
+    then not again, however often the feed compares."""
+    hub, base = live
+    (feed,) = [h.__self__ for h in hub.hooks if isinstance(getattr(h, "__self__", None), LiveFeed)]
+    reader = StreamReader(base)
+    try:
+        wait_for(lambda: reader.find("tool", tool="drill-1"), 10, "the initial states")
+        for _ in range(3):
+            feed.compare()
+        feed.publish("batch", {"marker": True})  # everything sent before it has arrived
+        wait_for(lambda: reader.find("batch", marker=True), 10, "the marker")
+        sent = [data for _at, name, data in reader.events if name == "tool"]
+        assert sorted(d["tool"] for d in sent) == ["drill-1", "laser-1"]
+    finally:
         reader.close()
 
 

@@ -298,7 +298,8 @@ class LiveFeed:
         assert hub is not None
         if self._thread is not None:
             return
-        self._last = {k: self._key(v) for k, v in self.state.live_snapshots(_now()).items()}
+        now = _now()
+        self._last = {k: self._key(v, now) for k, v in self.state.live_snapshots(now).items()}
         hub.hooks.append(self.on_batch)
         self._thread = threading.Thread(target=self._run, name="web-live", daemon=True)
         self._thread.start()
@@ -427,7 +428,7 @@ class LiveFeed:
         snaps = self.state.live_snapshots(now)
         changed = {}
         for tool_id, snap in snaps.items():
-            key = self._key(snap)
+            key = self._key(snap, now)
             old = self._last.get(tool_id)
             if old == key:
                 continue
@@ -455,10 +456,14 @@ class LiveFeed:
             )
 
     @staticmethod
-    def _key(snap: Any) -> tuple[Any, ...]:
+    def _key(snap: Any, now: datetime) -> tuple[Any, ...]:
         # Watts move all the time; a change of a tenth or more is worth a message.
         w = None if snap.w is None else round(snap.w / 10.0)
-        return (snap.state, snap.member, snap.since, w)
+        # A tool that has not changed state since the hub started reports ``since`` as
+        # the ``now`` it was asked at: that is no change (else every such tool went to
+        # every screen five times a second).
+        since = None if snap.since == now else snap.since
+        return (snap.state, snap.member, since, w)
 
 
 def _put(q: queue.Queue[Any], item: Any) -> None:
