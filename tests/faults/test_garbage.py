@@ -5,7 +5,7 @@ publishers are not the bottleneck) sends 100,000 bad payloads and 20,000 good ev
 ``peershop/dev/{id}/event`` and ``.../status`` to a ``peershop run`` process.  Every good
 event must be stored, every bad payload dead-lettered once, and the hub's resident memory
 must stay flat: sampled with the hub idle after the first 20,000 messages and after all
-120,000 (it does not yet: a strict xfail with the figures).
+120,000 (bench/README.md's soak section has the figures).
 """
 
 from __future__ import annotations
@@ -199,13 +199,14 @@ def _run(tmp_path: Path, db_url: str, rows: StoredRows) -> Run:
         publisher.start()
         # Both samples are taken with the hub idle after a flood that filled its receive
         # window, so they compare like with like (glibc keeps freed memory for reuse).
-        assert results.get(timeout=120) == FIRST
-        wait_for(lambda: sum(counts()) >= FIRST, timeout=60, what="the first 20,000 messages")
+        # Deadlines, not speed: a shared 2-core machine can take minutes for the flood.
+        assert results.get(timeout=600) == FIRST
+        wait_for(lambda: sum(counts()) >= FIRST, timeout=300, what="the first 20,000 messages")
         early = rss_kb(hub.proc.pid)
         go_on.set()
-        total = results.get(timeout=120)
+        total = results.get(timeout=600)
         assert total == BAD + DEVICES * GOOD_PER_DEVICE
-        wait_for(lambda: sum(counts()) >= total, timeout=60, what=f"{total} messages handled")
+        wait_for(lambda: sum(counts()) >= total, timeout=300, what=f"{total} messages handled")
         late = rss_kb(hub.proc.pid)
         assert hub.proc.poll() is None, "the hub died"
         assert hub.terminate() == 0
@@ -232,12 +233,6 @@ def test_garbage_among_good_traffic_every_good_event_stored_every_bad_one_dead_l
     assert garbage_run.dead_letters == BAD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub memory is not flat: idle after 20,000 messages ~106-111 MB, idle after "
-    "120,000 ~174-203 MB (RssAnon, VmHWM = VmRSS at the end: it keeps growing, about "
-    "0.6-1 KB a message); cause not found yet (not the SeenIndex, not the web's batch hook)",
-)
 def test_garbage_among_good_traffic_leaves_the_hub_memory_flat(garbage_run: Run):
     early, late = garbage_run.rss_early_kb, garbage_run.rss_late_kb
     growth = late - early
