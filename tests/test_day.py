@@ -217,7 +217,9 @@ def test_a_day_at_the_shop(shop_config, broker, tmp_path: Path):
         ("ada", None),  # still on the laser at the end of the day
     ]
     bob = sessions[1]
-    assert bob.wh == pytest.approx(152.0)  # 1.152 kWh - 1.000 kWh from the counter
+    # 1.152 kWh - 1.000 kWh from the counter, plus the idle 30 W from the last reading
+    # to the tap off, estimated (about 0.01 Wh a second: the test's pace adds a little)
+    assert 152.0 <= bob.wh < 152.5
     assert bob.busy_s > 0 and bob.idle_s > 0
     replayed = sessions[2]
     assert (replayed.start, replayed.end) == (offline_at, back_at)  # the device's own times
