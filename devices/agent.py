@@ -7,10 +7,12 @@ or running input, buttons) to the broker:
   connect, the matching last will, and ``offline`` on a clean stop.  ``boot`` is counted in
   the state folder at every start.
 * **Store-and-forward.** Every event is committed to a local SQLite outbox
-  (:mod:`devices.outbox`) before it is published, and deleted only on the broker's PUBACK.
-  While the broker is unreachable or ``peershop/hub/status`` says ``offline``, events stay
-  in the outbox; they are sent once the hub is back (or at the next start), marked
-  ``"replay": true``.  A power cut or SIGKILL loses nothing.
+  (:mod:`devices.outbox`) before it is published, and marked acknowledged on the broker's
+  PUBACK.  While the broker is unreachable or ``peershop/hub/status`` says ``offline``,
+  events stay in the outbox; they are sent once the hub is back (or at the next start),
+  marked ``"replay": true``.  A power cut or SIGKILL loses nothing.  After every
+  reconnect the events acknowledged in the last ``resend_window_s`` are sent again too: a
+  broker killed outright loses what it PUBACKed since its last autosave.
 * **Decisions.** A badge is sent to the hub and the agent waits up to ``decide_timeout``
   for the ``cmd`` reply with ``re`` = its ``seq``.  With the hub offline, the broker gone
   or no reply in time, it decides alone from the last verified, signed allow-list
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_PUBACK_S = 2.0  # how long a stop waits for the broker to take the offline status
 SCAN_S = 1.0  # the outbox thread looks at the store at least this often
+PRUNE_S = 1.0  # acknowledged rows past the resend window are deleted this often, in one go
 
 
 def _compact(obj: dict[str, Any]) -> str:
@@ -133,6 +136,8 @@ class Agent:
         self._inflight: dict[int, tuple[int, int]] = {}
         self._sent: set[tuple[int, int]] = set()
         self._rescan_all = False
+        self._reconnected = False  # set by paho's thread on connect, read by the outbox's
+        self._pruned_at = 0.0
 
         if pin_factory is None and cfg.pin_factory == "mock":
             from gpiozero.pins.mock import MockFactory
@@ -487,6 +492,9 @@ class Agent:
 
     def _on_connected(self, _session_present: bool) -> None:
         self.link.publish(status_topic(self.cfg.id), self._status("online"), qos=1, retain=True)
+        # Whatever the broker says of the session, it may have lost what it PUBACKed since
+        # its last autosave: the outbox thread resends the resend window.
+        self._reconnected = True
         self._wake.set()
 
     def _on_published(self, mid: int) -> None:
@@ -624,9 +632,15 @@ class Agent:
             if key is not None:
                 done.append(key)
         if done:
-            self.store.delete(done)
+            now = time.time()
+            self.store.acked(done, now)
             self._sent.difference_update(done)
             self.counters["delivered"] += len(done)
+            # A PUBACK now proves the broker alive: what it acknowledged a window ago
+            # is in its persistence file (the window exceeds its autosave interval).
+            if now - self._pruned_at >= PRUNE_S:
+                self._pruned_at = now
+                self.store.prune(now - self.cfg.resend_window_s)
 
     def _publish(self, boot: int, seq: int, body: str, replay: bool) -> None:
         if replay:
@@ -650,6 +664,9 @@ class Agent:
         if not sendable:
             return
         rescan, self._rescan_all = self._rescan_all, False
+        if self._reconnected:
+            self._reconnected = False
+            self._resend_window()
         limit = 1000
         rows = self.store.pending(limit + len(self._sent))
         for row in rows:
@@ -661,6 +678,19 @@ class Agent:
             self._publish(row.boot, row.seq, row.body, replay=True)
         if len(rows) > limit:
             self._wake.set()
+
+    def _resend_window(self) -> None:
+        """After a reconnect: send again, in order, what the broker acknowledged lately.
+
+        Their PUBACK is recorded again, which starts their window anew: the broker that
+        acknowledges them now may be killed before its next save too.
+        """
+        recent = self.store.recent(self.cfg.resend_window_s)
+        rows = [row for row in recent if (row.boot, row.seq) not in self._sent]
+        if rows:
+            log.info("agent %s: resending %d acknowledged events", self.cfg.id, len(rows))
+        for row in rows:
+            self._publish(row.boot, row.seq, row.body, replay=True)
 
     @property
     def outbox_size(self) -> int:

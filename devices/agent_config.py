@@ -94,6 +94,7 @@ class AgentConfig:
     fw: str = ""
     tool: str | None = None
     decide_timeout: float = 1.5
+    resend_window_s: float = 10.0
     policy: str = "tap"
     maintainers: tuple[str, ...] = ()
     pin_factory: str = "default"
@@ -234,6 +235,7 @@ TOP_KEYS = (
     "fw",
     "tool",
     "decide_timeout",
+    "resend_window_s",
     "policy",
     "maintainers",
     "pin_factory",
@@ -260,6 +262,7 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
         "fw": top.get("fw", _str, __version__),
         "tool": top.get("tool", _device_id),
         "decide_timeout": top.get("decide_timeout", _seconds, 1.5),
+        "resend_window_s": top.get("resend_window_s", _seconds, 10.0),
         "policy": top.get("policy", _choice(POLICIES, "policy"), "tap"),
         "maintainers": top.get("maintainers", _uids, ()),
         "pin_factory": top.get("pin_factory", _choice(PIN_FACTORIES, "pin factory"), "default"),

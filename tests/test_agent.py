@@ -371,9 +371,10 @@ class AgentProcess:
         raise AssertionError(f"the agent exited with {self.proc.wait()}")
 
     def outbox(self) -> int:
+        """Events waiting for a PUBACK (acknowledged ones stay for the resend window)."""
         db = sqlite3.connect(self.state / "agent.db")
         try:
-            return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            return db.execute("SELECT count(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
         finally:
