@@ -111,7 +111,13 @@ class Agent:
         sample: Callable[[], float] | None = None,
     ):
         self.cfg = cfg
-        self.counters = {"events": 0, "published": 0, "delivered": 0, "local_decisions": 0}
+        self.counters = {
+            "events": 0,
+            "published": 0,
+            "delivered": 0,
+            "resent": 0,  # acknowledged events sent again after a reconnect
+            "local_decisions": 0,
+        }
         self.store = AgentStore(cfg.state_dir / "agent.db")
         self.boot = self.store.next_boot()
         self._seq = 0
@@ -691,6 +697,7 @@ class Agent:
             log.info("agent %s: resending %d acknowledged events", self.cfg.id, len(rows))
         for row in rows:
             self._publish(row.boot, row.seq, row.body, replay=True)
+        self.counters["resent"] += len(rows)
 
     @property
     def outbox_size(self) -> int:
