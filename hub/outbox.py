@@ -5,13 +5,27 @@ transaction as the records it writes, so the command exists exactly when the dec
 does.  :class:`OutboxPublisher` publishes pending rows and deletes each one when the
 broker has acknowledged it (PUBACK).  After a hub restart every remaining row is sent
 again: devices treat a repeated command by its ``re``/identity, as CONTRACT.md §2 says.
+
+A PUBACK does not make a message safe: Mosquitto acknowledges what it holds in memory
+and writes its persistence file only every ``autosave_interval`` (1 s), so a broker
+killed outright loses the retained messages it took in since its last save.  The
+publisher therefore keeps, in memory, the latest retained message of each topic for
+:data:`RESEND_WINDOW_S` after its PUBACK and publishes it again after every reconnect.
+Retained messages (allow-lists, tool states) are idempotent, and only the latest of a
+topic is resent, never over a newer one.  The window is counted from the latest PUBACK
+(which proves the broker alive then), not from the clock.  Commands (not retained) are
+not resent: a stale ``release`` must not reach a device twice.  A hub killed at the
+same moment as the broker loses this memory: its retained messages are sent again at
+the next change (a tool state) or the next issue of the allow-lists.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -27,6 +41,9 @@ log = logging.getLogger(__name__)
 # until it is written, its packet) in memory until PUBACK: 200 tools' signed allow-lists
 # of 5,000 members are ~64 MB, too much for a Pi Zero at once, so they go a few at a time.
 MAX_INFLIGHT_BYTES = 1 << 20
+# How long a retained message is kept for a resend after its PUBACK: several of the
+# broker's autosave intervals (1 s in the configs peershop writes).
+RESEND_WINDOW_S = 10.0
 
 
 def enqueue(
@@ -55,6 +72,8 @@ class OutboxPublisher:
         batch: int = 500,
         site: str = DEFAULT_SITE,
         max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+        resend_window_s: float = RESEND_WINDOW_S,
+        on_reconnect: Callable[[], None] | None = None,
     ):
         self.link = link
         self.sm = sm
@@ -71,6 +90,15 @@ class OutboxPublisher:
         self._inflight_bytes = 0  # payload bytes handed to paho and not yet PUBACKed
         self._sent: set[int] = set()  # outbox ids handed to paho in this process
         self._done: list[int] = []  # outbox ids the broker has
+        # The resend window (see the module's docstring), by topic of retained messages.
+        self.resend_window_s = resend_window_s
+        self.on_reconnect = on_reconnect  # runs on this thread after the window's resend
+        self._retained: dict[int, tuple[str, int, bytes, int]] = {}  # mid -> topic, id, ...
+        self._latest: dict[str, int] = {}  # topic -> id of its latest message handed to paho
+        self._recent: dict[str, tuple[int, bytes, int, float]] = {}  # -> id, payload, qos, ack
+        self._generation: int | None = None  # the link's connection the window was sent on
+        self._pruned_at = 0.0
+        self.resent = 0
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self.published = 0
         self.delivered = 0
@@ -111,11 +139,26 @@ class OutboxPublisher:
             log.exception("outbox: could not record delivered messages at shutdown")
 
     def _delete_done(self) -> None:
+        now = time.time()
+        acked = False
         while self._acked:
-            inflight = self._inflight.pop(self._acked.popleft(), None)
+            mid = self._acked.popleft()
+            inflight = self._inflight.pop(mid, None)
             if inflight is not None:
                 self._done.append(inflight[0])
                 self._inflight_bytes -= inflight[1]
+            retained = self._retained.pop(mid, None)
+            if retained is not None:
+                acked = True
+                topic, outbox_id, payload, qos = retained
+                if self._latest.get(topic) == outbox_id:
+                    self._recent[topic] = (outbox_id, payload, qos, now)
+        if acked and now - self._pruned_at >= 1.0:
+            # A PUBACK now proves the broker alive: what it acknowledged a window ago is
+            # in its persistence file.
+            self._pruned_at = now
+            cutoff = now - self.resend_window_s
+            self._recent = {t: r for t, r in self._recent.items() if r[3] >= cutoff}
         done, self._done = self._done, []
         if done:
             with self.sm.begin() as session:
@@ -123,10 +166,30 @@ class OutboxPublisher:
             self.delivered += len(done)
             self._sent.difference_update(done)
 
+    def _resend_window(self) -> None:
+        """After a reconnect: the latest retained message of each topic the broker
+        acknowledged within the window, in the order they were first sent."""
+        if not self._recent:
+            return
+        since = max(r[3] for r in self._recent.values()) - self.resend_window_s
+        again = sorted((r[0], topic, r[1], r[2]) for topic, r in self._recent.items())
+        again = [m for m in again if self._recent[m[1]][3] >= since]
+        log.info("outbox: sending %d retained messages again after a reconnect", len(again))
+        for outbox_id, topic, payload, qos in again:
+            info = self.link.publish(topic, payload, qos=qos, retain=True)
+            self._retained[info.mid] = (topic, outbox_id, payload, qos)
+            self.resent += 1
+
     def _flush(self) -> None:
         self._delete_done()
         if not self.link.is_connected:
             return
+        generation = self.link.generation
+        if generation != self._generation:
+            self._generation = generation
+            self._resend_window()
+            if generation > 1 and self.on_reconnect is not None:
+                self.on_reconnect()
         # Rows already handed to paho stay with paho: it resends them itself after a
         # reconnect (persistent session), so sending them again would double them.
         # First only ids and sizes: the payloads are read for the rows that go now.
@@ -158,10 +221,15 @@ class OutboxPublisher:
             ).all()
         for row in rows:
             info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            if row.retain:
+                self._latest[row.topic] = row.id  # an older one is never resent over it
+                self._recent.pop(row.topic, None)
             if row.qos == 0:
                 self._done.append(row.id)
             else:
                 self._inflight[info.mid] = (row.id, len(row.payload))
                 self._inflight_bytes += len(row.payload)
+                if row.retain:
+                    self._retained[info.mid] = (row.topic, row.id, row.payload, row.qos)
             self._sent.add(row.id)
             self.published += 1

@@ -172,7 +172,9 @@ class Hub:
             manual_ack=True,
             receive_maximum=cfg.ingest.receive_maximum,
         )
-        self.outbox = OutboxPublisher(self.link, self.sm, site=cfg.site.id)
+        self.outbox = OutboxPublisher(
+            self.link, self.sm, site=cfg.site.id, on_reconnect=self._restate_tools
+        )
         self._thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
         self._timer = threading.Thread(target=self._timer_loop, name="rules-clock", daemon=True)
 
@@ -275,6 +277,15 @@ class Hub:
         self.link.publish(HUB_STATUS_TOPIC, hub_status("online"), qos=1, retain=True)
         self._announce_to_home_assistant()
         self.outbox.notify()
+
+    def _restate_tools(self) -> None:
+        """After a reconnect (the outbox's thread, once it has resent its own retained
+        messages): every tool's state again.  A broker killed outright loses the retained
+        states it acknowledged since its last autosave; these, taken now, are the latest."""
+        with self._rules_lock:
+            states = self.rules.publish_states(datetime.now(UTC))
+        for message in states:
+            self._send(message)
 
     # -- Home Assistant ---------------------------------------------------------------------
 

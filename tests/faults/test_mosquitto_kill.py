@@ -25,14 +25,22 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
-from tests.helpers import wait_for
+from hub.broker import PrivateBroker
+from hub.db import make_engine, migrate, session_factory
+from hub.models import Outbox
+from hub.service import Hub
+from hub.shopfile import apply_shop, parse_shop_file
+from tests.conftest import make_config
+from tests.helpers import REPO, Listener, wait_for
 from tests.test_durability import BOOT, DEVICES, PER_DEVICE, RATE, TOTAL, Shop
 
 pytestmark = pytest.mark.slow
@@ -216,3 +224,64 @@ def test_events_queued_for_a_stopped_hub_survive_a_mosquitto_kill_once_saved(sho
     assert shop.dead_letters() == 0
     assert "session present: True" in hub_connects(shop)[-1]
     assert shop.hub.terminate() == 0
+
+
+def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: Path):
+    """Allow-lists and tool states the broker PUBACKed and never saved are sent again.
+
+    The broker saves every hour here, not every second, so the hub's retained messages
+    are all in the unsaved window when it is killed: the same loss as a kill within a
+    second of a change, made certain."""
+    broker = PrivateBroker(tmp_path / "mosquitto", extra_conf="autosave_interval 3600").start()
+    hub = None
+    listeners: list[Listener] = []
+    try:
+        cfg = make_config(tmp_path, broker, mqtt={"client_id": f"hub-{uuid.uuid4().hex[:8]}"})
+        engine = make_engine(cfg.db.url)
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            apply_shop(session, parse_shop_file(REPO / "examples" / "shop.yaml"))
+        engine.dispose()
+        hub = Hub(cfg)  # queues every tool's state and allow-list in its outbox
+        with hub.sm() as session:
+            topics = set(session.scalars(select(Outbox.topic).where(Outbox.retain)))
+        assert any(t.endswith("/allowlist") for t in topics)
+        assert any(t.endswith("/state") for t in topics)
+        hub.start()
+        assert hub.wait_ready(15)
+        wait_for(lambda: hub.outbox.pending() == 0, what="PUBACKs for the hub's outbox")
+
+        def retained() -> dict[str, bytes]:
+            """What a device or a dashboard subscribing now is given: the retained
+            message of every topic (waits for all, fails if one is missing)."""
+            listener = Listener(broker.port, *topics)
+            listeners.append(listener)
+            listener.wait(lambda ms: {m.topic for m in ms if m.retain} >= topics, timeout=30)
+            return {m.topic: m.payload for m in listener.messages if m.retain}
+
+        before = retained()
+        allowlists = sum(t.endswith("/allowlist") for t in topics)
+        broker.kill()
+        broker.start()  # the same port and persistence file, which holds none of them
+        wait_for(
+            lambda: hub.link.generation >= 2 and hub.outbox.resent >= allowlists,
+            timeout=30,
+            what="the hub's reconnect and resend",
+        )
+        # A first subscriber sees the resent messages arrive (or finds them retained);
+        # the broker handles them in order, so once it has them all they are retained.
+        seen = Listener(broker.port, *topics)
+        listeners.append(seen)
+        seen.wait(lambda ms: {m.topic for m in ms} >= topics, timeout=30)
+        after = retained()
+        assert set(after) == topics
+        # The signed allow-lists are the same bytes; tool states are stated anew.
+        assert {t: p for t, p in after.items() if t.endswith("/allowlist")} == {
+            t: p for t, p in before.items() if t.endswith("/allowlist")
+        }
+    finally:
+        for listener in listeners:
+            listener.close()
+        if hub is not None:
+            hub.stop()
+        broker.stop()
