@@ -51,7 +51,6 @@ NO_DATABASE_MODULES = frozenset(
         "test_install",
         "test_interlock",
         "test_keyboard_wedge",
-        "test_mosquitto_security",
         "test_node_protocol",
         "test_peerconomy",
         "test_pn532",
