@@ -35,8 +35,8 @@ PG_ADMIN_URL = os.environ.get(
 # CI sets this so a PostgreSQL that is not there fails the run instead of skipping.
 PG_REQUIRED = os.environ.get("PEERSHOP_TEST_REQUIRE_PG") == "1" or ON_POSTGRESQL
 
-# Test modules that never open a database (drivers, parsers, pure rules, the broker's
-# security): the PostgreSQL pass leaves them out, since they would only repeat the SQLite
+# Test modules that never open a database (drivers, parsers, pure rules, the config):
+# the PostgreSQL pass leaves them out, since they would only repeat the SQLite
 # pass.  The SQLite pass fails any of their tests that opens one, so the list stays true.
 NO_DATABASE_MODULES = frozenset(
     {
