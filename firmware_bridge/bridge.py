@@ -4,10 +4,14 @@ One :class:`NodePort` per serial port, each in its own thread, reads frames, bin
 port to the node that says ``hello``, and gives that node its own :class:`~hub.mqtt.MqttLink`
 (client id ``bridge-{id}``, username ``{id}``) with its own retained birth and last will.
 An event frame is published at QoS 1 and acked to the node only after the broker's
-PUBACK, so an ack always means the broker has it.  Commands from ``peershop/dev/{id}/cmd``
-go down the line with a fresh ``hseq`` and are resent every 500 ms until the node acks.
-The port is reopened, by path, whenever it goes away: a ``/dev/serial/by-id/...`` link
-that comes back after a replug is picked up without a restart.
+PUBACK, so an ack always means the broker has it, in memory: Mosquitto writes its
+persistence file every ``autosave_interval``, so a broker killed outright loses what it
+acknowledged since its last save.  The bridge therefore keeps the events PUBACKed in the
+last :data:`RESEND_WINDOW_S` and publishes them again, in order, after every reconnect of
+the node's link (the hub stores each ``(id, boot, seq)`` once).  Commands from
+``peershop/dev/{id}/cmd`` go down the line with a fresh ``hseq`` and are resent every
+500 ms until the node acks.  The port is reopened, by path, whenever it goes away: a
+``/dev/serial/by-id/...`` link that comes back after a replug is picked up without a restart.
 
 :class:`Bridge` runs several ports in one process; ``peershop bridge`` is its command::
 
@@ -49,6 +53,9 @@ REOPEN_S = 0.5  # how often a missing port is tried again
 READ_TIMEOUT_S = 0.02  # the longest a port thread blocks in read, so timers stay on time
 REPUBLISH_AFTER_S = 5.0  # an event whose PUBACK has not come by then is published again
 RECENT_ACKS = 256  # identities remembered as stored, to re-ack a resend at once
+# PUBACKed events kept in memory to publish again after a reconnect: several of the
+# broker's autosave intervals (1 s in the configs peershop writes).
+RESEND_WINDOW_S = 10.0
 OFFLINE_PUBACK_S = 2.0  # how long a stop waits for the broker to take the offline status
 HSEQ_MODULUS = 2**31  # hseq stays a positive 32-bit integer for C firmware
 
@@ -65,6 +72,7 @@ COUNTERS = (
     "invalid_events",  # events that fail §2 validation, forwarded for the hub's dead letters
     "resends_held",  # resends of an event whose publish was still waiting for its PUBACK
     "reacked",  # resends of an event already stored: acked again, not republished
+    "events_resent",  # PUBACKed events of the resend window published again on reconnect
     "held_no_broker",  # events not published because the broker was not connected
     "commands",  # commands taken from the cmd topic
     "bad_commands",  # cmd payloads that are not a JSON object or do not fit a frame
@@ -125,6 +133,10 @@ class _Binding:
         self.early_pubacks: set[int] = set()  # PUBACKs that beat publish() returning
         self.pending: dict[tuple[int, int], float] = {}  # identity -> when published
         self.stored: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
+        # PUBACKed within the resend window, oldest PUBACK first: identity -> payload, when
+        self.recent: collections.OrderedDict[tuple[int, int], tuple[bytes, float]] = (
+            collections.OrderedDict()
+        )
         self.birth_wanted = False  # the hub asked for a rebirth
 
     def birth(self) -> bytes:
@@ -166,6 +178,7 @@ class NodePort:
         reopen_interval: float = REOPEN_S,
         resend_interval: float = RESEND_S,
         window: int = WINDOW,
+        resend_window: float = RESEND_WINDOW_S,
     ):
         if node_id is not None and not DEVICE_ID.fullmatch(node_id):
             raise ValueError(f"node id {node_id!r} does not match [a-z0-9][a-z0-9-]{{0,62}}")
@@ -179,6 +192,7 @@ class NodePort:
         self.reopen_interval = reopen_interval
         self.resend_interval = resend_interval
         self.window = window
+        self.resend_window = resend_window
         self._claim = claim or (lambda _id, _port: True)
         self._release = release or (lambda _id, _port: None)
         self._opener = opener
@@ -408,7 +422,20 @@ class NodePort:
         # paho's network thread: publish the birth before any event of this connection.
         with self._lock:
             binding.pending.clear()  # publishes of the last connection may never be acked
+            again = sorted(binding.recent.items())
+            self._counters["events_resent"] += len(again)
         self._publish(binding, status_topic(binding.node_id), binding.birth(), retain=True)
+        # The broker may have lost what it acknowledged since its last autosave, whatever
+        # it says of the session: the resend window goes again, in order.  Their PUBACKs
+        # start their window anew (this broker may be killed before its next save too);
+        # the node had its acks already.
+        for identity, (payload, _acked_at) in again:
+            self._publish(
+                binding,
+                event_topic(binding.node_id),
+                payload,
+                then=lambda i=identity, p=payload: self._event_stored(binding, i, p, False),
+            )
         binding.ready.set()
 
     def _on_event(self, frame: dict[str, Any]) -> None:
@@ -460,16 +487,32 @@ class NodePort:
             binding,
             event_topic(binding.node_id),
             payload,
-            then=None if identity is None else (lambda: self._event_stored(binding, identity)),
+            then=None
+            if identity is None
+            else (lambda: self._event_stored(binding, identity, payload, True)),
         )
 
-    def _event_stored(self, binding: _Binding, identity: tuple[int, int]) -> None:
+    def _event_stored(
+        self, binding: _Binding, identity: tuple[int, int], payload: bytes, ack_node: bool
+    ) -> None:
+        now = time.monotonic()
         with self._lock:
             binding.pending.pop(identity, None)
             binding.stored[identity] = None
             binding.stored.move_to_end(identity)
             while len(binding.stored) > RECENT_ACKS:
                 binding.stored.popitem(last=False)
+            binding.recent[identity] = (payload, now)
+            binding.recent.move_to_end(identity)
+            # This PUBACK proves the broker alive now: what it acknowledged a window ago
+            # is in its persistence file.  (A dead broker sends none, so nothing it may
+            # have lost is dropped while it is away, however long.)
+            while binding.recent and next(iter(binding.recent.values()))[1] < now - (
+                self.resend_window
+            ):
+                binding.recent.popitem(last=False)
+            if not ack_node:
+                return
             self._counters["events_acked"] += 1
         if self._binding is binding:
             boot, seq = identity

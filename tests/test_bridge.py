@@ -308,6 +308,45 @@ def test_the_ack_waits_for_the_broker(broker, nodes, tmp_path):
         hub.stop()
 
 
+def test_events_acked_before_a_broker_kill_are_published_again(nodes, tmp_path):
+    """Mosquitto PUBACKs an event before it saves it: the bridge resends its window.
+
+    The broker saves every hour here, so every event the bridge has had a PUBACK for is
+    still unsaved when the broker is killed: the loss a kill within a second of the
+    PUBACKs causes, made certain.  The hub's session is saved first (a clean stop)."""
+    node_id = new_id()
+    broker = PrivateBroker(tmp_path / "mosquitto", extra_conf="autosave_interval 3600").start()
+    arrived: list[tuple[int, int]] = []
+    hub = MqttLink(
+        MqttSettings(port=broker.port),
+        f"hub-{node_id}",
+        on_message=lambda msg: arrived.append(
+            (json.loads(msg.payload)["boot"], json.loads(msg.payload)["seq"])
+        ),
+        subscriptions=[event_topic(node_id)],
+    )
+    try:
+        hub.start()
+        assert hub.wait_subscribed(10)
+        hub.stop()  # away: its events queue at the broker
+        broker.stop()  # a clean stop saves the hub's session
+        broker.start()
+        node = plugged(nodes, tmp_path, node_id)
+        with Bridge(MqttSettings(port=broker.port), [str(node.link)]) as bridge:
+            wait_for(lambda: bridge.ports[0].node_id == node_id, 10, "hello")
+            for _ in range(5):
+                node.send()
+            wait_for(node.all_acked, 10, "the events acked after their PUBACK")
+            broker.kill()  # queued for the hub, never saved: gone
+            broker.start()
+            wait_for(lambda: bridge.counters["events_resent"] == 5, 30, "the window resent")
+            hub.start()
+            wait_for(lambda: set(arrived) == node.sent, 30, "every event at the hub")
+    finally:
+        hub.stop()
+        broker.stop()
+
+
 @settings(
     max_examples=6,
     deadline=None,
