@@ -7,11 +7,12 @@ An event frame is published at QoS 1 and acked to the node only after the broker
 PUBACK, so an ack always means the broker has it, in memory: Mosquitto writes its
 persistence file every ``autosave_interval``, so a broker killed outright loses what it
 acknowledged since its last save.  The bridge therefore keeps the events PUBACKed in the
-last :data:`RESEND_WINDOW_S` and publishes them again, in order, after every reconnect of
-the node's link (the hub stores each ``(id, boot, seq)`` once).  Commands from
-``peershop/dev/{id}/cmd`` go down the line with a fresh ``hseq`` and are resent every
-500 ms until the node acks.  The port is reopened, by path, whenever it goes away: a
-``/dev/serial/by-id/...`` link that comes back after a replug is picked up without a restart.
+last :data:`RESEND_WINDOW_S` and publishes them again, in order and marked ``replay``,
+after every reconnect of the node's link (the hub stores each ``(id, boot, seq)`` once).
+Commands from ``peershop/dev/{id}/cmd`` go down the line with a fresh ``hseq`` and are
+resent every 500 ms until the node acks.  The port is reopened, by path, whenever it
+goes away: a ``/dev/serial/by-id/...`` link that comes back after a replug is picked up
+without a restart.
 
 :class:`Bridge` runs several ports in one process; ``peershop bridge`` is its command::
 
@@ -429,11 +430,13 @@ class NodePort:
         # it says of the session: the resend window goes again, in order.  Their PUBACKs
         # start their window anew (this broker may be killed before its next save too);
         # the node had its acks already.
+        # Marked ``replay`` like any late copy (CONTRACT.md §2): if the hub never had it,
+        # a badge is recorded and not answered seconds after the tap.
         for identity, (payload, _acked_at) in again:
             self._publish(
                 binding,
                 event_topic(binding.node_id),
-                payload,
+                _compact({**json.loads(payload), "replay": True}),
                 then=lambda i=identity, p=payload: self._event_stored(binding, i, p, False),
             )
         binding.ready.set()
