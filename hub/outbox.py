@@ -13,10 +13,12 @@ publisher therefore keeps, in memory, the latest retained message of each topic 
 :data:`RESEND_WINDOW_S` after its PUBACK and publishes it again after every reconnect.
 Retained messages (allow-lists, tool states) are idempotent, and only the latest of a
 topic is resent, never over a newer one.  The window is counted from the latest PUBACK
-(which proves the broker alive then), not from the clock.  Commands (not retained) are
-not resent: a stale ``release`` must not reach a device twice.  A hub killed at the
-same moment as the broker loses this memory: its retained messages are sent again at
-the next change (a tool state) or the next issue of the allow-lists.
+(which proves the broker alive then), not from the clock, so a quiet hub holds the
+last ones until its next PUBACK; at most :data:`MAX_KEPT_BYTES` of payloads, oldest
+dropped first (a shop's signed allow-lists are ~64 bytes a member and tool).  Commands
+(not retained) are not resent: a stale ``release`` must not reach a device twice.  A hub
+killed at the same moment as the broker loses this memory: its retained messages are
+sent again at the next change (a tool state) or the next issue of the allow-lists.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MAX_INFLIGHT_BYTES = 1 << 20
 # How long a retained message is kept for a resend after its PUBACK: several of the
 # broker's autosave intervals (1 s in the configs peershop writes).
 RESEND_WINDOW_S = 10.0
+MAX_KEPT_BYTES = 8 << 20  # payloads held for the window at most
 
 
 def enqueue(
@@ -98,7 +101,9 @@ class OutboxPublisher:
         self._recent: dict[str, tuple[int, bytes, int, float]] = {}  # -> id, payload, qos, ack
         self._generation: int | None = None  # the link's connection the window was sent on
         self._pruned_at = 0.0
+        self._kept_bytes = 0
         self.resent = 0
+        self.dropped_from_window = 0  # kept messages dropped for MAX_KEPT_BYTES
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self.published = 0
         self.delivered = 0
@@ -152,19 +157,36 @@ class OutboxPublisher:
                 acked = True
                 topic, outbox_id, payload, qos = retained
                 if self._latest.get(topic) == outbox_id:
-                    self._recent[topic] = (outbox_id, payload, qos, now)
+                    self._keep(topic, (outbox_id, payload, qos, now))
         if acked and now - self._pruned_at >= 1.0:
             # A PUBACK now proves the broker alive: what it acknowledged a window ago is
             # in its persistence file.
             self._pruned_at = now
             cutoff = now - self.resend_window_s
-            self._recent = {t: r for t, r in self._recent.items() if r[3] >= cutoff}
+            for topic, kept in list(self._recent.items()):
+                if kept[3] < cutoff:
+                    self._unkeep(topic)
         done, self._done = self._done, []
         if done:
             with self.sm.begin() as session:
                 session.execute(delete(Outbox).where(Outbox.id.in_(done)))
             self.delivered += len(done)
             self._sent.difference_update(done)
+
+    def _keep(self, topic: str, kept: tuple[int, bytes, int, float]) -> None:
+        self._unkeep(topic)
+        self._recent[topic] = kept  # dicts keep insertion order: the oldest PUBACK first
+        self._kept_bytes += len(kept[1])
+        while self._kept_bytes > MAX_KEPT_BYTES and len(self._recent) > 1:
+            oldest = next(iter(self._recent))
+            self._unkeep(oldest)
+            self.dropped_from_window += 1
+            log.warning("outbox: %s leaves the resend window early (MAX_KEPT_BYTES)", oldest)
+
+    def _unkeep(self, topic: str) -> None:
+        kept = self._recent.pop(topic, None)
+        if kept is not None:
+            self._kept_bytes -= len(kept[1])
 
     def _resend_window(self) -> None:
         """After a reconnect: the latest retained message of each topic the broker
@@ -223,7 +245,7 @@ class OutboxPublisher:
             info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             if row.retain:
                 self._latest[row.topic] = row.id  # an older one is never resent over it
-                self._recent.pop(row.topic, None)
+                self._unkeep(row.topic)
             if row.qos == 0:
                 self._done.append(row.id)
             else:
