@@ -285,3 +285,19 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
         if hub is not None:
             hub.stop()
         broker.stop()
+
+
+def test_the_hubs_resend_window_holds_at_most_max_kept_bytes(monkeypatch, caplog):
+    """Signed allow-lists are big: the window drops the oldest beyond the cap, loudly."""
+    from hub import outbox
+
+    monkeypatch.setattr(outbox, "MAX_KEPT_BYTES", 1_000)
+    publisher = outbox.OutboxPublisher(link=None, sm=None)  # type: ignore[arg-type]
+    for i in range(5):
+        publisher._keep(f"peershop/dev/d{i}/allowlist", (i, b"x" * 400, 1, 100.0 + i))
+    assert list(publisher._recent) == ["peershop/dev/d3/allowlist", "peershop/dev/d4/allowlist"]
+    assert publisher._kept_bytes == 800 and publisher.dropped_from_window == 3
+    assert "leaves the resend window early" in caplog.text
+    # A newer message of a kept topic replaces it, counted once.
+    publisher._keep("peershop/dev/d4/allowlist", (9, b"y" * 100, 1, 120.0))
+    assert publisher._kept_bytes == 500
