@@ -240,8 +240,9 @@ def test_hub_killed_twice_mid_stream_stores_every_event_exactly_once(shop: Shop)
         assert stored_at_kill < TOTAL, "the stream ended before the kill; nothing was in flight"
         published_at_kill = fleet.published
         # The devices go on publishing while the hub is down; the broker queues for it.
+        # (On a busy machine the fleet may be within 1,000 of its end: then all of it.)
         wait_for(
-            lambda p=published_at_kill: fleet.published >= p + 1_000,
+            lambda p=published_at_kill: fleet.published >= min(p + 1_000, TOTAL),
             what="devices publishing while the hub is down",
         )
         assert shop.stored() == stored_at_kill  # nobody else writes: the hub is really down
