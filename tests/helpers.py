@@ -100,7 +100,7 @@ class Listener:
             self.messages.append(msg)
             self._cond.notify_all()
 
-    def wait(self, predicate: Callable[[list[Received]], Any], timeout: float = 15.0) -> Any:
+    def wait(self, predicate: Callable[[list[Received]], Any], timeout: float = 60.0) -> Any:
         with self._cond:
             ok = self._cond.wait_for(lambda: predicate(self.messages), timeout)
         assert ok, f"expected messages did not arrive; got {[m.topic for m in self.messages]}"

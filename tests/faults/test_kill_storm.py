@@ -255,7 +255,7 @@ def _storm(site: Site) -> Iterator[Storm]:
         sent = load.expected()
         wait_for(
             lambda: site.stored() >= len(sent),
-            timeout=60,
+            timeout=300,  # a deadline: PostgreSQL on a busy machine ingests far slower
             what=f"{len(sent)} stored events (seed {seed}, hub log {site.hub.log})",
         )
         assert site.hub.terminate() == 0
