@@ -497,6 +497,7 @@ def test_api_filters_and_errors(client, sm):
     assert ada["hours"] == 0.5 and ada["weighted_hours"] == 0.75 and ada["task"] == "empty-dust"
     assert client.get("/api/v1/effort?period=1").status_code == 404
     assert client.get("/api/v1/effort?period=x").status_code == 400
+    assert client.get("/api/v1/effort?period=%C2%B2").status_code == 400  # "²"
     missing = client.get("/api/v1/nothing")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
 

@@ -218,7 +218,7 @@ def effort() -> Any:
     period_id = _text("period")
     if period_id is not None:
         # The records a period close counts: those started within [start, end).
-        if not period_id.isdigit():
+        if not (period_id.isascii() and period_id.isdigit()):  # "²" is a digit to isdigit
             abort(400, description="period must be a period id (an integer)")
         period = _state().db().get(Period, int(period_id)) if int(period_id) <= MAX_ID else None
         if period is None:
