@@ -31,6 +31,16 @@ def running(hub_config, broker):
     with session_factory(engine).begin() as session:
         apply_shop(session, parse_shop(SHOP))
     engine.dispose()
+    # The broker serves the whole module: an earlier test's retained allow-lists and
+    # tool states would otherwise pass for this hub's.
+    cleaner = Device(broker.port, "cleaner")
+    for topic in (
+        "peershop/dev/drill-node/allowlist",
+        "peershop/dev/door/allowlist",
+        "peershop/tool/drill-1/state",
+    ):
+        cleaner.send(b"", topic=topic, retain=True)
+    cleaner.close()
     listener = Listener(
         broker.port, "peershop/dev/+/cmd", "peershop/dev/+/allowlist", "peershop/tool/#"
     )
