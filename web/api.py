@@ -23,7 +23,7 @@ from hub.allowlist import public_key_b64
 from hub.models import Device, EffortRecord, Event, Period, Task, UsageSession
 from web.auth import can_see_names, require_role
 from web.openapi import openapi_document
-from web.period import allocations
+from web.period import allocations, period_or_404
 from web.state import committing, iso
 from web.views import presence
 
@@ -32,7 +32,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 SIX = Decimal("0.000001")
-MAX_ID = 2**31 - 1  # periods.id is INTEGER, 32 bits on PostgreSQL: a larger id names nothing
 
 
 def _state() -> Any:
@@ -220,9 +219,7 @@ def effort() -> Any:
         # The records a period close counts: those started within [start, end).
         if not (period_id.isascii() and period_id.isdigit()):  # "²" is a digit to isdigit
             abort(400, description="period must be a period id (an integer)")
-        period = _state().db().get(Period, int(period_id)) if int(period_id) <= MAX_ID else None
-        if period is None:
-            abort(404, description=f"no period {period_id}")
+        period = period_or_404(_state().db(), int(period_id))
         since = max(since, period.start) if since else period.start
         until = min(until, period.end) if until else period.end
     query = select(EffortRecord).order_by(EffortRecord.start.desc(), EffortRecord.id.desc())
@@ -389,9 +386,7 @@ def periods() -> Any:
 @require_role("member")
 def period_allocations(period_id: int) -> Any:
     session = _state().db()
-    period = session.get(Period, period_id) if period_id <= MAX_ID else None
-    if period is None:
-        abort(404, description=f"no period {period_id}")
+    period = period_or_404(session, period_id)
     summary = allocations(session, period, current_user.handle, current_user.is_coordinator)
     summary.update(start=iso(period.start), end=iso(period.end), closed_at=iso(period.closed_at))
     return jsonify(summary)

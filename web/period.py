@@ -32,7 +32,7 @@ bp = Blueprint("period", __name__)
 
 SIX = Decimal("0.000001")
 RECENT = 12  # periods listed on the page
-MAX_ID = 2**63 - 1  # a larger id fits no database integer: it names nothing
+MAX_ID = 2**31 - 1  # periods.id is INTEGER, 32 bits on PostgreSQL: a larger id names nothing
 
 
 class CloseForm(FlaskForm):
@@ -41,6 +41,15 @@ class CloseForm(FlaskForm):
 
 def _state() -> Any:
     return current_app.extensions["peershop"]
+
+
+def period_or_404(session: Any, period_id: int) -> Period:
+    """The period of a URL's id, or a 404 naming it (never a database error for an id
+    past INTEGER)."""
+    period = session.get(Period, period_id) if 0 <= period_id <= MAX_ID else None
+    if period is None:
+        abort(404, description=f"no period {period_id}")
+    return period
 
 
 def allocations(session: Any, period: Period, viewer: str | None, everyone: bool) -> dict:
@@ -144,9 +153,7 @@ def _context(period_id: int | None) -> dict[str, Any]:
     if period_id is None:
         period = periods[0] if periods else None
     else:
-        period = session.get(Period, period_id) if period_id <= MAX_ID else None
-        if period is None:
-            abort(404, description=f"no period {period_id}")
+        period = period_or_404(session, period_id)
     everyone = current_user.is_coordinator
     data: dict[str, Any] = {}
     if period is not None:
