@@ -1,38 +1,19 @@
-"""End to end in a real headless Chromium (Debian's package, driven by Playwright).
-
-No browser is downloaded: Playwright launches ``/usr/bin/chromium``.  Without it the
-test is skipped on a developer's machine and fails in CI (``CI`` set).
-"""
+"""End to end in a real headless Chromium (Debian's package, driven by Playwright; the
+setup is in tests/browser.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
 from hub.periods import close_period
 from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from tests import browser as chromium
+from tests.helpers import Device, event_payload
 
-try:
-    from playwright import sync_api
-except ImportError:  # CI installs the dev extras, so there this fails loudly below
-    sync_api = None
-
-from tests.helpers import REPO, Device, event_payload
-from web import create_app, serve_in_thread
-from web.auth import set_password
-
-CHROMIUM = os.environ.get("PEERSHOP_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+browser = chromium.browser_fixture  # Chromium, or a skip (a failure on CI)
 
 SHOP = """
 projects:
@@ -56,45 +37,10 @@ tasks:
 """
 
 
-def _chromium_or_skip() -> str:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return CHROMIUM
-    message = f"{CHROMIUM} is missing: apt-get install -y chromium"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    path = _chromium_or_skip()
-    if sync_api is None:
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
-        pytest.skip("playwright is not installed")
-    with sync_api.sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=path, args=ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def hub_site(hub_config, broker) -> Iterator[tuple[Hub, str]]:
-    engine = make_engine(hub_config.db.url)
-    migrate(engine)
-    with session_factory(engine).begin() as session:
-        apply_shop(session, parse_shop(SHOP))
-        cora = session.query(Member).filter_by(handle="cora").one()
-        set_password(session, cora, "cora-password")
-    engine.dispose()
-    hub = Hub(hub_config)
-    hub.start()
-    assert hub.wait_ready(10)
-    stop = serve_in_thread(create_app({"SECRET_KEY": "browser"}, hub=hub), ("127.0.0.1", 0))
-    host, port = stop.address  # type: ignore[attr-defined]
-    yield hub, f"http://{host}:{port}"
-    stop()
-    hub.stop()
+    with chromium.serve_shop(hub_config, SHOP, passwords=("cora", "ada")) as served:
+        yield served
 
 
 @pytest.fixture
@@ -103,11 +49,8 @@ def site(hub_site) -> str:
 
 
 def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = chromium.open_page(browser, errors, viewport={"width": 1280, "height": 800})
 
     page.goto(f"{site}/")
     assert page.locator("#tool-laser-1").get_attribute("class") == "tool state-free"
@@ -130,12 +73,14 @@ def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker
         card = page.locator("#tool-laser-1").inner_text()
         assert "Ada <script>x</script>" in card  # shown as text, never run
         assert "812 W" in card
-        sync_api.expect(page.locator("#presence")).to_contain_text("Ada <script>", timeout=5000)
+        chromium.sync_api.expect(page.locator("#presence")).to_contain_text(
+            "Ada <script>", timeout=5000
+        )
         assert page.locator("main script").count() == 0  # the planted tag is text
     finally:
         laser.close()
         door.close()
-    page.screenshot(path=str(ARTIFACTS / "floor.png"), full_page=True)
+    chromium.screenshot(page, "floor")
 
     page.goto(f"{site}/admin/")
     assert "Give a member the last unknown card" in page.content()
@@ -143,21 +88,14 @@ def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker
     page.wait_for_url(f"{site}/admin/")
     page.goto(f"{site}/")
     page.wait_for_selector("#tool-drill-1.state-locked", timeout=5000)
-    page.screenshot(path=str(ARTIFACTS / "floor-locked.png"), full_page=True)
-    assert not [e for e in errors if "Content Security Policy" in e], errors
+    chromium.screenshot(page, "floor-locked")
+    assert not chromium.csp_errors(errors), errors
 
 
 def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{site}/login?next=/tasks")
-    page.fill("#handle", "cora")
-    page.fill("#password", "cora-password")
-    page.click("form >> text=Log in")
-    page.wait_for_url(f"{site}/tasks")
+    page = chromium.open_page(browser, errors, viewport={"width": 1280, "height": 900})
+    chromium.log_in(page, site, "cora", "/tasks")
 
     row = page.locator("#task-empty-dust")
     assert "Empty the <b>dust</b> collector" in row.locator(".task-title").inner_text()
@@ -169,7 +107,7 @@ def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
     assert "claimed by cora" in row.inner_text()
     assert row.locator(".slots-left").inner_text() == "1 / 2"
     assert row.locator("input[name=done-hours]").input_value() == "0.5"
-    page.screenshot(path=str(ARTIFACTS / "tasks.png"), full_page=True)
+    chromium.screenshot(page, "tasks")
     row.locator("input[name=done-hours]").fill("0.75")
     row.locator("button", has_text="Done").click()
     page.wait_for_url(f"{site}/tasks")
@@ -185,30 +123,18 @@ def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
     assert "Closed period" in page.locator(".flash").inner_text()
     line = page.locator("#project-commons tr.member-line[data-member=cora]")
     assert line.locator("td").nth(1).inner_text() == "0.75"  # credited: 0.75 h at weight 1
-    page.screenshot(path=str(ARTIFACTS / "period.png"), full_page=True)
-    assert not [e for e in errors if "Content Security Policy" in e], errors
-
-
-def _log_in(page: Any, site: str, handle: str, then: str) -> None:
-    page.goto(f"{site}/login?next={then}")
-    page.fill("#handle", handle)
-    page.fill("#password", f"{handle}-password")
-    page.click("form >> text=Log in")
-    page.wait_for_url(f"{site}{then}")
+    chromium.screenshot(page, "period")
+    assert not chromium.csp_errors(errors), errors
 
 
 def test_open_pages_follow_a_claim_and_a_close_without_a_reload(browser, hub_site):
     hub, site = hub_site
-    with hub.sm.begin() as session:
-        ada = session.query(Member).filter_by(handle="ada").one()
-        set_password(session, ada, "ada-password")
     errors: list[str] = []
     watcher = browser.new_context().new_page()  # Ada's phone
     actor = browser.new_context().new_page()  # Cora's laptop: another login
     failed: list[str] = []  # any fragment or stream request that did not work
     for page in (watcher, actor):
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        chromium.watch_errors(page, errors)
         page.on(
             "response",
             lambda r: (
@@ -217,9 +143,9 @@ def test_open_pages_follow_a_claim_and_a_close_without_a_reload(browser, hub_sit
                 else None
             ),
         )
-    _log_in(watcher, site, "ada", "/tasks")
-    _log_in(actor, site, "cora", "/tasks")
-    expect = sync_api.expect
+    chromium.log_in(watcher, site, "ada", "/tasks")
+    chromium.log_in(actor, site, "cora", "/tasks")
+    expect = chromium.sync_api.expect
     expect(watcher.locator("#live")).to_have_text("live")  # its stream is open
     watcher.evaluate("window.peershopNoReload = 1")  # gone if the page reloads
     row = watcher.locator("#task-empty-dust")

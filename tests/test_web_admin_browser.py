@@ -1,4 +1,4 @@
-"""A coordinator edits a tool's policy in a real headless Chromium (tests/test_browser.py
+"""A coordinator edits a tool's policy in a real headless Chromium (tests/browser.py
 has the setup: Debian's /usr/bin/chromium driven by Playwright, nothing downloaded)."""
 
 from __future__ import annotations
@@ -7,16 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
 from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
-from tests import test_browser
+from tests import browser as chromium
 from tests.helpers import wait_for
-from web import create_app, serve_in_thread
-from web.auth import set_password
 
-browser = test_browser.browser  # the fixture: Chromium, or a skip (a failure on CI)
+browser = chromium.browser_fixture  # Chromium, or a skip (a failure on CI)
+
 SHOP = """
 members:
   - {handle: cora, name: Cora C., roles: [member, coordinator]}
@@ -33,37 +29,15 @@ tools:
 
 @pytest.fixture
 def site(hub_config, broker) -> Iterator[tuple[str, Hub]]:
-    engine = make_engine(hub_config.db.url)
-    migrate(engine)
-    with session_factory(engine).begin() as session:
-        apply_shop(session, parse_shop(SHOP))
-        cora = session.query(Member).filter_by(handle="cora").one()
-        set_password(session, cora, "cora-password")
-    engine.dispose()
-    hub = Hub(hub_config)
-    hub.start()
-    assert hub.wait_ready(10)
-    stop = serve_in_thread(create_app({"SECRET_KEY": "browser"}, hub=hub), ("127.0.0.1", 0))
-    host, port = stop.address  # type: ignore[attr-defined]
-    yield f"http://{host}:{port}", hub
-    stop()
-    hub.stop()
+    with chromium.serve_shop(hub_config, SHOP, passwords=("cora",)) as (hub, url):
+        yield url, hub
 
 
 def test_a_coordinator_edits_a_tools_policy(browser, site):
     url, hub = site
-    test_browser.ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    page.goto(f"{url}/login")
-    page.fill("#handle", "cora")
-    page.fill("#password", "cora-password")
-    page.click("form >> text=Log in")
-    page.wait_for_url(f"{url}/")
-    page.goto(f"{url}/admin/")
+    page = chromium.open_page(browser, errors, viewport={"width": 1280, "height": 900})
+    chromium.log_in(page, url, "cora", "/admin/")
     page.click("#tools >> text=Edit")
     page.wait_for_url(f"{url}/admin/tools/laser-1")
     assert page.input_value("#policy") == "tap"
@@ -74,7 +48,7 @@ def test_a_coordinator_edits_a_tools_policy(browser, site):
     page.select_option("#training", "laser")
     page.click("#tool-form >> text=Save")
     error = page.locator('.field-error[data-field="policy"]')
-    test_browser.sync_api.expect(error).to_contain_text("policy timeout needs power.idle_timeout")
+    chromium.sync_api.expect(error).to_contain_text("policy timeout needs power.idle_timeout")
     assert page.input_value("#policy") == "timeout"  # what was typed is kept
     assert hub.rules.data.tools["laser-1"].rules.policy == "tap"
 
@@ -87,7 +61,7 @@ def test_a_coordinator_edits_a_tools_policy(browser, site):
     overrides = page.locator("#overrides").inner_text()
     assert "policy" in overrides and "@cora" in overrides and "hours" in overrides
     assert "Laser <b>induction</b>" in page.locator("#training").inner_text()  # as text
-    page.screenshot(path=str(test_browser.ARTIFACTS / "admin-tool.png"), full_page=True)
+    chromium.screenshot(page, "admin-tool")
 
     tool = wait_for(
         lambda: (t := hub.rules.data.tools["laser-1"]).rules.policy == "timeout" and t,
@@ -101,4 +75,4 @@ def test_a_coordinator_edits_a_tools_policy(browser, site):
     page.wait_for_url(f"{url}/admin/tools/laser-1")
     assert page.input_value("#policy") == "tap"
     wait_for(lambda: hub.rules.data.tools["laser-1"].rules.policy == "tap", what="tap again")
-    assert not [e for e in errors if "Content Security Policy" in e], errors
+    assert not chromium.csp_errors(errors), errors
