@@ -1,8 +1,9 @@
 """Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes,
-and a reader for the database such a hub writes."""
+a reader for the database such a hub writes, and a client of the web view's event stream."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -195,3 +196,77 @@ class HubProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+class StreamReader:
+    """Reads server-sent events (``/api/v1/stream``) from a real socket into ``events``:
+    ``(arrival time by time.perf_counter(), event name, data)``, in arrival order.
+
+    Used by the live-view tests and by ``bench/sse.py``."""
+
+    def __init__(
+        self,
+        base: str,
+        headers: dict[str, str] | None = None,
+        path: str = "/api/v1/stream",
+        timeout: float = 30,
+    ):
+        host, port = base.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        self.conn.request("GET", path, headers=headers or {})
+        self.response = self.conn.getresponse()
+        kind = self.response.getheader("Content-Type") or ""
+        if self.response.status != 200 or not kind.startswith("text/event-stream"):
+            raise AssertionError(f"the stream answered {self.response.status} {kind}")
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name="sse-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        event = None
+        try:
+            for raw in self.response:
+                at = time.perf_counter()
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event:
+                    data = json.loads(line[6:])
+                    with self._cond:
+                        self.events.append((at, event, data))
+                        self._cond.notify_all()
+        except (OSError, ValueError):
+            return
+
+    def find(
+        self, kind: str, /, since: int = 0, **match: Any
+    ) -> tuple[float, dict[str, Any]] | None:
+        """The first ``kind`` event from index ``since`` on whose data has ``match``."""
+        with self._cond:
+            events = self.events[since:]
+        for at, name, data in events:
+            if name == kind and all(data.get(k) == v for k, v in match.items()):
+                return at, data
+        return None
+
+    def wait(
+        self, kind: str, /, timeout: float, since: int = 0, **match: Any
+    ) -> tuple[float, dict[str, Any]] | None:
+        """:meth:`find`, waiting up to ``timeout`` s for such an event; None if none came."""
+        checked = since  # events before it are known not to match
+
+        def found() -> tuple[float, dict[str, Any]] | None:
+            nonlocal checked
+            for at, name, data in self.events[checked:]:
+                checked += 1
+                if name == kind and all(data.get(k) == v for k, v in match.items()):
+                    return at, data
+            return None
+
+        with self._cond:
+            hit = self._cond.wait_for(found, timeout)
+        return hit or None
+
+    def close(self) -> None:
+        self.conn.close()
