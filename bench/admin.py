@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import tempfile
 import time
@@ -33,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select
 
-from bench.common import dump, machine, percentile
+from bench.common import dump, hub_config, latency_ms, machine
 from hub.broker import PrivateBroker
-from hub.config import load_config
 from hub.db import make_engine, migrate, session_factory
 from hub.models import Member, ShopMeta, Tool, TrainingGrant
 from hub.service import Hub
@@ -83,15 +81,6 @@ def timed_loads(sm: Any, text: str, n: int) -> list[float]:
             out.append(time.perf_counter() - start)
             session.rollback()  # the same state for every run
     return out
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(values) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
-        "max_ms": round(max(values) * 1000, 2),
-        "n": len(values),
-    }
 
 
 def csrf(client: Any) -> str:
@@ -148,7 +137,7 @@ def run(edits: int, loads: int) -> dict[str, Any]:
         )
 
     # load: none overridden (baseline), then every tool with 4 overrides, every grant too
-    report["load_no_overrides"] = ms(timed_loads(sm, text, loads))
+    report["load_no_overrides"] = latency_ms(timed_loads(sm, text, loads))
     with sm.begin() as session:
         for n in range(TOOLS):
             values = form_values(session.get(Tool, f"tool-{n}"))
@@ -164,23 +153,13 @@ def run(edits: int, loads: int) -> dict[str, Any]:
         cora = session.scalar(select(Member.id).where(Member.handle == "cora"))
         for grant in session.scalars(select(TrainingGrant)):
             session.add(ShopMeta(key=f"override:grant:{grant.id}", value=cora))
-    report["load_with_overrides"] = ms(timed_loads(sm, text, loads))
+    report["load_with_overrides"] = latency_ms(timed_loads(sm, text, loads))
     with sm.begin() as session:
         lines = apply_shop(session, parse_shop(text))
     report["load_with_overrides"]["lines_kept"] = sum(line.startswith("!") for line in lines)
 
     broker = PrivateBroker(work / "mosquitto").start()
-    cfg = load_config(
-        None,
-        env={},
-        search=(),
-        overrides={
-            "site": {"data_dir": str(data_dir)},
-            "db": {"url": db_url},
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "bench-admin-hub"},
-        },
-    )
-    hub = Hub(cfg)
+    hub = Hub(hub_config(data_dir, db_url, broker.port, "bench-admin-hub"))
     hub.start()
     try:
         assert hub.wait_ready(15), "the hub did not connect"
@@ -214,10 +193,10 @@ def run(edits: int, loads: int) -> dict[str, Any]:
                     raise RuntimeError("the hub did not take the change within 10 s")
                 time.sleep(0.001)
             there_s.append(time.perf_counter() - start)
-        report["request_tool_edit"] = ms(edit_s)
-        report["request_lock_unlock_baseline"] = ms(lock_s)
-        report["to_hub_in_process"] = ms(here_s)
-        report["to_hub_other_process"] = ms(there_s)
+        report["request_tool_edit"] = latency_ms(edit_s)
+        report["request_lock_unlock_baseline"] = latency_ms(lock_s)
+        report["to_hub_in_process"] = latency_ms(here_s)
+        report["to_hub_other_process"] = latency_ms(there_s)
     finally:
         hub.stop()
         broker.stop()

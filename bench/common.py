@@ -1,4 +1,6 @@
-"""Shared bench helpers: a fast QoS 1 publisher fleet in its own process, machine facts.
+"""Shared bench helpers: a fast QoS 1 publisher fleet in its own process, machine facts,
+a bench hub's config, the MQTT client and orphan check of a bench's child processes, and
+the latency summary every bench prints.
 
 The fleet speaks just enough MQTT 5 over raw sockets to push QoS 1 PUBLISH packets as
 fast as the broker takes them: one socket per simulated device with TCP_NODELAY, up to
@@ -17,11 +19,18 @@ import platform
 import selectors
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from hub.config import Config, load_config
+from hub.mqtt import MqttLink, MqttSettings
 
 
 def _varint(n: int) -> bytes:
@@ -216,12 +225,55 @@ class Fleet:
         self._results.join_thread()
 
 
-def percentile(values: list[float], p: float) -> float:
+def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def latency_ms(
+    seconds: Sequence[float], percentiles: Sequence[int] = (50, 99), digits: int = 2
+) -> dict[str, float]:
+    """Samples in seconds as ``{"n", "p50_ms", …, "max_ms"}`` in milliseconds, rounded to
+    ``digits``; p50 is the median; ``{"n": 0}`` for no samples."""
+    ms = [s * 1000 for s in seconds]
+    if not ms:
+        return {"n": 0}
+    out: dict[str, float] = {"n": len(ms)}
+    for p in percentiles:
+        value = statistics.median(ms) if p == 50 else percentile(ms, p)
+        out[f"p{p}_ms"] = round(value, digits)
+    out["max_ms"] = round(max(ms), digits)
+    return out
+
+
+def hub_config(data_dir: Path, db_url: str, port: int, client_id: str) -> Config:
+    """A bench hub's config: data in ``data_dir``, the broker on ``port``, nothing read
+    from the environment or a config file."""
+    return load_config(
+        None,
+        env={},
+        search=(),
+        overrides={
+            "site": {"data_dir": str(data_dir)},
+            "db": {"url": db_url},
+            "mqtt": {"host": "127.0.0.1", "port": port, "client_id": client_id},
+        },
+    )
+
+
+def mqtt_link(port: int, name: str, **kwargs: Any) -> MqttLink:
+    """A bench process's MQTT client (``name``-random id, clean session, TCP_NODELAY)."""
+    return MqttLink(
+        MqttSettings(port=port), f"{name}-{uuid.uuid4().hex[:6]}", persistent=False, **kwargs
+    )
+
+
+def orphaned(parent: int) -> bool:
+    """The bench's main process is gone (killed): a child stops too."""
+    return os.getppid() != parent
 
 
 def machine() -> dict[str, Any]:

@@ -39,26 +39,23 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Fleet, percentile
+from bench.common import Fleet, hub_config, latency_ms, mqtt_link, orphaned
 from bench.common import machine as machine_facts
 from hub.broker import PrivateBroker
-from hub.config import load_config
 from hub.contract import cmd_topic, event_topic
 from hub.db import make_engine, migrate, session_factory
 from hub.models import Badge, Member, Tool, ToolBinding, Training, TrainingGrant
-from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.mqtt import MqttLink, Received
 from hub.service import Hub
 
 READER = "laser-node"
@@ -115,17 +112,6 @@ def fill_shop(db_url: str, devices: int) -> None:
 # --- the child processes --------------------------------------------------------------
 
 
-def _link(port: int, name: str, **kwargs: Any) -> MqttLink:
-    return MqttLink(
-        MqttSettings(port=port), f"{name}-{uuid.uuid4().hex[:6]}", persistent=False, **kwargs
-    )
-
-
-def orphaned(parent: int) -> bool:
-    """The bench's main process is gone (killed): a child stops too."""
-    return os.getppid() != parent
-
-
 def run_echo(port: int, ready: Any, stop: Any, max_s: float, parent: int) -> None:
     """Republish every request to the reply topic, from the network thread, at once."""
     logging.basicConfig(level=logging.WARNING)
@@ -134,7 +120,7 @@ def run_echo(port: int, ready: Any, stop: Any, max_s: float, parent: int) -> Non
     def on_request(msg: Received) -> None:
         link.publish(ECHO_REP, msg.payload, qos=1)
 
-    link = _link(port, "bench-echo", on_message=on_request, subscriptions=[ECHO_REQ])
+    link = mqtt_link(port, "bench-echo", on_message=on_request, subscriptions=[ECHO_REQ])
     link.start()
     try:
         if not link.wait_subscribed(10):
@@ -191,7 +177,7 @@ def run_probe(
         else:
             unexpected.append(msg.payload.decode())
 
-    link = _link(
+    link = mqtt_link(
         port, "bench-probe", on_message=on_message, subscriptions=[cmd_topic(READER), ECHO_REP]
     )
     link.start()
@@ -298,16 +284,7 @@ def run_probe(
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples]
-    if not ms:
-        return {"n": 0}
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(percentile(ms, 90), 3),
-        "p99_ms": round(percentile(ms, 99), 3),
-        "max_ms": round(max(ms), 3),
-    }
+    return latency_ms(samples, percentiles=(50, 90, 99), digits=3)
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -371,17 +348,7 @@ def start_shop(workdir: Path, devices: int) -> tuple[PrivateBroker, Hub]:
         data_dir.mkdir(parents=True)
         db_url = f"sqlite:///{data_dir / 'peershop.db'}"
         fill_shop(db_url, devices)
-        cfg = load_config(
-            None,
-            env={},
-            search=(),
-            overrides={
-                "site": {"data_dir": str(data_dir)},
-                "db": {"url": db_url},
-                "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "bench-hub"},
-            },
-        )
-        hub = Hub(cfg)
+        hub = Hub(hub_config(data_dir, db_url, broker.port, "bench-hub"))
         hub.start()
         if not hub.wait_ready(15):
             raise RuntimeError("the hub did not connect")

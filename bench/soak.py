@@ -44,19 +44,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import dump, machine, percentile
+from bench.common import dump, hub_config, latency_ms, machine, mqtt_link, orphaned
 from hub.broker import PrivateBroker
-from hub.config import load_config
 from hub.contract import cmd_topic, event_topic
 from hub.db import make_engine, migrate, session_factory
 from hub.ingest import BatchResult
-from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.mqtt import Received
 from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop
 
@@ -133,17 +131,6 @@ def payload_for(device: str, seq: int, rng: random.Random) -> bytes:
     return body(seq, "power", w=round(rng.uniform(0, 1200), 1))
 
 
-def _link(port: int, name: str, **kwargs: Any) -> MqttLink:
-    return MqttLink(
-        MqttSettings(port=port), f"{name}-{uuid.uuid4().hex[:6]}", persistent=False, **kwargs
-    )
-
-
-def orphaned(parent: int) -> bool:
-    """The bench's main process is gone (killed): a child stops too."""
-    return os.getppid() != parent
-
-
 def run_load(port: int, rate: float, seconds: float, seed: int, results: Any) -> None:
     """Publish at ``rate`` events/s in total, shared by the devices by their weights."""
     logging.basicConfig(level=logging.WARNING)
@@ -154,7 +141,7 @@ def run_load(port: int, rate: float, seconds: float, seed: int, results: Any) ->
     weights.update({f"meter-{i}": 20 for i in range(METERS)})
     names = list(weights)
     cum = [sum(list(weights.values())[: i + 1]) for i in range(len(names))]
-    links = {name: _link(port, f"soak-{name}") for name in names}
+    links = {name: mqtt_link(port, f"soak-{name}") for name in names}
     for link in links.values():
         link.start()
         if not link.wait_connected(10):
@@ -210,7 +197,7 @@ def run_probe(port: int, rate: float, seconds: float, timeout: float, results: A
                 actions[reply.get("action", "?")] = actions.get(reply.get("action", "?"), 0) + 1
                 cond.notify_all()
 
-    link = _link(port, "soak-probe", on_message=on_message, subscriptions=[cmd_topic(PROBE)])
+    link = mqtt_link(port, "soak-probe", on_message=on_message, subscriptions=[cmd_topic(PROBE)])
     link.start()
     samples: list[tuple[float, float | None]] = []
     try:
@@ -240,18 +227,6 @@ def status_kb() -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0])
     return out
-
-
-def stats_ms(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    if not ms:
-        return {"n": 0}
-    return {
-        "n": len(ms),
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "max_ms": round(max(ms), 2),
-    }
 
 
 class CommitClock:
@@ -310,17 +285,7 @@ def main() -> None:
             apply_shop(session, parse_shop(shop_yaml()))
         engine.dispose()
         broker = PrivateBroker(root / "mosquitto").start()
-        cfg = load_config(
-            None,
-            env={},
-            search=(),
-            overrides={
-                "site": {"data_dir": str(data_dir)},
-                "db": {"url": db_url},
-                "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "soak-hub"},
-            },
-        )
-        hub = Hub(cfg)
+        hub = Hub(hub_config(data_dir, db_url, broker.port, "soak-hub"))
         clock = CommitClock()
         hub.hooks.append(clock)
         hub.start()
@@ -360,7 +325,7 @@ def main() -> None:
                     "t_s": round(now - began),
                     "rss_mb": round(status_kb()["VmRSS"] / 1024, 1),
                     "hwm_mb": round(status_kb()["VmHWM"] / 1024, 1),
-                    "commit": stats_ms(clock.take()),
+                    "commit": latency_ms(clock.take()),
                     "events_per_s": round(
                         (hub.counters.events - events0) / max(now - window_start, 1e-9)
                     ),
@@ -389,7 +354,7 @@ def main() -> None:
             for i, sample in enumerate(samples):
                 lo = began + (samples[i - 1]["t_s"] if i else 0)
                 hi = began + sample["t_s"]
-                sample["decision"] = stats_ms(
+                sample["decision"] = latency_ms(
                     [r for at, r in probe["samples"] if r is not None and lo <= at < hi]
                 )
         finally:
@@ -426,7 +391,7 @@ def main() -> None:
                     "badges": probe["sent"],
                     "missing": sum(1 for _, r in probe["samples"] if r is None),
                     "actions": probe["actions"],
-                    "decision": stats_ms(probe_q),
+                    "decision": latency_ms(probe_q),
                 },
                 "baseline_first_sample": at(0),
                 "middle": at(len(samples) // 2),

@@ -29,84 +29,24 @@ Target (issue 6): under 1 s.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing as mp
-import queue
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Fleet, dump, machine, percentile
+from bench.common import Fleet, dump, latency_ms, machine, mqtt_link
 from bench.decision import GRANTED_UID, PLUG_PREFIX, READER, TOOL, start_shop
 from hub.contract import event_topic
-from hub.mqtt import MqttLink, MqttSettings
+from tests.helpers import StreamReader
 from web import create_app, serve_in_thread
 
 TARGET_MS = 1000.0
-
-
-class StreamClient:
-    """Reads ``/api/v1/stream`` on a real socket; hands over the states of one tool."""
-
-    def __init__(self, host: str, port: int, tool: str):
-        self.conn = http.client.HTTPConnection(host, port, timeout=60)
-        self.conn.request("GET", "/api/v1/stream")
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise RuntimeError(f"the stream answered {self.response.status}")
-        self.tool = tool
-        self.states: queue.Queue[tuple[float, str]] = queue.Queue()
-        self.events = 0
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        event = None
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event:
-                    self.events += 1
-                    if event == "tool":
-                        data = json.loads(line[6:])
-                        if data["tool"] == self.tool:
-                            self.states.put((time.perf_counter(), data["state"]))
-        except (OSError, ValueError):
-            return
-
-    def wait_for(self, state: str, timeout: float) -> float | None:
-        """When the tool was first seen in ``state`` from now on (perf_counter), or None."""
-        deadline = time.perf_counter() + timeout
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return None
-            try:
-                at, got = self.states.get(timeout=left)
-            except queue.Empty:
-                return None
-            if got == state:
-                return at
-
-    def drain(self) -> None:
-        while True:
-            try:
-                self.states.get_nowait()
-            except queue.Empty:
-                return
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def run_probe(
@@ -123,28 +63,25 @@ def run_probe(
 ) -> None:
     """Badge Ada in and out at the laser; time each badge to its state on the stream.
     ``until`` (a shared double, Unix time) is when the load ends: no probe after it."""
-    link = MqttLink(
-        MqttSettings(port=mqtt_port), f"bench-sse-{uuid.uuid4().hex[:6]}", persistent=False
-    )
+    link = mqtt_link(mqtt_port, "bench-sse")
     link.start()
-    stream = StreamClient("127.0.0.1", http_port, TOOL)
+    stream = StreamReader(f"http://127.0.0.1:{http_port}", timeout=60)
     samples: list[float] = []
     missing = 0
     try:
         if not link.wait_connected(10):
             raise RuntimeError("the probe could not connect")
-        try:  # the stream starts with every tool's state
-            _at, initial = stream.states.get(timeout=10)
-        except queue.Empty:
-            raise RuntimeError("the stream sent no initial state of the laser") from None
-        expect = "free" if initial == "in_use" else "in_use"
+        # the stream starts with every tool's state
+        if (initial := stream.wait("tool", timeout=10, tool=TOOL)) is None:
+            raise RuntimeError("the stream sent no initial state of the laser")
+        expect = "free" if initial[1]["state"] == "in_use" else "in_use"
         topic = event_topic(READER)
         ready.set()
         go.wait()
         for i in range(probes):
             if time.time() > until.value:
                 break  # measuring on after the load ended would flatter the figure
-            stream.drain()
+            since = len(stream.events)  # a state from now on
             body = json.dumps(
                 {
                     "boot": 1,
@@ -158,32 +95,22 @@ def run_probe(
             )
             t0 = time.perf_counter()
             link.publish(topic, body, qos=1)
-            at = stream.wait_for(expect, timeout)
-            if at is None:
+            seen = stream.wait("tool", timeout=timeout, since=since, tool=TOOL, state=expect)
+            if seen is None:
                 missing += 1
-                # Which state the laser is in now is unknown; a long wait finds out.
-                stream.drain()
-                break
-            samples.append((at - t0) * 1000)
+                break  # which state the laser is in now is unknown
+            samples.append(seen[0] - t0)
             expect = "free" if expect == "in_use" else "in_use"
             time.sleep(gap_s)
-        results.put({"samples": samples, "missing": missing, "stream_events": stream.events})
+        results.put({"samples": samples, "missing": missing, "stream_events": len(stream.events)})
     finally:
         stream.close()
         link.stop()
 
 
 def summary(samples: list[float], missing: int) -> dict[str, Any]:
-    if not samples:
-        return {"probes": 0, "missing": missing}
-    return {
-        "probes": len(samples),
-        "missing": missing,
-        "p50_ms": round(percentile(samples, 50), 1),
-        "p95_ms": round(percentile(samples, 95), 1),
-        "p99_ms": round(percentile(samples, 99), 1),
-        "max_ms": round(max(samples), 1),
-    }
+    stats = latency_ms(samples, percentiles=(50, 95, 99), digits=1)
+    return {"probes": stats.pop("n"), "missing": missing, **stats}
 
 
 def phase(
