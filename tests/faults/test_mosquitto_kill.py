@@ -1,7 +1,7 @@
 """Mosquitto killed with SIGKILL and restarted: the sessions resume and nothing is lost.
 
 Issue 9.  Real processes: a private Mosquitto with persistence (``autosave_interval 1``),
-``peershop run`` on the test pass's database, and ten devices: test_durability's simulated
+``peershop run`` on the test pass's database, and ten devices (``tests/fleet.py``): simulated
 ones (an outbox that keeps an event until its PUBACK) or real agents (:class:`AgentFleet`,
 ``devices/agent.py`` with its SQLite outbox, mock pins).
 
@@ -23,7 +23,6 @@ since the last save.  What makes up for it:
 from __future__ import annotations
 
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,100 +31,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from devices.agent import Agent
-from devices.agent_config import parse_agent_config
 from hub.broker import PrivateBroker
 from hub.db import make_engine, migrate, session_factory
 from hub.models import Outbox
 from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop_file
 from tests.conftest import make_config
+from tests.fleet import BOOT, TOTAL, AgentFleet, Shop
 from tests.helpers import REPO, Listener, wait_for
-from tests.test_durability import BOOT, DEVICES, PER_DEVICE, RATE, TOTAL, Shop
 
 pytestmark = pytest.mark.slow
 
 
-class AgentFleet:
-    """``DEVICES`` real agents (no drivers, mock pins), each emitting ``PER_DEVICE``
-    power events on its own thread, paced; what they do with them is the agent's code:
-    the SQLite outbox, the PUBACK bookkeeping, the resends after a reconnect."""
-
-    def __init__(self, tmp_path: Path, port: int, rate: float = RATE):
-        self.agents = [
-            Agent(
-                parse_agent_config(
-                    {
-                        "id": f"ag-{i:02d}",
-                        "state_dir": str(tmp_path / f"agent-{i:02d}"),
-                        "pin_factory": "mock",
-                        "mqtt": {"host": "127.0.0.1", "port": port},
-                    }
-                )
-            )
-            for i in range(DEVICES)
-        ]
-        self._interval = DEVICES / rate
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(a,), name=f"emit-{a.cfg.id}", daemon=True)
-            for a in self.agents
-        ]
-        for agent in self.agents:
-            agent.start()
-        for agent in self.agents:
-            wait_for(lambda a=agent: a.can_send, timeout=15, what=f"{agent.cfg.id} connected")
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, agent: Agent) -> None:
-        started = time.monotonic()
-        for seq in range(PER_DEVICE):
-            # a rate limiter, not a wait for something: devices produce at their own pace
-            delay = started + seq * self._interval - time.monotonic()
-            if self._stop.wait(max(delay, 0)):
-                return
-            agent.emit("power", w=float(seq % 1000))
-
-    @property
-    def published(self) -> int:
-        """Events emitted (each in its agent's outbox from then on)."""
-        return sum(a.counters["events"] for a in self.agents)
-
-    def expected(self) -> set[tuple[str, int, int]]:
-        return {(a.cfg.id, a.boot, s) for a in self.agents for s in range(PER_DEVICE)}
-
-    def finish(self) -> None:
-        """Wait until every event is emitted and the broker has PUBACKed it: the agents
-        resend on their own, nothing here publishes."""
-        for thread in self._threads:
-            thread.join(120)
-            assert not thread.is_alive(), "an agent did not finish emitting"
-        assert self.published == TOTAL
-        wait_for(
-            lambda: all(a.outbox_size == 0 for a in self.agents),
-            timeout=90,
-            what="PUBACKs for every event",
-        )
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            if thread.ident is not None:
-                thread.join(10)
-        for agent in self.agents:
-            agent.close()
-
-
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = Shop(tmp_path)
-    try:
+    with Shop(tmp_path) as s:
         yield s
-    finally:
-        s.close()
 
 
 def hub_connects(shop: Shop) -> list[str]:
