@@ -115,6 +115,24 @@ class Listener:
         self.link.stop()
 
 
+def clear_retained(port: int, *topics: str) -> None:
+    """Delete the retained messages of ``topics`` (no wildcards) at the broker on ``port``;
+    the broker has done so when this returns.
+
+    A test module's tests share one broker (the ``broker`` fixture), so the allow-lists,
+    tool states and hub status an earlier test's hub left retained would otherwise be
+    taken for this test's, by a listener subscribing now."""
+    wild = [t for t in topics if "+" in t or "#" in t]
+    if wild:
+        raise ValueError(f"a retained message is deleted by its exact topic, not {wild}")
+    cleaner = Device(port, "retained-cleaner")
+    try:
+        for topic in topics:
+            cleaner.send(b"", topic=topic, retain=True)
+    finally:
+        cleaner.close()  # waits for the PUBACKs
+
+
 def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_id: str) -> Path:
     path.write_text(
         "\n".join(

@@ -10,7 +10,7 @@ from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.service import Hub
 from hub.shopfile import apply_shop, parse_shop
-from tests.helpers import Device, Listener, event_payload, wait_for
+from tests.helpers import Device, Listener, clear_retained, event_payload, wait_for
 
 SHOP = """
 members:
@@ -33,14 +33,12 @@ def running(hub_config, broker):
     engine.dispose()
     # The broker serves the whole module: an earlier test's retained allow-lists and
     # tool states would otherwise pass for this hub's.
-    cleaner = Device(broker.port, "cleaner")
-    for topic in (
+    clear_retained(
+        broker.port,
         "peershop/dev/drill-node/allowlist",
         "peershop/dev/door/allowlist",
         "peershop/tool/drill-1/state",
-    ):
-        cleaner.send(b"", topic=topic, retain=True)
-    cleaner.close()
+    )
     listener = Listener(
         broker.port, "peershop/dev/+/cmd", "peershop/dev/+/allowlist", "peershop/tool/#"
     )
