@@ -133,6 +133,21 @@ def run_echo(port: int, ready: Any, stop: Any, max_s: float, parent: int) -> Non
         link.stop()
 
 
+def badge_body(seq: int, uid: str) -> str:
+    """The probe reader's badge event (boot 1), stamped with the time now."""
+    return json.dumps(
+        {
+            "boot": 1,
+            "seq": seq,
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+            "type": "badge",
+            "uid": uid,
+            "replay": False,
+        },
+        separators=(",", ":"),
+    )
+
+
 class Waiter:
     """Replies by key, stamped in the network thread the moment they arrive."""
 
@@ -205,17 +220,7 @@ def run_probe(
                 break
             counted = seq >= warmup
             uid = GRANTED_UID if seq % 2 == 0 else DENIED_UID
-            body = json.dumps(
-                {
-                    "boot": 1,
-                    "seq": seq,
-                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
-                    "type": "badge",
-                    "uid": uid,
-                    "replay": False,
-                },
-                separators=(",", ":"),
-            )
+            body = badge_body(seq, uid)
             t0 = time.perf_counter()
             link.publish(topic, body, qos=1)
             sent += 1

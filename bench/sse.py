@@ -29,19 +29,17 @@ Target (issue 6): under 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Fleet, dump, latency_ms, machine, mqtt_link
-from bench.decision import GRANTED_UID, PLUG_PREFIX, READER, TOOL, start_shop
+from bench.decision import GRANTED_UID, PLUG_PREFIX, READER, TOOL, badge_body, start_shop
 from hub.contract import event_topic
 from tests.helpers import StreamReader
 from web import create_app, serve_in_thread
@@ -82,17 +80,7 @@ def run_probe(
             if time.time() > until.value:
                 break  # measuring on after the load ended would flatter the figure
             since = len(stream.events)  # a state from now on
-            body = json.dumps(
-                {
-                    "boot": 1,
-                    "seq": first_seq + i,
-                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
-                    "type": "badge",
-                    "uid": GRANTED_UID,
-                    "replay": False,
-                },
-                separators=(",", ":"),
-            )
+            body = badge_body(first_seq + i, GRANTED_UID)
             t0 = time.perf_counter()
             link.publish(topic, body, qos=1)
             seen = stream.wait("tool", timeout=timeout, since=since, tool=TOOL, state=expect)
