@@ -345,6 +345,8 @@ class PresenceChange(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(4))  # in | out
     reason: Mapped[str] = mapped_column(String(10))
+    # The site of the sign-in station: each site's hub resumes and closes its own.
+    site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE, server_default="main")
 
 
 class EffortRecord(Base):
@@ -399,8 +401,8 @@ class AllowlistVersion(Base):
 class HubStart(Base):
     """A hub start: sessions open then were closed with reason ``hub_restart``.
 
-    ``after_event_id`` places the start in the event log, so a rebuild closes the same
-    sessions at the same point.
+    ``after_event_id`` places the start in the event log and ``site`` names the hub, so
+    a rebuild restarts the same site's rules at the same point (``hub/rebuild.py``).
     """
 
     __tablename__ = "hub_starts"
@@ -408,6 +410,7 @@ class HubStart(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     after_event_id: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE, server_default="main")
 
 
 class ShopMeta(Base):

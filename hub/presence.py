@@ -24,7 +24,7 @@ Pure: badges and ``now`` go in, :class:`SignedIn` / :class:`SignedOut` records c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -79,6 +79,26 @@ def _jump(before: datetime, after: datetime, wall: datetime, tz: ZoneInfo) -> da
     return (
         after.replace(microsecond=0) if _wall(after.replace(microsecond=0), tz) >= wall else after
     )
+
+
+def state_from_changes(
+    changes: Iterable[tuple[str, datetime, str, str]],
+) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Who is signed in, and each member's last toggle by badge, from presence changes
+    ``(member, at, state, reason)`` in the order they were recorded.
+
+    A restarted hub resumes from its stored changes, and a rebuild from the changes it
+    has made again up to the same hub start: both call this, so both resume alike."""
+    present: dict[str, datetime] = {}
+    last_toggle: dict[str, datetime] = {}
+    for member, at, state, reason in changes:
+        if state == "in":
+            present[member] = at
+        else:
+            present.pop(member, None)
+        if reason == "badge":
+            last_toggle[member] = at
+    return present, last_toggle
 
 
 class Presence:

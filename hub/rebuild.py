@@ -7,6 +7,12 @@ restarts at the points where they happened, and the device statuses as they arri
 What it produces must equal what the live hub stored: sessions, presence, task-station
 effort and consumables.
 
+Each site's hub is replayed by an engine of its own (its tools and stations, the events
+its hub stored), restarted at that site's ``hub_starts`` only.  A restart is the hub's
+own: :func:`~hub.shop_store.resume` from what the records say up to that start and from
+the log up to its ``after_event_id``, so the rebuild forgets and recovers exactly what
+the hub did, however often it was killed.
+
 Task weights are those of the period each event falls in (:func:`load_tasks` period by
 period), so a station effort gets the weight the live hub posted then, risen in a
 ``clock``-mode project from the period's start and the slots taken before it.
@@ -23,7 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from hub.config import Config
+from hub.config import DEFAULT_SITE, Config
 from hub.contract import DeviceEvent, DeviceStatus
 from hub.models import (
     BadgeDecision,
@@ -33,20 +39,26 @@ from hub.models import (
     HubStart,
     Period,
     PresenceChange,
+    Station,
+    Tool,
     UsageRecord,
     UsageSession,
 )
 from hub.shop import (
     DecisionRec,
     EffortRec,
+    OpenEffort,
+    Outcome,
     PresenceRec,
     SessionCloseRec,
     SessionOpenRec,
+    ShopData,
     ShopEngine,
     TrainingRec,
     UsageRec,
 )
-from hub.shop_store import load_shop, load_tasks, write_records
+from hub.shop_store import Resume, load_shop, load_tasks, resume, write_records
+from hub.sites import other_site_devices
 
 CHUNK = 5000
 
@@ -72,41 +84,136 @@ def _decisions(session: Session) -> dict[tuple[str, int, int], DecisionRec]:
 
 
 def _timeline(session: Session) -> Iterator[tuple[datetime, int, str, Any]]:
-    """Events, statuses and hub starts merged in the order the live hub saw them."""
+    """Events, statuses and hub starts merged in the order the live hubs saw them.
+
+    Events go by id; a hub start goes before the first event after its
+    ``after_event_id``, and a status before the first event received after it.  Between
+    two events, starts and statuses go by time: a status received before a start was
+    handled by the hub that the start replaced."""
     starts = list(session.scalars(select(HubStart).order_by(HubStart.id)))
     statuses = list(session.scalars(select(DeviceStatusLog).order_by(DeviceStatusLog.id)))
     si = 0
     hi = 0
     last_id = 0
+
+    def before(event: Event | None) -> Iterator[tuple[datetime, int, str, Any]]:
+        nonlocal si, hi
+        while True:
+            start = starts[hi] if hi < len(starts) else None
+            if start is not None and event is not None and start.after_event_id >= event.id:
+                start = None
+            status = statuses[si] if si < len(statuses) else None
+            if status is not None and event is not None and status.received_at >= event.received_at:
+                status = None
+            if start is None and status is None:
+                return
+            if status is None or (start is not None and start.at <= status.received_at):
+                yield start.at, 0, "start", start  # type: ignore[union-attr]
+                hi += 1
+            else:
+                yield status.received_at, 1, "status", status
+                si += 1
+
     while True:
         chunk = session.scalars(
             select(Event).where(Event.id > last_id).order_by(Event.id).limit(CHUNK)
         ).all()
         for ev in chunk:
-            while hi < len(starts) and starts[hi].after_event_id < ev.id:
-                yield starts[hi].at, 0, "start", starts[hi]
-                hi += 1
-            while si < len(statuses) and statuses[si].received_at < ev.received_at:
-                yield statuses[si].received_at, 1, "status", statuses[si]
-                si += 1
+            yield from before(ev)
             yield ev.received_at, 2, "event", ev
             last_id = ev.id
         if len(chunk) < CHUNK:
             break
-    for row in starts[hi:]:
-        yield row.at, 0, "start", row
-    for row in statuses[si:]:
-        yield row.received_at, 1, "status", row
+    yield from before(None)
+
+
+class _SiteRules:
+    """One site's hub as the rebuild replays it: its engine, fed what that hub heard, and
+    the records it made, kept as the hub would find them at its next start."""
+
+    def __init__(self, data: ShopData, others: frozenset[str], keys: Iterator[int]):
+        self.data = data
+        self.others = others  # devices of other sites: that site's hub handles them
+        self.key_factory = lambda: f"rebuild-{next(keys)}"
+        self.engine = ShopEngine(data, key_factory=self.key_factory)
+        self.resume = Resume()
+        self._sessions: dict[str, tuple[str, str, str, datetime]] = {}
+        self._efforts: dict[str, OpenEffort] = {}
+
+    def hears(self, device_id: str) -> bool:
+        return device_id not in self.others
+
+    def set_tasks(self, tasks: dict[str, Any]) -> None:
+        self.data = with_fields(self.data, **tasks)
+        self.engine.set_data(self.data)
+
+    def restart(self, session: Session, row: HubStart) -> Outcome:
+        """What the hub did at this start (``Hub._boot_rules``): the same :func:`resume`
+        from the same records and the log up to the same event.
+
+        First the clock runs on to the start: what the stopped hub's own clock closed
+        after its last event (a session idle all night before a power cut) has no place
+        in the log, and closes here as it did there."""
+        out = self.engine.tick(row.at)
+        self.keep(out.records)
+        takes = tuple(
+            (key, task, start)
+            for task, started in self.engine.station_takes.items()
+            for key, start in started.items()
+        )  # the station efforts of the open period, as load_tasks reads them stored
+        self.resume.sessions = list(self._sessions.values())
+        self.resume.efforts = list(self._efforts.values())
+        self.engine, resumed = resume(
+            session,
+            with_fields(self.data, station_takes=takes),
+            self.resume,
+            row.at,
+            row.after_event_id,
+            key_factory=self.key_factory,
+        )
+        self.keep(resumed.records)
+        out.extend(resumed)
+        return out
+
+    def keep(self, records: list[Any]) -> None:
+        """Note what :class:`Resume` needs of the records, as the database would hold it."""
+        for rec in records:
+            if isinstance(rec, PresenceRec):
+                self.resume.presence.append((rec.member, rec.at, rec.state, rec.reason))
+            elif isinstance(rec, SessionOpenRec):
+                self._sessions[rec.key] = (rec.key, rec.tool_id, rec.member, rec.start)
+            elif isinstance(rec, SessionCloseRec):
+                self._sessions.pop(rec.key, None)
+            elif isinstance(rec, EffortRec) and rec.source == "station":
+                if rec.end is None:
+                    self._efforts[rec.key] = OpenEffort(
+                        rec.key, rec.member, rec.start, rec.device_id, rec.task_id,
+                        rec.weight, rec.project_id,
+                    )  # fmt: skip
+                else:
+                    self._efforts.pop(rec.key, None)
+
+
+def _sites(session: Session) -> list[str]:
+    """Every site with a hub: those of the tools, stations and hub starts."""
+    found = set(session.scalars(select(Tool.site).distinct()))
+    found |= set(session.scalars(select(Station.site).distinct()))
+    found |= set(session.scalars(select(HubStart.site).distinct()))
+    return sorted(found) or [DEFAULT_SITE]
 
 
 def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None = None) -> Rebuilt:
-    """Recompute every derived record from the log; nothing is written."""
-    # The stored station efforts are what this replay makes again: none are given in.
-    data = with_fields(
-        load_shop(session, cfg.site.timezone, cfg.presence.auto_signout), station_takes=()
-    )
+    """Recompute every derived record from the log; nothing is written.
+
+    Each site's hub is replayed by its own engine, with the site's tools and stations and
+    the events its hub stored, and is restarted at its own hub starts only."""
     keys = iter(range(1, 1 << 62))
-    engine = ShopEngine(data, key_factory=lambda: f"rebuild-{next(keys)}")
+    sites: dict[str, _SiteRules] = {}
+    for site in _sites(session):
+        # The stored station efforts are what this replay makes again: none are given in.
+        data = load_shop(session, cfg.site.timezone, cfg.presence.auto_signout, site)
+        data = with_fields(data, station_takes=())
+        sites[site] = _SiteRules(data, other_site_devices(session, site), keys)
     decisions = _decisions(session)
     out = Rebuilt()
     last = None
@@ -115,28 +222,41 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
         last = at
         if period is None or not period[0] <= at < period[1]:
             # the weights of the period this falls in, as the hub reloaded them then
-            data = with_fields(data, **load_tasks(session, at, station_takes=False))
-            engine.set_data(data)
-            period = data.period or (at, _next_period_start(session, at))
+            tasks = load_tasks(session, at, station_takes=False)
+            for rules in sites.values():
+                rules.set_tasks(tasks)
+            period = tasks["period"] or (at, _next_period_start(session, at))
         if kind == "start":
-            result = engine.restart(row.at)
-        elif kind == "status":
+            rules = sites.get(row.site)
+            if rules is not None:  # else a site that runs nothing now
+                out.records.extend(rules.restart(session, row).records)
+            continue
+        if kind == "status":
             if row.ignored:
                 continue
-            result = engine.on_status(DeviceStatus(row.device_id, row.state, row.boot, row.fw), at)
-        else:
-            ev = DeviceEvent(
-                row.device_id, row.boot, row.seq, row.type, row.data, row.device_ts, row.replay
-            )
-            decided = decisions.get(ev.identity)
-            result = engine.tick(row.received_at)  # the live hub's clock, at least as often
-            result.extend(engine.on_event(ev, row.received_at, decided=decided))
-            out.events += 1
-            if progress is not None:
-                progress(1)
-        out.records.extend(result.records)
+            status = DeviceStatus(row.device_id, row.state, row.boot, row.fw)
+            for rules in sites.values():
+                if rules.hears(row.device_id):
+                    result = rules.engine.on_status(status, at)
+                    rules.keep(result.records)
+                    out.records.extend(result.records)
+            continue
+        ev = DeviceEvent(
+            row.device_id, row.boot, row.seq, row.type, row.data, row.device_ts, row.replay
+        )
+        decided = decisions.get(ev.identity)
+        for rules in sites.values():
+            result = rules.engine.tick(row.received_at)  # the live hub's clock, at least as often
+            if rules.hears(row.device_id):
+                result.extend(rules.engine.on_event(ev, row.received_at, decided=decided))
+            rules.keep(result.records)
+            out.records.extend(result.records)
+        out.events += 1
+        if progress is not None:
+            progress(1)
     if last is not None:
-        out.records.extend(engine.tick(datetime.now(UTC)).records)
+        for rules in sites.values():
+            out.records.extend(rules.engine.tick(datetime.now(UTC)).records)
     return out
 
 
@@ -172,7 +292,9 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
                 rec.close_reason,
             )
         elif isinstance(rec, PresenceRec):
-            rebuilt_presence.append((rec.member, rec.at, rec.state, rec.reason))
+            rebuilt_presence.append(
+                (rec.member, rec.at, rec.state, rec.reason, rec.site or DEFAULT_SITE)
+            )
         elif isinstance(rec, EffortRec):
             rebuilt_efforts[rec.key] = (
                 rec.member,
@@ -194,7 +316,7 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
         for s in session.scalars(select(UsageSession).where(UsageSession.end.is_(None)))
     )
     stored_presence = sorted(
-        (p.member, p.at, p.state, p.reason) for p in session.scalars(select(PresenceChange))
+        (p.member, p.at, p.state, p.reason, p.site) for p in session.scalars(select(PresenceChange))
     )
     stored_efforts = sorted(
         (

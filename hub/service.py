@@ -47,14 +47,13 @@ from hub.outbox import OutboxPublisher, enqueue
 from hub.plugs import parse_plug, plug_subscriptions
 from hub.seen import SeenIndex
 from hub.sessions import ToolStateChanged
-from hub.shop import DecisionRec, Message, Outcome, Record, ShopData, ShopEngine
+from hub.shop import DecisionRec, Message, Outcome, Record, ShopData
 from hub.shop_store import (
-    current_presence,
     issue_allowlists,
-    last_presence_toggles,
     load_shop,
-    restore,
+    resume,
     shop_version,
+    stored_resume,
     write_records,
 )
 from hub.sites import other_site_devices
@@ -186,20 +185,18 @@ class Hub:
 
         now = datetime.now(UTC)
         self.signing_key = load_or_create_key(self.cfg.site.data_dir / "hub-signing.key")
+        site = self.cfg.site.id
         with self.sm() as session:
             data = self._load_shop(session)
             self.seen = SeenIndex.load(session)
-            present = current_presence(session)
-            toggles = last_presence_toggles(session)
             self._shop_version = shop_version(session)
-        self.rules = ShopEngine(data, present=present, last_toggle=toggles)
         with self.sm.begin() as session:
-            out = restore(session, self.rules)
-            out.extend(self.rules.restart(now))
-            out.extend(self.rules.tick(now))
-            write_records(session, out.records)
+            # The log as this start finds it: a rebuild resumes at the same point, from
+            # the same rule (hub/rebuild.py), so it makes the same records.
             last_event = session.scalar(select(func.max(Event.id))) or 0
-            session.add(HubStart(at=now, after_event_id=last_event, version=__version__))
+            self.rules, out = resume(session, data, stored_resume(session, site), now, last_event)
+            write_records(session, out.records)
+            session.add(HubStart(at=now, after_event_id=last_event, version=__version__, site=site))
             for message in out.messages + self.rules.publish_states(now):
                 self._enqueue(session, message)
             issue_allowlists(session, data, self.signing_key, now, site=self.cfg.site.id)

@@ -279,6 +279,14 @@ class ToolSessionState:
         effects.append(SessionStarted(self.tool, member, t))
         return effects + self._state_effects(t)
 
+    def resume(self, member: str, start: datetime, *, name: str | None = None) -> None:
+        """Put back a session found open after a restart, as :meth:`start` opened it at
+        ``start`` (its record time): the power state before it stays out of it."""
+        self._account(self.meter.advance(start))  # no session yet: nothing is counted
+        self._cursor_rx = start
+        self.session = OpenSession(member, start, start, name=name)
+        self._activity(start, start, active=self._active())
+
     def tap_out(
         self, member: str, now: datetime, device_ts: datetime | None = None, *, replay=False
     ) -> list[Effect]:

@@ -46,7 +46,6 @@ from hub.access import (
 from hub.contract import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
 from hub.presence import Presence, SignedIn, SignedOut, auto_close_time
 from hub.sessions import (
-    OpenSession,
     ReleaseTool,
     SessionEnded,
     SessionStarted,
@@ -117,6 +116,8 @@ class ShopData:
     # (effort key, task, start) of task-station efforts stored in the open period, for an
     # engine that did not make them itself (after a restart)
     station_takes: tuple[tuple[str, str, datetime], ...] = ()
+    # the site whose tools and stations these are (one hub's); None: the whole shop
+    site: str | None = None
 
     def device_tool(self) -> dict[str, str]:
         """Every device id feeding a tool (plugs as ``tasmota/TOPIC``, ``shelly/PREFIX``)."""
@@ -193,6 +194,7 @@ class PresenceRec:
     at: datetime
     state: str  # in | out
     reason: str  # badge | auto
+    site: str | None = None  # the site of the sign-in station (its hub's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,12 +397,15 @@ class ShopEngine:
         """The winning reservations per tool, refreshed by the hub after each clearing."""
         self.reservations = {tool: tuple(rs) for tool, rs in won.items()}
 
-    def restore_session(self, tool_id: str, key: str, session: OpenSession) -> None:
-        """Put back a session found open in the database (then call :meth:`restart`)."""
+    def restore_session(
+        self, tool_id: str, key: str, member: str, start: datetime, name: str | None = None
+    ) -> None:
+        """Put back a session found open in the database (then feed it its tool's events
+        since ``start`` and call :meth:`restart`)."""
         state = self.tools.get(tool_id)
         if state is None:
             return
-        state.session = session
+        state.resume(member, start, name=name)
         self.session_keys[tool_id] = key
 
     def restore_effort(self, effort: OpenEffort) -> None:
@@ -493,7 +498,9 @@ class ShopEngine:
             if state.session is not None:
                 out.extend(self._effects(state.tick(now)))
         for signed_out in self.presence.auto_close(now):
-            out.records.append(PresenceRec(signed_out.member, signed_out.at, "out", "auto"))
+            out.records.append(
+                PresenceRec(signed_out.member, signed_out.at, "out", "auto", self.data.site)
+            )
             out.extend(self._close_efforts_of(signed_out.member, signed_out.at, auto=True))
         # an effort whose member never signed in at the door ends at the same hour
         for key, effort in list(self.efforts.items()):
@@ -654,10 +661,12 @@ class ShopEngine:
         action = "none"
         for change in changes:
             if isinstance(change, SignedIn):
-                out.records.append(PresenceRec(handle, change.at, "in", "badge"))
+                out.records.append(PresenceRec(handle, change.at, "in", "badge", self.data.site))
                 action = "sign_in"
             elif isinstance(change, SignedOut):
-                out.records.append(PresenceRec(handle, change.at, "out", change.reason))
+                out.records.append(
+                    PresenceRec(handle, change.at, "out", change.reason, self.data.site)
+                )
                 if change.reason == "badge":
                     action = "sign_out"
                     out.extend(self._close_efforts_of(handle, change.at))

@@ -8,12 +8,13 @@ are stored together or not at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.access import MemberAccess, WeeklyHours
@@ -39,7 +40,8 @@ from hub.models import (
     UsageSession,
 )
 from hub.overrides import unmark_grants
-from hub.sessions import OpenSession, ToolRules
+from hub.presence import state_from_changes
+from hub.sessions import ToolRules
 from hub.shop import (
     DecisionRec,
     EffortRec,
@@ -160,6 +162,7 @@ def load_shop(
         tools=tools,
         stations=stations,
         auto_signout=auto_signout,
+        site=site,
         **load_tasks(session),
     )
 
@@ -235,104 +238,154 @@ def _at_site(column: Any, site: str | None) -> tuple[Any, ...]:
     return () if site is None else (column == site,)
 
 
-# --- restoring live state after a restart ---------------------------------------------------
+# --- resuming after a restart ------------------------------------------------------------------
 
 
-def last_presence_toggles(session: Session) -> dict[str, datetime]:
-    """When each member last toggled in or out by badge: the repeat window outlives a restart."""
-    rows = session.execute(
-        select(PresenceChange.member, func.max(PresenceChange.at))
-        .where(PresenceChange.reason == "badge")
-        .group_by(PresenceChange.member)
-    )
-    return {member: at for member, at in rows}
+@dataclass
+class Resume:
+    """What a restarted hub resumes from, as recorded up to its start: its site's presence
+    changes ``(member, at, state, reason)`` in order, the open sessions ``(key, tool,
+    member, start)`` and the open task-station efforts.
+
+    The live hub reads it from the database (:func:`stored_resume`); ``peershop rebuild``
+    keeps it from the records it makes again, and at each ``hub_starts`` row calls
+    :func:`resume` with it just as the hub did, so both restart alike by construction."""
+
+    presence: list[tuple[str, datetime, str, str]] = field(default_factory=list)
+    sessions: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    efforts: list[OpenEffort] = field(default_factory=list)
 
 
 def current_presence(session: Session) -> dict[str, datetime]:
     """Who is signed in, from the last presence change of each member."""
-    present: dict[str, datetime] = {}
     rows = session.execute(
-        select(PresenceChange.member, PresenceChange.state, PresenceChange.at).order_by(
-            PresenceChange.id
-        )
+        select(
+            PresenceChange.member, PresenceChange.at, PresenceChange.state, PresenceChange.reason
+        ).order_by(PresenceChange.id)
     )
-    for member, state, at in rows:
-        if state == "in":
-            present[member] = at
-        else:
-            present.pop(member, None)
-    return present
+    return state_from_changes(rows)[0]
 
 
-def restore(session: Session, engine: ShopEngine) -> Outcome:
-    """Put open sessions and efforts back into a fresh engine.
+def stored_resume(session: Session, site: str) -> Resume:
+    """The :class:`Resume` of the hub of ``site``, read from the database."""
+    pc = PresenceChange
+    presence = session.execute(
+        select(pc.member, pc.at, pc.state, pc.reason).where(pc.site == site).order_by(pc.id)
+    )
+    sessions = session.execute(
+        select(UsageSession.key, UsageSession.tool_id, UsageSession.member, UsageSession.start)
+        .where(UsageSession.end.is_(None))
+        .order_by(UsageSession.id)
+    )
+    efforts = session.scalars(
+        select(EffortRecord)
+        .where(EffortRecord.end.is_(None), EffortRecord.source == "station")
+        .order_by(EffortRecord.id)
+    )
+    return Resume(
+        [tuple(row) for row in presence],  # type: ignore[misc]
+        [tuple(row) for row in sessions],  # type: ignore[misc]
+        [
+            OpenEffort(e.key, e.member, e.start, e.device_id, e.task_id, e.weight, e.project_id)
+            for e in efforts
+        ],
+    )
 
-    An open session is rebuilt by replaying its tool's events since it started, so the
-    busy and idle time and energy it closes with (``hub_restart``) are those it had.
-    Returns what replaying produced (a session that timed out meanwhile, say)."""
+
+def resume(
+    session: Session,
+    data: ShopData,
+    stored: Resume,
+    now: datetime,
+    up_to_event: int,
+    *,
+    key_factory: Callable[[], str] | None = None,
+) -> tuple[ShopEngine, Outcome]:
+    """A fresh engine for a hub starting at ``now``, after event ``up_to_event`` of the
+    log: presence and open efforts resumed, each open session of its tools rebuilt from
+    the log, the clock run once, and what is still open closed (``hub_restart``).
+
+    Nothing else of the engine's memory survives a restart (a tool's power level, a task
+    button waiting for its badge, a two-card induction half done): a rebuild forgets it
+    at the same point.  Returns the engine and what it recorded."""
+    present, toggles = state_from_changes(stored.presence)
+    kwargs = {} if key_factory is None else {"key_factory": key_factory}
+    engine = ShopEngine(data, present=present, last_toggle=toggles, **kwargs)
     out = Outcome()
-    device_tool = engine.device_tool
-    for row in session.scalars(select(UsageSession).where(UsageSession.end.is_(None))):
-        state = engine.tools.get(row.tool_id)
-        if state is None:
-            continue
-        name = engine.data.members[row.member].name if row.member in engine.data.members else None
-        devices = [d for d, t in device_tool.items() if t == row.tool_id]
-        before = session.scalars(
-            select(Event)
-            .where(Event.device_id.in_(devices), Event.received_at < row.start)
-            .where(Event.type.in_(("power", "running")))
-            .order_by(Event.id.desc())
-            .limit(1)
-        ).first()
-        if before is not None:  # the power state the session started in
-            state.feed(
-                DeviceEvent(
-                    before.device_id,
-                    before.boot,
-                    before.seq,
-                    before.type,
-                    before.data,
-                    before.device_ts,
-                    before.replay,
-                ),
-                before.received_at,
-            )
-        state.session = OpenSession(row.member, row.start, row.start, name=name)
-        engine.session_keys[row.tool_id] = row.key
-        events = session.scalars(
-            select(Event)
-            .where(Event.device_id.in_(devices), Event.received_at >= row.start)
-            .where(Event.type.in_(("power", "running", "badge_removed", "button")))
-            .order_by(Event.id)
+    for key, tool_id, member, start in stored.sessions:
+        if tool_id in engine.tools:  # else another site's (its hub resumes it)
+            out.extend(_replay_session(session, engine, key, tool_id, member, start, up_to_event))
+    for effort in stored.efforts:
+        if effort.device_id in data.stations:  # else another site's
+            engine.restore_effort(replace(effort))
+    # the clock first: what timed out meanwhile closes by its own rule, as it would have
+    # had the hub been running (and as a rebuild's engine, running on, closes it)
+    out.extend(engine.tick(now))
+    out.extend(engine.restart(now))
+    return engine, out
+
+
+def _replay_session(
+    session: Session,
+    engine: ShopEngine,
+    key: str,
+    tool_id: str,
+    member: str,
+    start: datetime,
+    up_to_event: int,
+) -> Outcome:
+    """Rebuild an open session from its tool's events in the log up to ``up_to_event``,
+    placed in the log by the badge that granted it (not by time: a session's start is on
+    the device's clock, the log's receive times on the hub's): the power state it started
+    in (the tool's last reading before that badge), then every event after it, so it
+    closes with the busy and idle time and energy it had."""
+    out = Outcome()
+    state = engine.tools[tool_id]
+    devices = [d for d, t in engine.device_tool.items() if t == tool_id]
+    logged = (Event.device_id.in_(devices), Event.id <= up_to_event)
+    d = BadgeDecision
+    granted = session.scalar(
+        select(Event.id)
+        .join(d, (d.device_id == Event.device_id) & (d.boot == Event.boot) & (d.seq == Event.seq))
+        .where(*logged, d.member == member, d.tool_id == tool_id, d.action == "grant")
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    if granted is None:  # no badge opened it (a record written by hand): from its start
+        place = Event.received_at >= start
+        before_place = Event.received_at < start
+    else:
+        place, before_place = Event.id > granted, Event.id < granted
+    before = session.scalars(
+        select(Event)
+        .where(*logged, before_place, Event.type.in_(("power", "running")))
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).first()
+    if before is not None:
+        state.feed(_device_event(before), before.received_at)
+    name = engine.data.members[member].name if member in engine.data.members else None
+    engine.restore_session(tool_id, key, member, start, name)
+    events = session.scalars(
+        select(Event)
+        .where(*logged, place)
+        .where(Event.type.in_(("power", "running", "badge_removed", "button")))
+        .order_by(Event.id)
+    )
+    for ev in events:
+        holder = (
+            engine.data.badges.get(ev.data.get("uid", "")) if ev.type == "badge_removed" else None
         )
-        for ev in events:
-            device_event = DeviceEvent(
-                ev.device_id, ev.boot, ev.seq, ev.type, ev.data, ev.device_ts, ev.replay
-            )
-            member = (
-                engine.data.badges.get(ev.data.get("uid", ""))
-                if ev.type == "badge_removed"
-                else None
-            )
-            out.extend(engine.apply(state.feed(device_event, ev.received_at, member)))
-            if state.session is None:  # it ended while replaying (a timeout passed)
-                break
-    for row in session.scalars(select(EffortRecord).where(EffortRecord.end.is_(None))):
-        if row.source != "station" or row.device_id not in engine.data.stations:
-            continue  # not from a station, or another site's (its hub restores it)
-        engine.restore_effort(
-            OpenEffort(
-                row.key,
-                row.member,
-                row.start,
-                row.device_id,
-                row.task_id,
-                row.weight,
-                row.project_id,
-            )
-        )
+        out.extend(engine.apply(state.feed(_device_event(ev), ev.received_at, holder)))
+        if state.session is None:  # it ended while replaying (a timeout passed)
+            break
     return out
+
+
+def _device_event(row: Event) -> DeviceEvent:
+    return DeviceEvent(
+        row.device_id, row.boot, row.seq, row.type, row.data, row.device_ts, row.replay
+    )
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -378,7 +431,13 @@ def write_records(session: Session, records: Iterable[Record]) -> None:
             _close_session(session, rec)
         elif isinstance(rec, PresenceRec):
             presence.append(
-                {"member": rec.member, "at": rec.at, "state": rec.state, "reason": rec.reason}
+                {
+                    "member": rec.member,
+                    "at": rec.at,
+                    "state": rec.state,
+                    "reason": rec.reason,
+                    "site": rec.site or DEFAULT_SITE,
+                }
             )
         elif isinstance(rec, EffortRec):
             _upsert_effort(session, rec)

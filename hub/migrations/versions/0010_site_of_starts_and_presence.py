@@ -1,0 +1,31 @@
+"""sites: a hub start and a presence change belong to a site (the hub that made them)
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-28
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+TABLES = ("hub_starts", "presence_changes")
+
+
+def upgrade() -> None:
+    # Every row stored so far is at the one site there was: "main", site.id's default.
+    for table in TABLES:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(
+                sa.Column("site", sa.String(length=64), nullable=False, server_default="main")
+            )
+
+
+def downgrade() -> None:
+    for table in TABLES:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("site")
