@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import select, text
@@ -170,13 +171,30 @@ def test_a_rebuild_restarts_only_the_site_whose_hub_started(tmp_path, broker):
         sites.close()
 
 
+@pytest.mark.parametrize(
+    ("shop", "site"),
+    [
+        ("members: []\n", "main"),
+        # one hub with a site.id of its own: its tools and door are all there
+        (
+            "tools:\n  - {id: saw, name: Saw, site: north, devices: [saw-node]}\n"
+            "stations:\n  - {device: door, kind: sign_in, site: north}\n",
+            "north",
+        ),
+        # two sites had hubs: which one wrote a row is not known
+        (SHOP, "main"),
+    ],
+    ids=["no-site", "one-site", "two-sites"],
+)
 def test_migration_0010_puts_the_stored_starts_and_presence_at_the_one_site_there_was(
-    tmp_path: Path,
+    tmp_path: Path, shop: str, site: str
 ):
     engine = make_engine(database_url(tmp_path))
     try:
         migrate(engine)
         command.downgrade(alembic_config(engine), "0009")  # whatever the database began at
+        with session_factory(engine).begin() as session:
+            apply_shop(session, parse_shop(shop))
         with engine.begin() as conn:
             conn.execute(
                 text(
@@ -194,7 +212,7 @@ def test_migration_0010_puts_the_stored_starts_and_presence_at_the_one_site_ther
         with session_factory(engine)() as session:
             start = session.scalars(select(HubStart)).one()
             change = session.scalars(select(PresenceChange)).one()
-        assert (start.after_event_id, start.site) == (41, "main")
-        assert (change.member, change.site) == ("ada", "main")
+        assert (start.after_event_id, start.site) == (41, site)
+        assert (change.member, change.site) == ("ada", site)
     finally:
         engine.dispose()
