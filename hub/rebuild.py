@@ -227,9 +227,7 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
                 rules.set_tasks(tasks)
             period = tasks["period"] or (at, _next_period_start(session, at))
         if kind == "start":
-            rules = sites.get(row.site)
-            if rules is not None:  # else a site that runs nothing now
-                out.records.extend(rules.restart(session, row).records)
+            out.records.extend(sites[row.site].restart(session, row).records)
             continue
         if kind == "status":
             if row.ignored:
