@@ -195,6 +195,8 @@ class OpenSession:
     last_seen: datetime | None = None
     # set while the tool shows no activity: the session as it was when activity stopped
     inactive: _Snapshot | None = field(default=None, repr=False)
+    # opened by a replayed badge: its device decided it offline and replays its end
+    replayed: bool = False
 
     def __post_init__(self) -> None:
         if self.last_seen is None:
@@ -274,18 +276,28 @@ class ToolSessionState:
             return effects + self._state_effects(t)
         if self.session is not None:
             effects += self._close("handover", t, now)
-        self.session = OpenSession(member, t, now, name=name)
+        self.session = OpenSession(member, t, now, name=name, replayed=replay)
         self._activity(t, now, active=self._active())
         effects.append(SessionStarted(self.tool, member, t))
         return effects + self._state_effects(t)
 
-    def resume(self, member: str, start: datetime, *, name: str | None = None) -> None:
+    def resume(
+        self,
+        member: str,
+        start: datetime,
+        *,
+        name: str | None = None,
+        rx: datetime | None = None,
+        replayed: bool = False,
+    ) -> None:
         """Put back a session found open after a restart, as :meth:`start` opened it at
-        ``start`` (its record time): the power state before it stays out of it."""
+        ``start`` (its record time) on a badge the hub received at ``rx`` (default
+        ``start``), replayed or not: the power state before it stays out of it."""
+        rx = start if rx is None else rx
         self._account(self.meter.advance(start))  # no session yet: nothing is counted
-        self._cursor_rx = start
-        self.session = OpenSession(member, start, start, name=name)
-        self._activity(start, start, active=self._active())
+        self._cursor_rx = rx
+        self.session = OpenSession(member, start, rx, name=name, replayed=replayed)
+        self._activity(start, rx, active=self._active())
 
     def tap_out(
         self, member: str, now: datetime, device_ts: datetime | None = None, *, replay=False
@@ -414,9 +426,12 @@ class ToolSessionState:
     def hub_restart(self, now: datetime) -> list[Effect]:
         """Close a session that was open when the hub stopped, at its last known event.
 
-        The device is not released: a job that is running keeps running.
+        The device is not released: a job that is running keeps running.  A session a
+        replayed badge opened stays open: its device decided it while the hub was away,
+        and the rest of its replay (or its live events) carries on and ends it; its
+        timers still close it if nothing does.
         """
-        if self.session is None:
+        if self.session is None or self.session.replayed:
             return []
         assert self.session.last_seen is not None
         end = self.session.last_seen

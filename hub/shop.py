@@ -398,14 +398,23 @@ class ShopEngine:
         self.reservations = {tool: tuple(rs) for tool, rs in won.items()}
 
     def restore_session(
-        self, tool_id: str, key: str, member: str, start: datetime, name: str | None = None
+        self,
+        tool_id: str,
+        key: str,
+        member: str,
+        start: datetime,
+        name: str | None = None,
+        *,
+        rx: datetime | None = None,
+        replayed: bool = False,
     ) -> None:
-        """Put back a session found open in the database (then feed it its tool's events
-        since ``start`` and call :meth:`restart`)."""
+        """Put back a session found open in the database, granted on a badge received at
+        ``rx`` (replayed or not); then feed it its tool's events since and call
+        :meth:`restart`."""
         state = self.tools.get(tool_id)
         if state is None:
             return
-        state.resume(member, start, name=name)
+        state.resume(member, start, name=name, rx=rx, replayed=replayed)
         self.session_keys[tool_id] = key
 
     def restore_effort(self, effort: OpenEffort) -> None:

@@ -303,7 +303,8 @@ def resume(
 ) -> tuple[ShopEngine, Outcome]:
     """A fresh engine for a hub starting at ``now``, after event ``up_to_event`` of the
     log: presence and open efforts resumed, each open session of its tools rebuilt from
-    the log, the clock run once, and what is still open closed (``hub_restart``).
+    the log, the clock run once, and what is still open closed (``hub_restart``), but for
+    the sessions replayed badges opened, which the rest of their device's replay ends.
 
     Nothing else of the engine's memory survives a restart (a tool's power level, a task
     button waiting for its badge, a two-card induction half done): a rebuild forgets it
@@ -344,18 +345,21 @@ def _replay_session(
     devices = [d for d, t in engine.device_tool.items() if t == tool_id]
     logged = (Event.device_id.in_(devices), Event.id <= up_to_event)
     d = BadgeDecision
-    granted = session.scalar(
-        select(Event.id)
+    granted = session.execute(
+        select(Event.id, Event.received_at, d.replay)
         .join(d, (d.device_id == Event.device_id) & (d.boot == Event.boot) & (d.seq == Event.seq))
         .where(*logged, d.member == member, d.tool_id == tool_id, d.action == "grant")
         .order_by(Event.id.desc())
         .limit(1)
-    )
+    ).first()
+    rx, replayed = None, False
     if granted is None:  # no badge opened it (a record written by hand): from its start
         place = Event.received_at >= start
         before_place = Event.received_at < start
     else:
-        place, before_place = Event.id > granted, Event.id < granted
+        place, before_place = Event.id > granted.id, Event.id < granted.id
+        # its timers count from the badge's arrival, as they did; a replayed one stays open
+        rx, replayed = granted.received_at, granted.replay
     before = session.scalars(
         select(Event)
         .where(*logged, before_place, Event.type.in_(("power", "running")))
@@ -365,7 +369,7 @@ def _replay_session(
     if before is not None:
         state.feed(_device_event(before), before.received_at)
     name = engine.data.members[member].name if member in engine.data.members else None
-    engine.restore_session(tool_id, key, member, start, name)
+    engine.restore_session(tool_id, key, member, start, name, rx=rx, replayed=replayed)
     events = session.scalars(
         select(Event)
         .where(*logged, place)

@@ -156,6 +156,24 @@ def test_hub_restart_closes_at_the_last_known_event():
     assert t.hub_restart(at(91)) == []
 
 
+def test_hub_restart_leaves_a_replayed_session_to_the_rest_of_its_replay():
+    t = tool("tap")
+    t.start("ada", at(600), device_ts=at(0), replay=True)  # badged offline, 10 h ago
+    t.power(900, at(600), device_ts=at(1), replay=True)
+    assert t.hub_restart(at(601)) == []  # the hub restarts in the middle of the replay
+    end = ended(t.tap_out("ada", at(602), device_ts=at(31), replay=True))
+    assert (end.close_reason, end.start, end.end, end.busy_s) == ("badge_out", at(0), at(31), 1800)
+
+
+def test_a_resumed_session_times_out_from_its_badge_arrival_not_its_start():
+    t = tool("tap", idle_timeout=timedelta(minutes=20), max_duration=timedelta(hours=12))
+    # granted on a badge replayed at 600 that the node read 10 h before
+    t.resume("ada", at(0), rx=at(600), replayed=True)
+    assert t.tick(at(601)) == []  # neither 20 min idle nor 12 h since the hub had it
+    end = ended(t.tick(at(620)))
+    assert (end.close_reason, end.end) == ("timeout", at(0))
+
+
 def test_done_button_at_the_tool_ends_the_session():
     t = tool("tap")
     t.start("ada", at(0))
