@@ -17,9 +17,7 @@ import pytest
 
 from hub.broker import PrivateBroker
 from hub.mqtt import MqttLink, MqttSettings
-
-# tests/faults import BOOT and SimulatedDevice from here too
-from tests.fleet import BOOT, TOTAL, Shop, SimulatedDevice  # noqa: F401
+from tests.fleet import TOTAL, Shop, SimulatedDevice
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow

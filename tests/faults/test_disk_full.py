@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from hub.service import Hub
 from tests.conftest import make_config
+from tests.fleet import BOOT, SimulatedDevice
 from tests.helpers import wait_for
-from tests.test_durability import BOOT, SimulatedDevice
 
 pytestmark = pytest.mark.slow
 

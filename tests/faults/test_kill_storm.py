@@ -28,8 +28,8 @@ from hub.cli import main
 from hub.db import make_engine, migrate, session_factory
 from hub.shopfile import apply_shop, parse_shop
 from tests.conftest import fresh_database
+from tests.fleet import BOOT, SimulatedDevice
 from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config
-from tests.test_durability import BOOT, SimulatedDevice
 
 pytestmark = pytest.mark.slow
 
