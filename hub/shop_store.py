@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.access import MemberAccess, WeeklyHours
@@ -256,14 +256,22 @@ class Resume:
     efforts: list[OpenEffort] = field(default_factory=list)
 
 
-def current_presence(session: Session) -> dict[str, datetime]:
-    """Who is signed in, from the last presence change of each member."""
+def current_presence(session: Session, *, except_site: str | None = None) -> dict[str, datetime]:
+    """Who is signed in, and since when, from each member's last presence change at each
+    site (each site's hub signs its own doors' members in and out): a member signed in at
+    two sites is in, since the earlier sign-in.  ``except_site`` leaves out the site whose
+    hub's memory the caller has."""
+    pc = PresenceChange
+    last = select(func.max(pc.id)).group_by(pc.site, pc.member)
+    if except_site is not None:
+        last = last.where(pc.site != except_site)
     rows = session.execute(
-        select(
-            PresenceChange.member, PresenceChange.at, PresenceChange.state, PresenceChange.reason
-        ).order_by(PresenceChange.id)
+        select(pc.member, pc.at).where(pc.id.in_(last.scalar_subquery()), pc.state == "in")
     )
-    return state_from_changes(rows)[0]
+    present: dict[str, datetime] = {}
+    for member, at in rows:
+        present[member] = min(at, present.get(member, at))
+    return present
 
 
 def stored_resume(session: Session, site: str) -> Resume:

@@ -4,6 +4,7 @@ two-hub topology runs in tests/test_two_sites.py."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,9 @@ from hub.broker import PrivateBroker, free_port
 from hub.config import load_config
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ConfigError, ShopFileError
-from hub.models import Outbox, Station, Tool
+from hub.models import Outbox, PresenceChange, Station, Tool
 from hub.outbox import OutboxPublisher, enqueue
-from hub.shop_store import load_shop
+from hub.shop_store import current_presence, load_shop
 from hub.shopfile import apply_shop, parse_shop
 from hub.sites import bridge_conf, other_site_devices
 from tests.conftest import database_url
@@ -104,6 +105,29 @@ class _Unused:
     """The link an outbox publisher that is never started needs."""
 
     is_connected = False
+
+
+def test_who_is_in_counts_every_sites_doors(sm):
+    # Each site's hub signs its own door's members in and out: signing out at south
+    # leaves Ada in at north, where she signed in first.
+    t = datetime(2026, 11, 28, 9, tzinfo=UTC)
+    changes = [
+        ("cleo", 0, "in", "south"),
+        ("ada", 1, "in", "north"),
+        ("ada", 2, "in", "south"),
+        ("bob", 2, "in", "main"),
+        ("ada", 3, "out", "south"),
+        ("bob", 3, "out", "main"),
+    ]
+    with sm.begin() as session:
+        for member, hour, state, site in changes:
+            at = t + timedelta(hours=hour)
+            change = PresenceChange(member=member, at=at, state=state, reason="badge", site=site)
+            session.add(change)
+    with sm() as session:
+        assert current_presence(session) == {"cleo": t, "ada": t + timedelta(hours=1)}
+        # the north hub has its own door in memory
+        assert current_presence(session, except_site="north") == {"cleo": t}
 
 
 def test_each_hub_sends_only_its_own_sites_outbox_rows(sm):

@@ -22,9 +22,12 @@ class Present:
 
 
 def presence(state: WebState, session: Session) -> list[Present]:
-    """Who is signed in now: the rules' memory with a hub, the records without one."""
+    """Who is signed in now, at any site: the rules' memory for the hub's own site, the
+    records for the others (and for every site without a hub)."""
     if state.hub is not None:
-        present = state.hub.present()
+        present = current_presence(session, except_site=state.hub.cfg.site.id)
+        for member, since in state.hub.present().items():
+            present[member] = min(since, present.get(member, since))
     else:
         present = current_presence(session)
     names: dict[str, str] = {}
