@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import latency_ms
 from firmware_bridge.bridge import BAUD, Bridge
 from hub.broker import PrivateBroker
 from hub.contract import cmd_topic, event_topic, parse_event
@@ -42,11 +42,6 @@ from tests.helpers import wait_for
 from tests.test_bridge import PtyNode
 
 LINE_BYTES_PER_S = BAUD / 10  # 8N1: a start bit, 8 data bits, a stop bit
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 class ByteCount:
@@ -121,16 +116,6 @@ def throughput(port: int, workdir: Path, events: int) -> dict[str, Any]:
             "share_of_capacity": round(bytes_per_s / LINE_BYTES_PER_S, 2),
             "frames_per_s_at_avg_size": round(LINE_BYTES_PER_S / frame_size, 1),
         },
-    }
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples]
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 3),
-        "p99_ms": round(percentile(ms, 0.99), 3),
-        "max_ms": round(max(ms), 3),
     }
 
 
@@ -226,8 +211,8 @@ def main() -> None:
                 },
                 "throughput": result_throughput,
                 "round_trip": {
-                    "through_bridge": summary(bridged),
-                    "baseline_direct_mqtt": summary(direct),
+                    "through_bridge": latency_ms(bridged, digits=3),
+                    "baseline_direct_mqtt": latency_ms(direct, digits=3),
                 },
             },
             indent=2,
