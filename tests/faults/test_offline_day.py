@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from conftest import fresh_database  # the module pytest loaded: tests/ is no package
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,6 +38,7 @@ from hub.contract import cmd_topic, status_topic, tool_state_topic
 from hub.db import make_engine, migrate, session_factory
 from hub.models import UsageSession
 from hub.shopfile import apply_shop, parse_shop
+from tests.conftest import fresh_database
 from tests.helpers import (
     Device,
     HubProcess,
