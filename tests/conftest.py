@@ -4,7 +4,10 @@ The suite runs twice in CI (``./dev test``): once on SQLite and once on PostgreS
 ``PEERSHOP_TEST_DB`` (``sqlite``, the default, or ``postgresql``) picks the pass and is
 read here only.  On the PostgreSQL pass every test's database (``hub_config``,
 ``make_config``, :func:`database_url`, :func:`fresh_database`) is a new PostgreSQL
-database, created for the test and dropped after it.  Tests parametrized over both
+database, created for the test and dropped after it.  Every test's database starts at the
+schema's head, copied from a template migrated once per session (a SQLite file, or a
+PostgreSQL template database); a test that migrates an empty database on purpose carries
+``@pytest.mark.empty_database``.  Tests parametrized over both
 databases (the ``db_url`` fixture) run both on the SQLite pass and are left out of the
 PostgreSQL pass, as are tests on PostgreSQL whatever the pass (``pg_url``); tests about
 SQLite itself carry ``@pytest.mark.sqlite_only(reason)``; modules that touch no database
@@ -14,7 +17,11 @@ at all are listed in ``NO_DATABASE_MODULES``.
 from __future__ import annotations
 
 import os
+import queue
+import shutil
 import sqlite3
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +33,12 @@ from sqlalchemy.engine import make_url
 
 from hub.broker import PrivateBroker
 from hub.config import Config, load_config
+from hub.db import make_engine, migrate
+
+# pytest imports this file as ``conftest``; test modules import ``tests.conftest``.  One
+# module for both names, or the databases database_url makes for a test are noted in a
+# second copy's state and never dropped (and the template would be made twice).
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
 TEST_DB = os.environ.get("PEERSHOP_TEST_DB", "sqlite")
 ON_POSTGRESQL = TEST_DB == "postgresql"
@@ -71,6 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only(reason): about SQLite itself; skipped on the PostgreSQL pass"
     )
+    config.addinivalue_line(
+        "markers",
+        "empty_database: the test's databases start empty, not at the schema's head "
+        "(for tests that run the migrations themselves)",
+    )
     if TEST_DB not in ("sqlite", "postgresql"):
         raise pytest.UsageError(f"PEERSHOP_TEST_DB must be sqlite or postgresql, not {TEST_DB!r}")
     if ON_POSTGRESQL and (problem := pg_problem()):
@@ -112,6 +130,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter) -> None:
     for reason, count in _LEFT_OUT.items():
         terminalreporter.write_line(f"PostgreSQL pass left out {count} tests: {reason}")
+    for failure in _LEFT_BEHIND:
+        terminalreporter.write_line(f"could not drop a test database: {failure}", red=True)
 
 
 def _module_name(item: pytest.Item) -> str:
@@ -139,29 +159,160 @@ def pg_problem() -> str | None:
     return _PG_PROBLEM  # type: ignore[return-value]
 
 
-def create_pg_database() -> str:
-    name = f"peershop_test_{uuid.uuid4().hex[:12]}"
+def _pg_admin_execute(sql: str) -> None:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        admin.dispose()
+
+
+def _pg_url_of(name: str) -> str:
     return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
+# The session's migrated templates, made on first use: the SQLite file and the PostgreSQL
+# database's name.  Migrating costs about 0.5 s (more on PostgreSQL); copying, little.
+_TEMPLATES: dict[str, str] = {}
+_TEMPLATE_FOLDER: list[Path] = []  # set by the _template_folder fixture
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _template_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _TEMPLATE_FOLDER[:] = [tmp_path_factory.mktemp("template")]
+
+
+def _migrated(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()  # a PostgreSQL template may have no other connections when copied
+
+
+def _sqlite_template() -> Path:
+    if "sqlite" not in _TEMPLATES:
+        path = _TEMPLATE_FOLDER[0] / "template.db"
+        _migrated(f"sqlite:///{path}")  # the last connection's close folds the WAL in
+        _TEMPLATES["sqlite"] = str(path)
+    return Path(_TEMPLATES["sqlite"])
+
+
+def _pg_template() -> str:
+    if "postgresql" not in _TEMPLATES:
+        name = f"peershop_template_{uuid.uuid4().hex[:12]}"
+        _pg_admin_execute(f'CREATE DATABASE "{name}"')
+        _TEMPLATES["postgresql"] = name  # dropped at the session's end, even half-made
+        _migrated(_pg_url_of(name))
+    return _TEMPLATES["postgresql"]
+
+
+_EMPTY_DATABASES = [False]  # the running test carries @pytest.mark.empty_database
+
+
+def _wants_empty() -> bool:
+    return _EMPTY_DATABASES[0]
+
+
+def create_pg_database() -> str:
+    """A new PostgreSQL database: at the schema's head, or empty for a test marked
+    ``empty_database``."""
+    name = f"peershop_test_{uuid.uuid4().hex[:12]}"
+    template = "" if _wants_empty() else f' TEMPLATE "{_pg_template()}"'
+    _pg_admin_execute(f'CREATE DATABASE "{name}"{template}')
+    return _pg_url_of(name)
+
+
+class _Dropper:
+    """Drops the tests' PostgreSQL databases in a thread: a DROP DATABASE takes 0.2-0.6 s
+    (PostgreSQL checkpoints), which the next test need not wait for."""
+
+    def __init__(self) -> None:
+        self._names: queue.Queue[str | None] = queue.Queue()
+        self._failures: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    def drop(self, name: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="drop-test-databases", daemon=True
+            )
+            self._thread.start()
+        self._names.put(name)
+
+    def _run(self) -> None:
+        while (name := self._names.get()) is not None:
+            try:
+                _pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception as exc:  # reported at the session's end
+                self._failures.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    def is_current_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def finish(self) -> list[str]:
+        """Wait for every drop asked for; returns the ones that failed."""
+        if self._thread is not None:
+            self._names.put(None)
+            self._thread.join()
+            self._thread = None
+        return self._failures
+
+
+_DROPPER = _Dropper()
+
+
 def drop_pg_database(url: str) -> None:
-    name = make_url(url).database
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """Drop a database of :func:`create_pg_database` (soon: in the background)."""
+    _DROPPER.drop(make_url(url).database)  # type: ignore[arg-type]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    failures = _DROPPER.finish()
+    if "postgresql" in _TEMPLATES:
+        _pg_admin_execute(f'DROP DATABASE IF EXISTS "{_TEMPLATES.pop("postgresql")}" WITH (FORCE)')
+    if failures:
+        _LEFT_BEHIND.extend(failures)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_LEFT_BEHIND: list[str] = []  # test databases the session could not drop
+
+
+def _sqlite_database(folder: Path, name: str) -> str:
+    """The SQLite file ``folder / name``: a copy of the template unless it exists or the
+    test wants it empty."""
+    path = Path(folder) / name
+    if not _wants_empty() and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_sqlite_template(), path)
+    return f"sqlite:///{path}"
+
+
+@contextmanager
+def _pg_database(why: str) -> Iterator[str]:
+    """A new PostgreSQL database for the ``with``; fails (PEERSHOP_TEST_REQUIRE_PG=1) or
+    skips the test, saying ``why`` it needs one, when PostgreSQL is not reachable."""
+    problem = pg_problem()
+    if problem:
+        if PG_REQUIRED:
+            pytest.fail(f"PostgreSQL is required (PEERSHOP_TEST_REQUIRE_PG=1) but {problem}")
+        pytest.skip(f"{why}, and PostgreSQL is not reachable: {problem}")
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 @contextmanager
 def fresh_database(folder: Path, name: str = "peershop.db") -> Iterator[str]:
-    """A new, empty database of this test pass for as long as the ``with`` lasts: a SQLite
-    file ``folder / name``, or on the PostgreSQL pass a new PostgreSQL database."""
+    """A new database of this test pass, at the schema's head, for as long as the ``with``
+    lasts: a SQLite file ``folder / name``, or on the PostgreSQL pass a new PostgreSQL
+    database."""
     if not ON_POSTGRESQL:
-        yield f"sqlite:///{folder / name}"
+        yield _sqlite_database(folder, name)
         return
     url = create_pg_database()
     try:
@@ -178,9 +329,9 @@ def database_url(folder: Path, name: str = "peershop.db") -> str:
     """The database of this test pass for ``folder``: the SQLite file ``folder / name``, or
     on the PostgreSQL pass a new PostgreSQL database, the same one for the same folder and
     name until the test ends, then dropped (so two hubs on one folder share it, as they
-    share the file)."""
+    share the file).  A new one starts at the schema's head."""
     if not ON_POSTGRESQL:
-        return f"sqlite:///{folder / name}"
+        return _sqlite_database(folder, name)
     key = (Path(folder).resolve(), name)
     if key not in _TEST_DATABASES:
         _TEST_DATABASES[key] = create_pg_database()
@@ -189,39 +340,25 @@ def database_url(folder: Path, name: str = "peershop.db") -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, and a PostgreSQL database when reachable.
+    """A fresh database at the schema's head: a SQLite file, and a PostgreSQL database
+    when reachable.
 
     Tests that take this run on both databases in the SQLite pass (and not again in the
     PostgreSQL pass)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'peershop.db'}"
+        yield _sqlite_database(tmp_path, "peershop.db")
         return
-    problem = pg_problem()
-    if problem:
-        if PG_REQUIRED:
-            pytest.fail(f"PostgreSQL is required (PEERSHOP_TEST_REQUIRE_PG=1) but {problem}")
-        pytest.skip(f"PostgreSQL not reachable: {problem}")
-    url = create_pg_database()
-    try:
+    with _pg_database("the test runs on both databases") as url:
         yield url
-    finally:
-        drop_pg_database(url)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on either pass, for tests that need PostgreSQL itself
-    (several hubs on one database); they run in the SQLite pass only, not twice."""
-    problem = pg_problem()
-    if problem:
-        if PG_REQUIRED:
-            pytest.fail(f"PostgreSQL is required (PEERSHOP_TEST_REQUIRE_PG=1) but {problem}")
-        pytest.skip(f"PostgreSQL not reachable: {problem}")
-    url = create_pg_database()
-    try:
+    """A fresh PostgreSQL database at the schema's head on either pass, for tests that
+    need PostgreSQL itself (several hubs on one database); they run in the SQLite pass
+    only, not twice."""
+    with _pg_database("the test needs PostgreSQL itself") as url:
         yield url
-    finally:
-        drop_pg_database(url)
 
 
 # Which backends opened a connection during the running test (every engine, any thread).
@@ -230,6 +367,8 @@ _OPENED: set[str] = set()
 
 @event.listens_for(Engine, "connect")
 def _note_connection(dbapi_connection, _record) -> None:
+    if _DROPPER.is_current_thread():
+        return  # an earlier test's database being dropped, not this test's doing
     _OPENED.add("sqlite" if isinstance(dbapi_connection, sqlite3.Connection) else "postgresql")
 
 
@@ -269,12 +408,14 @@ def _test_database_pass(request: pytest.FixtureRequest) -> Iterator[None]:
     tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     _OPENED.clear()
     _TEST_DATABASES.clear()
+    _EMPTY_DATABASES[0] = request.node.get_closest_marker("empty_database") is not None
     try:
         yield
     finally:
         for url in _TEST_DATABASES.values():
             drop_pg_database(url)
         _TEST_DATABASES.clear()
+        _EMPTY_DATABASES[0] = False
     checked = ON_POSTGRESQL or _module_name(request.node) in NO_DATABASE_MODULES
     opened = set(_OPENED) if checked else set()
     if checked and tmp_path is not None and _hub_sqlite_files(tmp_path):

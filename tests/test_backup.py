@@ -188,6 +188,7 @@ def test_backup_and_restore_commands(shop_db, tmp_path: Path):
     assert snapshot(engine) == before
 
 
+@pytest.mark.empty_database
 def test_a_backup_from_an_older_version_is_restored_onto_the_current_schema(
     db_url: str, tmp_path: Path
 ):

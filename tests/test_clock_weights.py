@@ -241,6 +241,7 @@ def test_a_bad_weight_mode_is_refused_naming_the_key():
 # --- the migration ------------------------------------------------------------------------
 
 
+@pytest.mark.empty_database
 def test_migration_0008_gives_existing_projects_the_close_mode(db_url):
     engine = make_engine(db_url)
     try:

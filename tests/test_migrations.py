@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -24,6 +25,9 @@ from sqlalchemy import (
 
 from hub.db import alembic_config, current_revision, make_engine, migrate
 from hub.models import Base
+
+# every test here runs the migrations from an empty database
+pytestmark = pytest.mark.empty_database
 
 T0 = datetime(2026, 11, 26, 10, 0, 0)  # naive UTC, as stored
 

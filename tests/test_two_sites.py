@@ -17,7 +17,6 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from hub.broker import PrivateBroker, free_port
@@ -27,7 +26,6 @@ from hub.models import BadgeDecision, Event, Member, Period, TrainingGrant
 from hub.periods import open_period
 from hub.shopfile import apply_shop, parse_shop
 from hub.sites import bridge_conf
-from tests.conftest import PG_REQUIRED, create_pg_database, drop_pg_database, pg_problem
 from tests.helpers import Device, HubProcess, Listener, event_payload, wait_for
 
 ADA = "04A1B2C3D4E5F6"  # a trainer at both sites
@@ -47,20 +45,6 @@ stations:
   - {{device: door-north, kind: sign_in, site: north}}
   - {{device: door-south, kind: sign_in, site: south}}
 """
-
-
-@pytest.fixture
-def pg_url():
-    problem = pg_problem()
-    if problem:
-        if PG_REQUIRED:
-            pytest.fail(f"PostgreSQL is required (PEERSHOP_TEST_REQUIRE_PG=1) but {problem}")
-        pytest.skip(f"two sites share one PostgreSQL, which is not reachable: {problem}")
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 def hub_config(folder: Path, site: str, port: int, db_url: str) -> Path:
