@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -232,6 +233,7 @@ class StreamReader:
         host, port = base.removeprefix("http://").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
         self.conn.request("GET", path, headers=headers or {})
+        self._sock = self.conn.sock  # the response takes it over (Connection: close)
         self.response = self.conn.getresponse()
         kind = self.response.getheader("Content-Type") or ""
         if self.response.status != 200 or not kind.startswith("text/event-stream"):
@@ -287,4 +289,11 @@ class StreamReader:
         return hit or None
 
     def close(self) -> None:
+        """Hang up as a browser closing the page does.  ``conn.close()`` alone leaves the
+        socket open: the response being read still holds it, so the server never sees
+        the client go."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the server hung up first
         self.conn.close()
