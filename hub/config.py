@@ -184,6 +184,16 @@ class Key:
     default: Any
 
 
+# Threads of the web server that live pages' streams may never take: the pages, the API
+# and /metrics always have these (http.streams <= http.threads - PAGE_THREADS).
+PAGE_THREADS = 8
+
+
+def default_streams(threads: int) -> int:
+    """``http.streams`` when unset: two thirds of the threads, leaving ``PAGE_THREADS``."""
+    return max(0, min(threads * 2 // 3, threads - PAGE_THREADS))
+
+
 # The schema: section -> key -> (parser, default).  ``None`` defaults are optional keys.
 SCHEMA: dict[str, dict[str, Key]] = {
     "site": {
@@ -209,6 +219,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "listen": Key(_listen, "127.0.0.1:8080"),
         # browsers at these addresses (the wall screen) see member names without a login
         "kiosk_networks": Key(_networks, []),
+        # waitress's worker threads; each open live page (SSE stream) holds one
+        "threads": Key(_int_range(PAGE_THREADS, 1024), 48),
+        # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3
+        # of the threads
+        "streams": Key(_int_range(0, 1024 - PAGE_THREADS), None),
     },
     "period": {
         "length": Key(parse_duration, "7d"),
@@ -347,6 +362,15 @@ def load_config(
         parsed["db"]["url"] = f"sqlite:///{data_dir / 'peershop.db'}"
     if parsed["mqtt"]["password"] and not parsed["mqtt"]["username"]:
         raise ConfigError("mqtt.username", "is required when mqtt.password is set")
+    http = parsed["http"]
+    if http["streams"] is None:
+        http["streams"] = default_streams(http["threads"])
+    elif http["streams"] > http["threads"] - PAGE_THREADS:
+        raise ConfigError(
+            "http.streams",
+            f"must leave {PAGE_THREADS} of http.threads ({http['threads']}) for pages: "
+            f"at most {http['threads'] - PAGE_THREADS}, got {http['streams']}",
+        )
     tls_ca = parsed["mqtt"]["tls_ca"]
     if tls_ca and not Path(tls_ca).is_file():
         raise ConfigError("mqtt.tls_ca", f"file {tls_ca} does not exist")

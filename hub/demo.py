@@ -121,6 +121,8 @@ def demo_command(
             stop_web = serve_in_thread(
                 create_app({"KIOSK_NETWORKS": list(cfg.http.kiosk_networks)}, hub=hub),
                 cfg.http.listen,
+                threads=cfg.http.threads,
+                streams=cfg.http.streams,
             )
             host, web_port = stop_web.address  # type: ignore[attr-defined]
             url = f"http://{host}:{web_port}/"

@@ -61,10 +61,15 @@ def browser_fixture() -> Iterator[Any]:
 
 @contextmanager
 def serve_shop(
-    cfg: Config, shop: str, passwords: tuple[str, ...] = ()
+    cfg: Config,
+    shop: str,
+    passwords: tuple[str, ...] = (),
+    app_config: dict[str, Any] | None = None,
 ) -> Iterator[tuple[Hub, str]]:
-    """A hub on ``cfg`` holding the shop file ``shop``, its web view on a free port:
-    ``(hub, base URL)``.  Each member in ``passwords`` logs in with ``<handle>-password``."""
+    """A hub on ``cfg`` holding the shop file ``shop``, its web view on a free port with
+    ``cfg``'s ``http.threads`` and ``http.streams``: ``(hub, base URL)``.  Each member in
+    ``passwords`` logs in with ``<handle>-password``; ``app_config`` goes to
+    ``create_app``."""
     engine = make_engine(cfg.db.url)
     migrate(engine)
     with session_factory(engine).begin() as session:
@@ -77,7 +82,9 @@ def serve_shop(
     hub.start()
     try:
         assert hub.wait_ready(10)
-        stop = serve_in_thread(create_app({"SECRET_KEY": "browser"}, hub=hub), ("127.0.0.1", 0))
+        app = create_app({"SECRET_KEY": "browser", **(app_config or {})}, hub=hub)
+        http = cfg.http
+        stop = serve_in_thread(app, ("127.0.0.1", 0), threads=http.threads, streams=http.streams)
         try:
             host, port = stop.address  # type: ignore[attr-defined]
             yield hub, f"http://{host}:{port}"

@@ -11,20 +11,46 @@ from flask import Flask
 from waitress import wasyncore
 from waitress.server import create_server
 
+from hub.config import PAGE_THREADS, SCHEMA, default_streams
+from web.stream import StreamSlots
+
 log = logging.getLogger(__name__)
+
+THREADS = SCHEMA["http"]["threads"].default
 
 
 def serve_in_thread(
-    app: Flask, listen: tuple[str, int], *, threads: int = 16
+    app: Flask,
+    listen: tuple[str, int],
+    *,
+    threads: int = THREADS,
+    streams: int | None = None,
 ) -> Callable[[], None]:
-    """Start waitress on ``listen`` (host, port); returns ``stop()``.
+    """Start waitress on ``listen`` (host, port) with ``threads``; returns ``stop()``.
 
-    Each open floor holds one waitress thread for its event stream, so ``threads`` is
-    the number of wall screens and phones that can watch at once plus a few for pages.
+    Each open live page (floor, task board, period) holds one thread for its event
+    stream, so at most ``streams`` (``http.streams``; default two thirds of the threads)
+    are open at once and at least ``PAGE_THREADS`` threads stay for pages and the API.
+    A stream beyond the cap gets 503 and its page polls (web/stream.py).
     ``stop()`` ends the streams first, then closes the listening socket.
     """
+    streams = default_streams(threads) if streams is None else streams
+    if not 0 <= streams <= threads - PAGE_THREADS:
+        raise ValueError(
+            f"streams must leave {PAGE_THREADS} of the {threads} threads for pages, got {streams}"
+        )
     host, port = listen
-    server = create_server(app, host=host, port=port, threads=threads, ident="peershop")
+    app.extensions["peershop.streams"] = StreamSlots(streams)
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="peershop",
+        # keep reading a connection while its request runs, so a stream whose browser
+        # closed the socket sees it (waitress.client_disconnected) and frees its thread
+        channel_request_lookahead=1,
+    )
     state = app.extensions["peershop"]
     if state.feed is not None:
         state.feed.start()
@@ -58,7 +84,8 @@ def serve_in_thread(
 
 
 def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
-    """The web view of a running hub, for ``peershop run``.
+    """The web view of a running hub, for ``peershop run`` (``http.threads``,
+    ``http.streams``).
 
     A port that cannot be bound (taken, no permission) is logged and the hub runs on
     without its web view: badge decisions and ingest matter more than the screen.
@@ -67,7 +94,10 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
 
     try:
         kiosk = {"KIOSK_NETWORKS": list(hub.cfg.http.kiosk_networks)}
-        return serve_in_thread(create_app(kiosk, hub=hub), listen)
+        http = hub.cfg.http
+        return serve_in_thread(
+            create_app(kiosk, hub=hub), listen, threads=http.threads, streams=http.streams
+        )
     except OSError as exc:
         log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
         return lambda: None

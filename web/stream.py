@@ -10,21 +10,39 @@ configured kiosks.
 
 ``?topics=tasks,period`` (any of the event names) sends only those events and no
 initial tool states: what the task board and the period page listen to.
+
+Each open stream holds one of the web server's threads for as long as the page is open,
+so :func:`web.serve.serve_in_thread` caps them (``http.streams``, :class:`StreamSlots`)
+below its threads: a stream beyond the cap is refused at once with 503
+``streams_full`` and ``Retry-After``, and the page polls instead (``stream.js``)
+until a slot is free.  A stream whose browser went away ends within a
+second (waitress sees the closed socket, ``channel_request_lookahead``) and gives its
+slot back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Flask, Response, abort, current_app, request
 
 from web.auth import can_see_names
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("stream", __name__)
+
+# A page whose stream was refused refreshes its regions every POLL_S and asks for a
+# stream again after RETRY_S (also the 503's Retry-After); the app's STREAM_POLL_S and
+# STREAM_RETRY_S change them (the tests).
+POLL_S = 10.0
+RETRY_S = 30
 
 PERSONAL = ("member", "handle")
 TOPICS = frozenset({"tool", "session", "batch", "tasks", "period"})
@@ -46,12 +64,94 @@ def _topics(text: str | None) -> frozenset[str] | None:
     return topics
 
 
+class StreamSlots:
+    """At most ``limit`` streams open at once (``None``: no limit), per app.
+
+    >>> slots = StreamSlots(1)
+    >>> slots.take(), slots.take()
+    (True, False)
+    >>> slots.give_back(); slots.open
+    0
+    """
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.open = 0
+        self.refused = 0  # streams refused since start (a count, for the log and tests)
+        self._lock = threading.Lock()
+        self._warned_at = 0.0
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.open >= self.limit:
+                self.refused += 1
+                warn = time.monotonic() - self._warned_at >= 60 or not self._warned_at
+                if warn:
+                    self._warned_at = time.monotonic()
+            else:
+                self.open += 1
+                return True
+        if warn:  # once a minute at most: every refused page asks again every RETRY_S
+            log.warning(
+                "live streams full (http.streams = %s): further pages poll instead; "
+                "raise http.threads and http.streams for more live screens",
+                self.limit,
+            )
+        return False
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+def stream_slots(app: Flask) -> StreamSlots:
+    """The app's slots; without :func:`web.serve.serve_in_thread` (the Flask test
+    client, Flask's own server) there is no cap."""
+    return app.extensions.setdefault("peershop.streams", StreamSlots(None))
+
+
+@bp.app_context_processor
+def fallback_settings() -> dict[str, Any]:
+    """What the pages' scripts do when their stream is refused (``data-poll``,
+    ``data-retry`` in seconds)."""
+    config = current_app.config
+    return {
+        "stream_poll_s": config.get("STREAM_POLL_S", POLL_S),
+        "stream_retry_s": config.get("STREAM_RETRY_S", RETRY_S),
+    }
+
+
+def _streams_full(slots: StreamSlots) -> Response:
+    from web import api_error  # here: web imports this module's blueprint
+
+    retry = current_app.config.get("STREAM_RETRY_S", RETRY_S)
+    response = api_error(
+        503,
+        "streams_full",
+        f"all {slots.limit} live streams are open; refresh by polling and ask again "
+        f"after {retry} s",
+    )
+    response.headers["Retry-After"] = str(int(retry))
+    return response
+
+
 @bp.get("/api/v1/stream")
 def stream() -> Response:
     state = current_app.extensions["peershop"]
     feed = state.feed
     if feed is None or feed.stopped:
         abort(503, description="no live hub in this process: the stream needs `peershop run`")
+    slots = stream_slots(current_app)
+    if not slots.take():
+        return _streams_full(slots)
+    try:
+        return _open_stream(state, feed, slots)
+    except BaseException:
+        slots.give_back()
+        raise
+
+
+def _open_stream(state: Any, feed: Any, slots: StreamSlots) -> Response:
     names = can_see_names()
     heartbeat = float(current_app.config["STREAM_HEARTBEAT_S"])
     topics = _topics(request.args.get("topics"))
@@ -69,30 +169,39 @@ def stream() -> Response:
                     "w": data["w"],
                 }
             )
+    # waitress (channel_request_lookahead) notices a closed socket while the stream runs;
+    # other servers do not say, and a write fails at the next heartbeat instead.
+    gone: Callable[[], bool] = request.environ.get("waitress.client_disconnected", bool)
     q = feed.subscribe(topics)
 
     def generate() -> Iterator[str]:
-        try:
-            yield "retry: 2000\n\n"
-            for data in initial:
-                yield _frame("tool", data, names)
-            last = time.monotonic()
-            while True:
-                try:
-                    item = q.get(timeout=min(heartbeat, 1.0))
-                except queue.Empty:
-                    if feed.stopped:
-                        return
-                    if time.monotonic() - last >= heartbeat:
-                        last = time.monotonic()
-                        yield ": keepalive\n\n"  # also finds a browser that went away
-                    continue
-                if item is None:
+        yield "retry: 2000\n\n"
+        for data in initial:
+            yield _frame("tool", data, names)
+        last = time.monotonic()
+        while True:
+            try:
+                item = q.get(timeout=min(heartbeat, 1.0))
+            except queue.Empty:
+                if feed.stopped or gone():
                     return
-                last = time.monotonic()
-                yield _frame(item[0], item[1], names)
-        finally:
-            feed.unsubscribe(q)
+                if time.monotonic() - last >= heartbeat:
+                    last = time.monotonic()
+                    yield ": keepalive\n\n"  # also finds a browser that went away
+                continue
+            if item is None:
+                return
+            last = time.monotonic()
+            yield _frame(item[0], item[1], names)
+
+    def release() -> None:
+        feed.unsubscribe(q)
+        slots.give_back()
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return Response(generate(), mimetype="text/event-stream", headers=headers)
+    response = Response(generate(), mimetype="text/event-stream", headers=headers)
+    # The server closes the response however it ends (a HEAD, a client gone before the
+    # first chunk, the feed stopping), which a generator's finally does not see if it
+    # never started: the slot and the queue are given back there.
+    response.call_on_close(release)
+    return response

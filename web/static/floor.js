@@ -1,9 +1,10 @@
-// The floor's live updates: server-sent events from /api/v1/stream.
+// The floor's live updates: server-sent events from /api/v1/stream (stream.js).  When
+// the hub refuses the stream, the floor polls /api/v1/tools and its panels instead.
 // No framework and no inline script (the CSP forbids it); text goes in by textContent.
 (function () {
   "use strict";
   var tools = document.getElementById("tools");
-  if (!tools || !window.EventSource) { return; }
+  if (!tools || !window.EventSource || !window.peershopStream) { return; }
   var live = document.getElementById("live");
   if (live && live.dataset.live !== "yes") { return; }
   var panelsUrl = tools.dataset.panels;
@@ -45,14 +46,29 @@
     }, 300);
   }
 
-  var source = new EventSource(tools.dataset.stream, { withCredentials: true });
-  source.addEventListener("tool", function (e) { applyTool(JSON.parse(e.data)); });
-  source.addEventListener("batch", refreshPanels);
-  source.addEventListener("session", refreshPanels);
-  source.addEventListener("open", function () {
-    if (live) { live.className = "live on"; live.textContent = "live"; }
-  });
-  source.addEventListener("error", function () {
-    if (live) { live.className = "live off"; live.textContent = "reconnecting"; }
+  function poll() {
+    fetch(tools.dataset.tools, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (body) {
+        body.tools.forEach(function (t) {
+          applyTool({ tool: t.id, state: t.state, member: t.member, since: t.since, w: t.w });
+        });
+      })
+      .catch(function () { /* the next poll tries again */ });
+    refreshPanels();
+  }
+
+  window.peershopStream({
+    url: tools.dataset.stream,
+    pollS: Number(tools.dataset.poll) || 10,
+    retryS: Number(tools.dataset.retry) || 30,
+    live: live,
+    on: [
+      ["tool", function (e) { applyTool(JSON.parse(e.data)); }],
+      ["batch", refreshPanels],
+      ["session", refreshPanels],
+    ],
+    poll: poll,
+    opened: refreshPanels,  // the stream's first events are every tool's state
   });
 })();

@@ -1,11 +1,12 @@
 // Live regions of the task board and the period page: server-sent events from
 // /api/v1/stream?topics=... say that something changed; the region then fetches its
 // server-rendered fragment again (data-fragment) and swaps it in, without a reload.
+// When the hub refuses the stream (stream.js), the regions refresh on an interval.
 // No framework and no inline script (the CSP forbids it).
 (function () {
   "use strict";
   var regions = Array.prototype.slice.call(document.querySelectorAll("[data-fragment][data-stream]"));
-  if (!regions.length || !window.EventSource) { return; }
+  if (!regions.length || !window.EventSource || !window.peershopStream) { return; }
   var live = document.getElementById("live");
 
   function editing(region) {
@@ -41,25 +42,27 @@
     }, 150);
   }
 
-  var source = new EventSource(regions[0].dataset.stream, { withCredentials: true });
-  var lost = false;
   regions.forEach(function (region) {
-    (region.dataset.events || "").split(" ").forEach(function (name) {
-      if (name) { source.addEventListener(name, function () { schedule(region); }); }
-    });
     region.addEventListener("focusout", function () {
       if (region.dataset.pending === "yes") { setTimeout(function () { schedule(region); }, 0); }
     });
   });
-  source.addEventListener("open", function () {
-    if (live) { live.hidden = false; live.className = "live on"; live.textContent = "live"; }
-    if (lost) {  // changes made while the stream was down were not announced
-      lost = false;
-      regions.forEach(schedule);
-    }
+
+  function refreshAll() { regions.forEach(schedule); }
+  var first = regions[0];
+  var on = [];
+  regions.forEach(function (region) {
+    (region.dataset.events || "").split(" ").forEach(function (name) {
+      if (name) { on.push([name, function () { schedule(region); }]); }
+    });
   });
-  source.addEventListener("error", function () {
-    lost = true;
-    if (live) { live.className = "live off"; live.textContent = "reconnecting"; }
+  window.peershopStream({
+    url: first.dataset.stream,
+    pollS: Number(first.dataset.poll) || 10,
+    retryS: Number(first.dataset.retry) || 30,
+    live: live,
+    on: on,
+    poll: refreshAll,
+    opened: refreshAll,  // changes made while the stream was down were not announced
   });
 })();
