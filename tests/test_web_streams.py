@@ -204,6 +204,8 @@ def test_a_refused_floor_polls_then_goes_live_again(browser, tmp_path, broker):
             assert failed <= {(503, "/api/v1/stream"), (404, "/favicon.ico")}, failed
             assert (503, "/api/v1/stream") in failed
             assert not [e for e in errors if "Failed to load resource" not in e], errors
+            page.close()  # the tab closes: its stream ends and gives the slot back
+            wait_for(lambda: _streaming(hub) == 0, 10, "the closed tab's stream to end")
         finally:
             drill.close()
             wall.close()
