@@ -101,6 +101,9 @@ def test_a_stream_beyond_the_cap_is_refused_and_pages_still_load(capped):
         tools = json.load(urllib.request.urlopen(f"{base}/api/v1/tools", timeout=30))
         assert [t["id"] for t in tools["tools"]] == ["drill-1"]
         assert _streaming(hub) == STREAMS
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=30).read().decode()
+        assert "peershop_web_streams_refused_total 1.0" in metrics
+        assert f"peershop_web_stream_slots {float(STREAMS)}" in metrics
 
 
 def test_more_live_tabs_than_threads_leave_pages_their_threads(capped):

@@ -16,13 +16,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
 from hub.models import DeadLetter, Device, Outbox, UsageSession
+from web.stream import StreamSlots, stream_slots
 
 bp = Blueprint("metrics", __name__)
 
 
 class HubCollector:
-    def __init__(self, state: Any):
+    def __init__(self, state: Any, slots: StreamSlots):
         self.state = state
+        self.slots = slots
 
     def collect(self) -> Any:
         hub = self.state.hub
@@ -104,6 +106,18 @@ class HubCollector:
                 "Open server-sent event streams",
                 value=feed.subscribers,
             )
+        slots = self.slots
+        yield CounterMetricFamily(
+            "peershop_web_streams_refused",
+            "Live pages refused a stream (http.streams were all open): they poll instead",
+            value=slots.refused,
+        )
+        if slots.limit is not None:
+            yield GaugeMetricFamily(
+                "peershop_web_stream_slots",
+                "Streams the web view serves at once (http.streams)",
+                value=slots.limit,
+            )
 
 
 def _registry() -> CollectorRegistry:
@@ -111,7 +125,7 @@ def _registry() -> CollectorRegistry:
     registry = app.extensions.get("peershop_metrics")
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(HubCollector(app.extensions["peershop"]))
+        registry.register(HubCollector(app.extensions["peershop"], stream_slots(app)))
         app.extensions["peershop_metrics"] = registry
     return registry
 

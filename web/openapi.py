@@ -395,7 +395,12 @@ def openapi_document() -> dict[str, Any]:
                 "description": "an event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            errors={"503": _error("no live hub in this process")},
+            errors={
+                "503": _error(
+                    "no live hub in this process (`service_unavailable`), or every stream "
+                    "is open (`streams_full`, with `Retry-After`): poll the API instead"
+                )
+            },
         ),
         "/api/v1/openapi.json": _get(
             "This document", {"description": "OK", "content": {"application/json": {"schema": {}}}}
