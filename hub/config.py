@@ -240,6 +240,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "ingest": {
         "batch_max": Key(_int_range(1, 10000), 1000),
         "receive_maximum": Key(_int_range(20, 65535), 2000),
+        # decided messages waiting for their commit, at most: past it the MQTT thread
+        # stops reading, so a broker's backlog waits in the broker, not in the hub's memory
+        "max_pending": Key(_int_range(100, 1_000_000), 10_000),
         "reset_on_start": Key(_bool, False),
     },
 }

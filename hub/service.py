@@ -119,6 +119,8 @@ class IngestCounters:
     internal_errors: int = 0
     decisions: int = 0
     other_site: int = 0  # messages of devices at another site: their own hub's
+    pending_peak: int = 0  # most decided messages waiting for their commit at once
+    reading_paused: int = 0  # times the MQTT thread waited for ingest (ingest.max_pending)
     last_commit_s: float = 0.0
     # from a badge's arrival to its reply handed to the broker
     decision_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
@@ -302,7 +304,21 @@ class Hub:
 
     # -- the decide path (network thread) ---------------------------------------------------
 
+    def _wait_for_room(self) -> None:
+        """Hold paho's network thread while ``ingest.max_pending`` decided messages wait
+        for their commit.  The Receive Maximum should bound them, but Mosquitto 2.0.11
+        sends a whole Receive Maximum more after each PUBACK, so a backlog at the broker
+        (a hub that was down an hour) would otherwise flow into this process's memory
+        until it is gone.  Not reading leaves it in the broker (TCP pushes back)."""
+        limit = self.cfg.ingest.max_pending
+        if self._queue.qsize() < limit:
+            return
+        self.counters.reading_paused += 1
+        while self._queue.qsize() >= limit and not self._stop.is_set():
+            self._stop.wait(0.005)
+
     def _on_message(self, msg: Received) -> None:
+        self._wait_for_room()
         started = time.perf_counter()
         inbound = Inbound(msg.topic, msg.payload, msg.received_at)
         if self.cfg.homeassistant.discovery and msg.topic == birth_topic(
@@ -321,6 +337,9 @@ class Hub:
         for message in outcome.messages:
             self._send(message)
         self._queue.put(Work(msg, inbound, parsed, outcome.records))
+        pending = self._queue.qsize()
+        if pending > self.counters.pending_peak:
+            self.counters.pending_peak = pending
 
     def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
         if inbound.topic.startswith(TOPIC_PREFIX):

@@ -104,6 +104,29 @@ def test_events_sent_while_the_hub_is_down_wait_at_the_broker(hub_config, broker
         second.stop()
 
 
+def test_a_backlog_at_the_broker_waits_there_not_in_the_hubs_memory(tmp_path, broker):
+    # Mosquitto sends a whole Receive Maximum more after each PUBACK, so only the hub's
+    # own bound (ingest.max_pending) keeps a long outage's backlog out of its memory.
+    ingest = {"max_pending": 100, "receive_maximum": 20, "batch_max": 50}
+    cfg = make_config(tmp_path, broker, mqtt={"client_id": "peershop-hub-backlog"}, ingest=ingest)
+    first = Hub(cfg)
+    first.start()
+    assert first.wait_ready(10)
+    first.stop()  # the persistent session stays at the broker
+    dev = SimDevice(broker.port, "backlogged")
+    dev.send_events(boot=3, seqs=range(3000))
+    dev.close()
+    second = Hub(cfg)
+    second.start()
+    try:
+        wait_for(lambda: count(second, Event.id) == 3000, what="the 3,000 queued events")
+        assert len(set(stored(second, "backlogged"))) == 3000
+        assert second.counters.pending_peak <= 100
+        assert second.counters.reading_paused >= 1
+    finally:
+        second.stop()
+
+
 def test_hub_status_birth_and_clean_stop_publish_online_then_offline(hub_config, broker):
     listener = Listener(broker.port, HUB_STATUS_TOPIC)
     h = Hub(hub_config)

@@ -62,6 +62,11 @@ class HubCollector:
             ("db_errors", "Database write failures retried", c.db_errors),
             ("internal_errors", "Rule or storage failures isolated", c.internal_errors),
             ("other_site", "Messages of other sites' devices, left to their hubs", c.other_site),
+            (
+                "reading_paused",
+                "Times the hub stopped reading from the broker until ingest caught up",
+                c.reading_paused,
+            ),
         ):
             yield CounterMetricFamily(f"peershop_{name}", help_text, value=value)
         link = hub.link.counters
@@ -73,6 +78,11 @@ class HubCollector:
         )
         yield CounterMetricFamily(
             "peershop_mqtt_reconnects", "MQTT connections made", value=link.connects
+        )
+        yield GaugeMetricFamily(
+            "peershop_pending_peak",
+            "Most received messages held for their commit at once (ingest.max_pending)",
+            value=c.pending_peak,
         )
         yield GaugeMetricFamily(
             "peershop_db_commit_seconds",
