@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ class SimulatedDevice:
         self.link.stop()
 
 
-class PacedFleet:
+class PacedFleet(ABC):
     """``DEVICES`` members, each producing ``PER_DEVICE`` events on its own thread, paced
     so the fleet offers ``rate`` events/s in all.  Subclasses say how a member is named,
     how it produces event ``seq``, and how many events the fleet has produced."""
@@ -104,15 +105,18 @@ class PacedFleet:
             for m in members
         ]
 
+    @abstractmethod
     def name(self, member: Any) -> str:
-        raise NotImplementedError
+        """The name of a member (its thread is named after it)."""
 
+    @abstractmethod
     def emit(self, member: Any, seq: int) -> None:
-        raise NotImplementedError
+        """Produce event ``seq`` of ``member``."""
 
     @property
+    @abstractmethod
     def published(self) -> int:
-        raise NotImplementedError
+        """How many events the fleet has produced so far."""
 
     def start(self) -> None:
         for thread in self._threads:
