@@ -81,13 +81,17 @@ class DeviceEvent:
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
-    """A birth (``online``) or last will (``offline``) of CONTRACT.md §2."""
+    """A birth (``online``) or last will (``offline``) of CONTRACT.md §2.
+
+    ``device_ts`` is a birth's ``ts`` (v2): the device's clock when it sent the birth,
+    which the hub compares with its own receive time to learn the clock's offset."""
 
     device_id: str
     state: str
     boot: int | None
     fw: str | None = None
     kind: tuple[str, ...] = field(default_factory=tuple)
+    device_ts: datetime | None = None
 
 
 def parse_topic(topic: str) -> tuple[str, str]:
@@ -297,18 +301,23 @@ def parse_status(device_id: str, payload: bytes) -> DeviceStatus:
         kind = [kind]
     if not isinstance(kind, list) or not all(isinstance(k, str) and k for k in kind):
         raise ContractError(f"field 'kind' must be a list of strings, got {_show(kind)}")
-    return DeviceStatus(device_id, state, boot, fw, tuple(kind))
+    # v2: a birth may say the device's clock; a will is sent by the broker, not the
+    # device, so a clock in it would be the time it was set up, and is not read
+    ts = obj.get("ts") if state == "online" else None
+    device_ts = None if ts is None else parse_timestamp(ts)
+    return DeviceStatus(device_id, state, boot, fw, tuple(kind), device_ts)
+
+
+def format_timestamp(at: datetime) -> str:
+    """A clock reading as devices send it: ISO 8601 UTC to the millisecond, with ``Z``."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_to_payload(event: DeviceEvent) -> bytes:
     """The wire form of an event, as a device sends it (simulators, agent, bridge)."""
     obj: dict[str, Any] = {"boot": event.boot, "seq": event.seq, "type": event.type}
     if event.device_ts is not None:
-        obj["ts"] = (
-            event.device_ts.astimezone(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
+        obj["ts"] = format_timestamp(event.device_ts)
     obj.update(event.data)
     if event.replay:
         obj["replay"] = True

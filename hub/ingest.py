@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from hub.contract import DeviceEvent, DeviceStatus, parse_event, parse_status, parse_topic
 from hub.db import insert_ignore, insert_ignoring_duplicates
 from hub.errors import ContractError
-from hub.models import DeadLetter, Device, DeviceStatusLog, Event
+from hub.models import DeadLetter, Device, DeviceClock, DeviceStatusLog, Event
+from hub.sessions import CLOCK_SKEW
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ DEAD_LETTER_KEEP = 1024  # bytes of a rejected payload kept for the coordinator 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One message as it came off the broker, stamped with the hub's receive time."""
+    """One message as it came off the broker, stamped with the hub's receive time;
+    ``retained``: the broker's stored copy, sent at the hub's subscription."""
 
     topic: str
     payload: bytes
     received_at: datetime
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,12 @@ def parse_inbound(msg: Inbound) -> Parsed:
         if leaf == "status":
             if not msg.payload:
                 return NOTHING  # a cleared retained status: nothing was said
-            return Parsed(device_id, status=parse_status(device_id, msg.payload))
+            status = parse_status(device_id, msg.payload)
+            if msg.retained and status.device_ts is not None:
+                # The stored copy of a birth sent at some earlier time: its clock cannot
+                # be compared with this receive time, so it teaches no offset.
+                status = replace(status, device_ts=None)
+            return Parsed(device_id, status=status)
         raise ContractError(f"the hub does not take messages on .../{leaf}")
     except ContractError as exc:
         return Parsed(device_id, error=str(exc))
@@ -242,6 +250,8 @@ def _apply_status(session: Session, device: Device, status: DeviceStatus, at: da
             status.boot,
             device.boot,
         )
+    if status.state == "online" and status.boot is not None and status.device_ts is not None:
+        _record_clock(session, device.id, status.boot, status.device_ts, at)
     insert_ignoring_duplicates(
         session,
         DeviceStatusLog.__table__,
@@ -256,3 +266,26 @@ def _apply_status(session: Session, device: Device, status: DeviceStatus, at: da
             }
         ],
     )
+
+
+def _record_clock(
+    session: Session, device_id: str, boot: int, device_ts: datetime, at: datetime
+) -> None:
+    """Keep what a birth's clock said (once per reading), and tell the coordinator when
+    the device's clock is off by more than the hub takes as it is."""
+    new = insert_ignoring_duplicates(
+        session,
+        DeviceClock.__table__,
+        [{"device_id": device_id, "boot": boot, "device_ts": device_ts, "received_at": at}],
+    )
+    offset = device_ts - at
+    if new and abs(offset) > CLOCK_SKEW:
+        side = "ahead of" if offset > CLOCK_SKEW else "behind"
+        log.warning(
+            "device %s: its clock is %s %s the hub's (boot %d); its replayed times are "
+            "corrected by that",
+            device_id,
+            abs(offset),
+            side,
+            boot,
+        )

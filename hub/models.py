@@ -241,6 +241,26 @@ class DeviceStatusLog(Base):
     ignored: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class DeviceClock(Base):
+    """A device's clock as its birth read it (CONTRACT.md §2 v2 ``ts``): it said
+    ``device_ts`` when the hub received it at ``received_at``.
+
+    Only births the hub heard as they were sent count (not a retained copy, which is
+    as old as the birth): the difference is that boot's clock offset, by which the hub
+    corrects the boot's replayed times.  ``(device, boot, device_ts)`` is stored once, as
+    the hub learnt it first; ``peershop rebuild`` and a restarted hub read them back."""
+
+    __tablename__ = "device_clocks"
+    __table_args__ = (
+        UniqueConstraint("device_id", "boot", "device_ts", name="uq_device_clock_reading"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    boot: Mapped[int] = mapped_column(BigInteger)
+    device_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class DeadLetter(Base):
     """A message the hub could not accept, with the reason and its first bytes."""
 

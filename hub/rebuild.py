@@ -3,7 +3,8 @@
 The same :class:`~hub.shop.ShopEngine` the live hub uses is fed the stored events in
 log order, each at the time the hub received it, with the badge decisions recorded live
 (a decision is a fact, not something to recompute with today's badges), the hub's
-restarts at the points where they happened, and the device statuses as they arrived.
+restarts at the points where they happened, and the device statuses and the clock
+readings of their births as they arrived (so replayed times are corrected alike).
 What it produces must equal what the live hub stored: sessions, presence, task-station
 effort and consumables.
 
@@ -20,6 +21,7 @@ period), so a station effort gets the weight the live hub posted then, risen in 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from dataclasses import replace as with_fields
@@ -33,6 +35,7 @@ from hub.config import DEFAULT_SITE, Config
 from hub.contract import DeviceEvent, DeviceStatus
 from hub.models import (
     BadgeDecision,
+    DeviceClock,
     DeviceStatusLog,
     EffortRecord,
     Event,
@@ -44,7 +47,9 @@ from hub.models import (
     UsageRecord,
     UsageSession,
 )
+from hub.seen import SeenIndex
 from hub.shop import (
+    ClockReading,
     DecisionRec,
     EffortRec,
     OpenEffort,
@@ -84,14 +89,21 @@ def _decisions(session: Session) -> dict[tuple[str, int, int], DecisionRec]:
 
 
 def _timeline(session: Session) -> Iterator[tuple[datetime, int, str, Any]]:
-    """Events, statuses and hub starts merged in the order the live hubs saw them.
+    """Events, statuses (with their clock readings) and hub starts merged in the order
+    the live hubs saw them.
 
     Events go by id; a hub start goes before the first event after its
     ``after_event_id``, and a status before the first event received after it.  Between
     two events, starts and statuses go by time: a status received before a start was
     handled by the hub that the start replaced."""
     starts = list(session.scalars(select(HubStart).order_by(HubStart.id)))
-    statuses = list(session.scalars(select(DeviceStatusLog).order_by(DeviceStatusLog.id)))
+    statuses: list[DeviceStatusLog | DeviceClock] = list(
+        heapq.merge(
+            session.scalars(select(DeviceStatusLog).order_by(DeviceStatusLog.id)),
+            session.scalars(select(DeviceClock).order_by(DeviceClock.id)),
+            key=lambda row: row.received_at,
+        )
+    )
     si = 0
     hi = 0
     last_id = 0
@@ -111,7 +123,8 @@ def _timeline(session: Session) -> Iterator[tuple[datetime, int, str, Any]]:
                 yield start.at, 0, "start", start  # type: ignore[union-attr]
                 hi += 1
             else:
-                yield status.received_at, 1, "status", status
+                kind = "clock" if isinstance(status, DeviceClock) else "status"
+                yield status.received_at, 1, kind, status
                 si += 1
 
     while True:
@@ -131,11 +144,14 @@ class _SiteRules:
     """One site's hub as the rebuild replays it: its engine, fed what that hub heard, and
     the records it made, kept as the hub would find them at its next start."""
 
-    def __init__(self, data: ShopData, others: frozenset[str], keys: Iterator[int]):
+    def __init__(
+        self, data: ShopData, others: frozenset[str], keys: Iterator[int], seen: SeenIndex
+    ):
         self.data = data
         self.others = others  # devices of other sites: that site's hub handles them
         self.key_factory = lambda: f"rebuild-{next(keys)}"
-        self.engine = ShopEngine(data, key_factory=self.key_factory)
+        self.seen = seen  # the log's identities so far, as the hub's index held them
+        self.engine = ShopEngine(data, key_factory=self.key_factory, seen=seen)
         self.resume = Resume()
         self._sessions: dict[str, tuple[str, str, str, datetime]] = {}
         self._efforts: dict[str, OpenEffort] = {}
@@ -170,10 +186,16 @@ class _SiteRules:
             row.at,
             row.after_event_id,
             key_factory=self.key_factory,
+            seen=self.seen,
         )
         self.keep(resumed.records)
         out.extend(resumed)
         return out
+
+    def clock(self, reading: ClockReading) -> None:
+        """A birth's clock reading, for the engine now and for its next restart."""
+        self.engine.on_clock(reading)
+        self.resume.clocks.append(reading)
 
     def keep(self, records: list[Any]) -> None:
         """Note what :class:`Resume` needs of the records, as the database would hold it."""
@@ -208,12 +230,13 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
     Each site's hub is replayed by its own engine, with the site's tools and stations and
     the events its hub stored, and is restarted at its own hub starts only."""
     keys = iter(range(1, 1 << 62))
+    seen = SeenIndex()
     sites: dict[str, _SiteRules] = {}
     for site in _sites(session):
         # The stored station efforts are what this replay makes again: none are given in.
         data = load_shop(session, cfg.site.timezone, cfg.presence.auto_signout, site)
         data = with_fields(data, station_takes=())
-        sites[site] = _SiteRules(data, other_site_devices(session, site), keys)
+        sites[site] = _SiteRules(data, other_site_devices(session, site), keys, seen)
     decisions = _decisions(session)
     out = Rebuilt()
     last = None
@@ -228,6 +251,12 @@ def replay(session: Session, cfg: Config, progress: Callable[[int], None] | None
             period = tasks["period"] or (at, _next_period_start(session, at))
         if kind == "start":
             out.records.extend(sites[row.site].restart(session, row).records)
+            continue
+        if kind == "clock":
+            reading = ClockReading(row.device_id, row.boot, row.device_ts, row.received_at)
+            for rules in sites.values():
+                if rules.hears(row.device_id):
+                    rules.clock(reading)
             continue
         if kind == "status":
             if row.ignored:

@@ -10,6 +10,8 @@ intervals; devices count from 0 without gaps, so this is usually one interval ea
 [True, True, True, False, True]
 >>> seen.intervals("d", 1)
 [(0, 2), (5, 5)]
+>>> seen.covers("d", 1, 1, 2), seen.covers("d", 1, 1, 4)
+(True, False)
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ class SeenIndex:
             return False
         i = bisect_right(starts, seq) - 1
         return i >= 0 and self._ends[(device, boot)][i] >= seq
+
+    def covers(self, device: str, boot: int, lo: int, hi: int) -> bool:
+        """Whether every seq in ``[lo, hi]`` has been recorded (an empty range has)."""
+        if hi < lo:
+            return True
+        starts = self._starts.get((device, boot))
+        if not starts:
+            return False
+        i = bisect_right(starts, lo) - 1
+        return i >= 0 and self._ends[(device, boot)][i] >= hi
 
     def add(self, device: str, boot: int, seq: int) -> bool:
         """Record ``seq``; True if it was new."""

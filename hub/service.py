@@ -196,7 +196,9 @@ class Hub:
             # The log as this start finds it: a rebuild resumes at the same point, from
             # the same rule (hub/rebuild.py), so it makes the same records.
             last_event = session.scalar(select(func.max(Event.id))) or 0
-            self.rules, out = resume(session, data, stored_resume(session, site), now, last_event)
+            self.rules, out = resume(
+                session, data, stored_resume(session, site), now, last_event, seen=self.seen
+            )
             write_records(session, out.records)
             session.add(HubStart(at=now, after_event_id=last_event, version=__version__, site=site))
             for message in out.messages + self.rules.publish_states(now):
@@ -320,7 +322,7 @@ class Hub:
     def _on_message(self, msg: Received) -> None:
         self._wait_for_room()
         started = time.perf_counter()
-        inbound = Inbound(msg.topic, msg.payload, msg.received_at)
+        inbound = Inbound(msg.topic, msg.payload, msg.received_at, msg.retain)
         if self.cfg.homeassistant.discovery and msg.topic == birth_topic(
             self.cfg.homeassistant.prefix
         ):

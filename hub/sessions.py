@@ -77,6 +77,8 @@ CLOSE_REASONS = (
 # close reasons the device does not know about: the hub must switch the tool off
 RELEASING = frozenset({"release", "timeout", "max_duration"})
 DONE_BUTTONS = frozenset({"done", "stop"})
+# How far a device's clock may be from the hub's and still be taken as it is.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ class ToolRules:
     idle_timeout: timedelta | None = None
     max_duration: timedelta = timedelta(hours=12)
     hysteresis: float = 0.0
-    max_clock_skew: timedelta = timedelta(minutes=5)
+    max_clock_skew: timedelta = CLOCK_SKEW
     end_on_stop: bool = False
 
     def __post_init__(self) -> None:
@@ -298,6 +300,21 @@ class ToolSessionState:
         self._cursor_rx = rx
         self.session = OpenSession(member, start, rx, name=name, replayed=replayed)
         self._activity(start, rx, active=self._active())
+
+    def carry_on(self, past: ToolSessionState, now: datetime) -> list[Effect]:
+        """Take over ``past``'s open session as this tool's live one: a session its
+        device opened offline and replayed, which is still going on now.
+
+        The power state the replay left comes along, unless this state machine has
+        heard a later reading of the tool.  Nothing is recorded: the session goes on.
+        """
+        assert past.session is not None and self.session is None
+        self.session, past.session = past.session, None
+        if past.meter.at is not None and (self.meter.at is None or past.meter.at >= self.meter.at):
+            self.meter, past.meter = past.meter, PowerMeter(self.rules.thresholds)
+            self.running, self._has_power = past.running, past._has_power
+            self._cursor_rx = past._cursor_rx
+        return self.tick(now) + self._state_effects(self._record_time(now))
 
     def tap_out(
         self, member: str, now: datetime, device_ts: datetime | None = None, *, replay=False

@@ -14,6 +14,16 @@ same event log gives the same weights live and in a rebuild.
 Badge decisions are the one thing the engine makes up live.  A rebuild passes each
 stored decision back in (``decided=``), so a badge revoked since does not rewrite what
 happened; everything else (sessions, presence, effort, consumables) is recomputed.
+
+A device back from an outage replays what it buffered (``replay: true``).  Each tool
+keeps that replayed past in a state machine of its own, apart from the tool's live one:
+a live badge is decided as the tool is now, never against a session that a replay has
+open, and the replay's sessions publish no tool state, release nothing and switch no
+plug.  A replayed session carries on live once its device's replay has caught up with
+a live event of the same boot (every event since the session's badge has arrived): the
+member who badged in offline is still at the tool.  Device times are put on the hub's
+clock by the offset each boot's birth showed (:class:`ClockReading`), and a replayed
+event is never later than its arrival.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import logging
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -45,7 +55,9 @@ from hub.access import (
 )
 from hub.contract import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
 from hub.presence import Presence, SignedIn, SignedOut, auto_close_time
+from hub.seen import SeenIndex
 from hub.sessions import (
+    CLOCK_SKEW,
     ReleaseTool,
     SessionEnded,
     SessionStarted,
@@ -146,6 +158,22 @@ class ShopData:
 def plug_device_id(kind: str, ref: str) -> str:
     """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
     return f"{kind}/{ref}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """A device's clock at a birth (CONTRACT.md §2 v2 ``ts``): it read ``device_ts``
+    when the hub received the birth at ``at``.  ``offset`` is how far that boot's clock
+    is ahead of the hub's (negative: behind)."""
+
+    device_id: str
+    boot: int
+    device_ts: datetime
+    at: datetime
+
+    @property
+    def offset(self) -> timedelta:
+        return self.device_ts - self.at
 
 
 # --- what the engine returns ----------------------------------------------------------
@@ -305,13 +333,25 @@ class ShopEngine:
         present: dict[str, datetime] | None = None,
         last_toggle: dict[str, datetime] | None = None,
         key_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+        seen: SeenIndex | None = None,
+        clocks: Iterable[ClockReading] = (),
     ):
         self.key_factory = key_factory
         self.presence = Presence(
             data.tz, auto_close_at=data.auto_signout, present=present, last_toggle=last_toggle
         )
-        self.tools: dict[str, ToolSessionState] = {}
+        self.tools: dict[str, ToolSessionState] = {}  # each tool as it is now
         self.session_keys: dict[str, str] = {}
+        # each tool's replayed past, its session keys, and the identity of the replayed
+        # badge that opened its open session (device, boot, seq)
+        self.past: dict[str, ToolSessionState] = {}
+        self.past_keys: dict[str, str] = {}
+        self.past_source: dict[str, tuple[str, int, int]] = {}
+        # the identities of the events run on (the hub's own index, which it fills as
+        # messages arrive; a rebuild's, across its restarts): how far a replay has come
+        self.seen = SeenIndex() if seen is None else seen
+        self.clocks: dict[tuple[str, int], ClockReading] = {}  # (device, boot) -> latest
+        self._readings: set[tuple[str, int, datetime]] = set()
         self.pending: dict[str, PendingInduction] = {}
         self.efforts: dict[tuple[str, str], OpenEffort] = {}
         self.station_task: dict[str, tuple[str, datetime]] = {}
@@ -324,6 +364,8 @@ class ShopEngine:
         self.data = ShopData()
         self.device_tool: dict[str, str] = {}
         self.set_data(data)
+        for reading in clocks:
+            self.on_clock(reading)
 
     # -- shop data -------------------------------------------------------------------
 
@@ -339,6 +381,8 @@ class ShopEngine:
         self.presence.tz = data.tz
         self.presence.auto_close_at = data.auto_signout
         for tool_id, cfg in data.tools.items():
+            if tool_id in self.past:
+                self.past[tool_id].rules = cfg.rules
             state = self.tools.get(tool_id)
             if state is None:
                 self.tools[tool_id] = ToolSessionState(tool_id, cfg.rules, locked=cfg.locked)
@@ -407,15 +451,38 @@ class ShopEngine:
         *,
         rx: datetime | None = None,
         replayed: bool = False,
+        source: tuple[str, int, int] | None = None,
     ) -> None:
         """Put back a session found open in the database, granted on a badge received at
-        ``rx`` (replayed or not); then feed it its tool's events since and call
+        ``rx``: live, or replayed (into the tool's replayed past, opened by the badge
+        ``source``); then feed it its tool's events since (:meth:`refeed`) and call
         :meth:`restart`."""
-        state = self.tools.get(tool_id)
-        if state is None:
+        if tool_id not in self.tools:
             return
-        state.resume(member, start, name=name, rx=rx, replayed=replayed)
-        self.session_keys[tool_id] = key
+        self.tool_state(tool_id, replayed=replayed).resume(
+            member, start, name=name, rx=rx, replayed=replayed
+        )
+        if not replayed:
+            self.session_keys[tool_id] = key
+            return
+        self.past_keys[tool_id] = key
+        if source is not None:
+            self.past_source[tool_id] = source
+
+    def tool_state(self, tool_id: str, *, replayed: bool = False) -> ToolSessionState:
+        """A tool's live state machine, or (``replayed``) the one of its replayed past."""
+        if not replayed:
+            return self.tools[tool_id]
+        past = self.past.get(tool_id)
+        if past is None:
+            past = self.past[tool_id] = ToolSessionState(tool_id, self.tools[tool_id].rules)
+        return past
+
+    def refeed(self, tool_id: str, ev: DeviceEvent, now: datetime) -> Outcome:
+        """A logged event of the tool (not a badge) fed again to the state machine it
+        went to, on the clock :meth:`on_event` put it on: a restart rebuilding a session
+        that was open."""
+        return self._feed(tool_id, self._corrected(ev, now), now)
 
     def restore_effort(self, effort: OpenEffort) -> None:
         self.efforts[(effort.device_id, effort.member)] = effort
@@ -430,9 +497,13 @@ class ShopEngine:
         The tool's own timers run inside its state machine on every call; the shop-wide
         clock (every tool, forgotten sign-outs) is :meth:`tick`, which the hub runs once
         a second rather than per event."""
+        self.seen.add(ev.device_id, ev.boot, ev.seq)
+        ev = self._corrected(ev, now)
         out = Outcome()
         tool_id = self.device_tool.get(ev.device_id)
         station = self.data.stations.get(ev.device_id)
+        if tool_id is not None and not ev.replay:
+            out.extend(self._carry_on(tool_id, ev, now))
         if ev.type == "badge":
             if tool_id is not None:
                 out.extend(self._badge_at_tool(ev, now, tool_id, decided))
@@ -452,7 +523,7 @@ class ShopEngine:
             return out
         if tool_id is None:
             return out
-        state = self.tools[tool_id]
+        state = self.tool_state(tool_id, replayed=ev.replay)
         if ev.type == "consume":
             holder = state.session.member if state.session else None
             out.records.append(
@@ -469,19 +540,79 @@ class ShopEngine:
                 )
             )
             return out
-        if ev.type == "badge_removed":
-            member = self.data.badges.get(ev.data["uid"])
-            out.extend(
-                self._effects(state.badge_removed(member, now, ev.device_ts, replay=ev.replay))
-            )
-            return out
-        out.extend(self._effects(state.feed(ev, now)))
-        out.extend(self._watts(state, now))
+        out.extend(self._feed(tool_id, ev, now))
         return out
 
+    def _feed(self, tool_id: str, ev: DeviceEvent, now: datetime) -> Outcome:
+        """A tool's event (not a badge) to its live state machine or its replayed past."""
+        state = self.tool_state(tool_id, replayed=ev.replay)
+        holder = self.data.badges.get(ev.data["uid"]) if ev.type == "badge_removed" else None
+        out = self._effects(state.feed(ev, now, holder), past=ev.replay)
+        if not ev.replay:
+            out.extend(self._watts(state, now))
+        return out
+
+    def on_clock(self, reading: ClockReading) -> None:
+        """A birth's clock reading: its boot's events are corrected by the latest one.
+
+        A reading heard before (the same birth delivered again) changes nothing, as the
+        stored readings keep the first."""
+        identity = (reading.device_id, reading.boot, reading.device_ts)
+        if identity in self._readings:
+            return
+        self._readings.add(identity)
+        self.clocks[(reading.device_id, reading.boot)] = reading
+
+    def _corrected(self, ev: DeviceEvent, now: datetime) -> DeviceEvent:
+        """``ev`` with its device time on the hub's clock, as far as the hub knows the
+        device's: less the offset its boot's latest birth showed, when more than
+        :data:`CLOCK_SKEW` (a clock that close is taken as it is); and a replayed event
+        no later than its arrival ``now``, since it happened before it was sent.
+
+        Only the boot's own birth says how its clock was set: a reading of a later
+        boot (the device restarted, its clock set again) corrects nothing of it."""
+        ts = ev.device_ts
+        if ts is None:
+            return ev
+        reading = self.clocks.get((ev.device_id, ev.boot))
+        if reading is not None and abs(reading.offset) > CLOCK_SKEW:
+            ts -= reading.offset
+        if ev.replay and ts > now:
+            ts = now
+        return ev if ts == ev.device_ts else replace(ev, device_ts=ts)
+
+    def _carry_on(self, tool_id: str, ev: DeviceEvent, now: datetime) -> Outcome:
+        """Hand the tool's replayed open session to its live state machine when the
+        device whose replay opened it sends live, in the same boot, and every event of
+        that boot from the session's badge up to this one has arrived: the replay has
+        caught up with the present, so the member who badged in offline is still there.
+
+        Before that, the live event belongs to the tool as it is now; and a tool with a
+        live session of its own keeps it (the replayed one ends by its own events or
+        timers)."""
+        past = self.past.get(tool_id)
+        source = self.past_source.get(tool_id)
+        live = self.tools[tool_id]
+        if past is None or past.session is None or source is None or live.session is not None:
+            return Outcome()
+        device, boot, seq = source
+        if (ev.device_id, ev.boot) != (device, boot) or ev.seq <= seq:
+            return Outcome()
+        if not self.seen.covers(device, boot, seq, ev.seq - 1):
+            return Outcome()
+        del self.past_source[tool_id]
+        key = self.past_keys.pop(tool_id, None)
+        if key is not None:
+            self.session_keys[tool_id] = key
+        return self._effects(live.carry_on(past, now))
+
     def on_status(self, status: DeviceStatus, now: datetime) -> Outcome:
-        """A birth or will; a will from an older boot than the last birth is stale."""
+        """A birth or will; a will from an older boot than the last birth is stale.
+
+        A birth's clock reading is kept whatever its boot: it is that boot's."""
         out = Outcome()
+        if status.state == "online" and status.boot is not None and status.device_ts is not None:
+            self.on_clock(ClockReading(status.device_id, status.boot, status.device_ts, now))
         known = self.device_boot.get(status.device_id)
         if status.state == "online":
             if status.boot is not None:
@@ -506,6 +637,9 @@ class ShopEngine:
         for state in self.tools.values():
             if state.session is not None:
                 out.extend(self._effects(state.tick(now)))
+        for state in self.past.values():
+            if state.session is not None:
+                out.extend(self._effects(state.tick(now), past=True))
         for signed_out in self.presence.auto_close(now):
             out.records.append(
                 PresenceRec(signed_out.member, signed_out.at, "out", "auto", self.data.site)
@@ -520,7 +654,9 @@ class ShopEngine:
         return out
 
     def restart(self, now: datetime) -> Outcome:
-        """The hub (re)started: close what was open by rule, with reason ``hub_restart``."""
+        """The hub (re)started: close what was open by rule, with reason ``hub_restart``.
+
+        A tool's replayed past is left open: the rest of its device's replay ends it."""
         out = Outcome()
         for state in self.tools.values():
             out.extend(self._effects(state.hub_restart(now)))
@@ -578,20 +714,15 @@ class ShopEngine:
     ) -> Outcome:
         out = Outcome()
         cfg = self.data.tools[tool_id]
-        state = self.tools[tool_id]
+        state = self.tool_state(tool_id, replayed=ev.replay)
         if decided is not None:
             action, member, training = decided.action, decided.member, decided.training
             name = self.data.members[member].name if member in self.data.members else member
             if action == "grant" and member:
-                out.extend(
-                    self._effects(
-                        state.start(member, now, ev.device_ts, replay=ev.replay, name=name)
-                    )
-                )
+                out.extend(self._start(state, ev, now, member, name))
             elif action == "release" and member:
-                out.extend(
-                    self._effects(state.tap_out(member, now, ev.device_ts, replay=ev.replay))
-                )
+                effects = state.tap_out(member, now, ev.device_ts, replay=ev.replay)
+                out.extend(self._effects(effects, past=ev.replay))
             out.records.append(decided)
             return out
 
@@ -600,7 +731,7 @@ class ShopEngine:
             tool=tool_id,
             training=cfg.training,
             policy=cfg.rules.policy,
-            locked=state.locked,
+            locked=self.tools[tool_id].locked,
             in_use_by=state.session.member if state.session else None,
             hours=cfg.hours,
             scarce=cfg.scarce,
@@ -632,19 +763,13 @@ class ShopEngine:
             )
         if isinstance(effective, Grant):
             action, reason = "grant", None
-            out.extend(
-                self._effects(
-                    state.start(
-                        effective.member, now, ev.device_ts, replay=ev.replay, name=effective.name
-                    )
-                )
-            )
-            out.messages.extend(self._switch_plugs(cfg, on=True))
+            out.extend(self._start(state, ev, now, effective.member, effective.name))
+            if not ev.replay:  # a replayed grant was yesterday's: the plug stays as it is
+                out.messages.extend(self._switch_plugs(cfg, on=True))
         elif isinstance(effective, TapOut):
             action, reason = "release", None
-            out.extend(
-                self._effects(state.tap_out(effective.member, now, ev.device_ts, replay=ev.replay))
-            )
+            effects = state.tap_out(effective.member, now, ev.device_ts, replay=ev.replay)
+            out.extend(self._effects(effects, past=ev.replay))
         else:
             action, reason = "deny", effective.reason
         out.records.append(
@@ -652,6 +777,21 @@ class ShopEngine:
         )
         out.reply = self._reply(ev, reply)
         return out
+
+    def _start(
+        self,
+        state: ToolSessionState,
+        ev: DeviceEvent,
+        now: datetime,
+        member: str,
+        name: str | None,
+    ) -> Outcome:
+        """A granted badge opens (or keeps) ``member``'s session; a replayed one in the
+        tool's replayed past, which notes the badge that opened it."""
+        effects = state.start(member, now, ev.device_ts, replay=ev.replay, name=name)
+        if ev.replay and any(isinstance(e, SessionStarted) for e in effects):
+            self.past_source[state.tool] = ev.identity
+        return self._effects(effects, past=ev.replay)
 
     def _badge_at_door(
         self, ev: DeviceEvent, now: datetime, decided: DecisionRec | None
@@ -766,19 +906,19 @@ class ShopEngine:
 
     # -- effects of the session state machine ------------------------------------------
 
-    def apply(self, effects: Iterable[Any]) -> Outcome:
-        """Records and messages for effects of a tool's session state machine."""
-        return self._effects(effects)
-
-    def _effects(self, effects: Iterable[Any]) -> Outcome:
+    def _effects(self, effects: Iterable[Any], *, past: bool = False) -> Outcome:
+        """Records and messages for the effects of a tool's state machine.  Those of its
+        replayed past (``past``) are records only: the tool's state, its devices and its
+        plugs are the present's."""
         out = Outcome()
+        keys = self.past_keys if past else self.session_keys
         for effect in effects:
             if isinstance(effect, SessionStarted):
                 key = self.key_factory()
-                self.session_keys[effect.tool] = key
+                keys[effect.tool] = key
                 out.records.append(SessionOpenRec(key, effect.tool, effect.member, effect.start))
             elif isinstance(effect, SessionEnded):
-                key = self.session_keys.pop(effect.tool, None) or self.key_factory()
+                key = keys.pop(effect.tool, None) or self.key_factory()
                 out.records.append(
                     SessionCloseRec(
                         key,
@@ -793,8 +933,10 @@ class ShopEngine:
                     )
                 )
                 cfg = self.data.tools.get(effect.tool)
-                if cfg is not None:
+                if cfg is not None and not past:
                     out.messages.extend(self._switch_plugs(cfg, on=False))
+            elif past:
+                continue
             elif isinstance(effect, ToolStateChanged):
                 out.messages.append(self._state_message(effect))
                 self.published_w[effect.tool] = (effect.w, effect.since)
@@ -841,9 +983,7 @@ class ShopEngine:
     @staticmethod
     def _event_time(ev: DeviceEvent, now: datetime) -> datetime:
         """Device time for records when the device has a sane clock, else receive time."""
-        if ev.device_ts is not None and (
-            ev.replay or abs(ev.device_ts - now) <= timedelta(minutes=5)
-        ):
+        if ev.device_ts is not None and (ev.replay or abs(ev.device_ts - now) <= CLOCK_SKEW):
             return ev.device_ts
         return now
 
@@ -855,8 +995,6 @@ def _auto_end(effort: OpenEffort, at: datetime, data: ShopData) -> datetime:
 
 
 def _with_training(member: MemberAccess, training: str) -> MemberAccess:
-    from dataclasses import replace
-
     return replace(member, trainings={**member.trainings, training: None})
 
 

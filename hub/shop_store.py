@@ -24,6 +24,7 @@ from hub.db import insert_ignore
 from hub.models import (
     Badge,
     BadgeDecision,
+    DeviceClock,
     EffortRecord,
     Event,
     Member,
@@ -41,8 +42,10 @@ from hub.models import (
 )
 from hub.overrides import unmark_grants
 from hub.presence import state_from_changes
+from hub.seen import SeenIndex
 from hub.sessions import ToolRules
 from hub.shop import (
+    ClockReading,
     DecisionRec,
     EffortRec,
     OpenEffort,
@@ -245,7 +248,8 @@ def _at_site(column: Any, site: str | None) -> tuple[Any, ...]:
 class Resume:
     """What a restarted hub resumes from, as recorded up to its start: its site's presence
     changes ``(member, at, state, reason)`` in order, the open sessions ``(key, tool,
-    member, start)`` and the open task-station efforts.
+    member, start)``, the open task-station efforts, and the devices' clock readings in
+    the order they came (each boot's latest is its clock's offset).
 
     The live hub reads it from the database (:func:`stored_resume`); ``peershop rebuild``
     keeps it from the records it makes again, and at each ``hub_starts`` row calls
@@ -254,6 +258,7 @@ class Resume:
     presence: list[tuple[str, datetime, str, str]] = field(default_factory=list)
     sessions: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     efforts: list[OpenEffort] = field(default_factory=list)
+    clocks: list[ClockReading] = field(default_factory=list)
 
 
 def current_presence(session: Session, *, except_site: str | None = None) -> dict[str, datetime]:
@@ -290,6 +295,7 @@ def stored_resume(session: Session, site: str) -> Resume:
         .where(EffortRecord.end.is_(None), EffortRecord.source == "station")
         .order_by(EffortRecord.id)
     )
+    clocks = session.scalars(select(DeviceClock).order_by(DeviceClock.id))
     return Resume(
         [tuple(row) for row in presence],  # type: ignore[misc]
         [tuple(row) for row in sessions],  # type: ignore[misc]
@@ -297,6 +303,7 @@ def stored_resume(session: Session, site: str) -> Resume:
             OpenEffort(e.key, e.member, e.start, e.device_id, e.task_id, e.weight, e.project_id)
             for e in efforts
         ],
+        [ClockReading(c.device_id, c.boot, c.device_ts, c.received_at) for c in clocks],
     )
 
 
@@ -308,18 +315,23 @@ def resume(
     up_to_event: int,
     *,
     key_factory: Callable[[], str] | None = None,
+    seen: SeenIndex | None = None,
 ) -> tuple[ShopEngine, Outcome]:
     """A fresh engine for a hub starting at ``now``, after event ``up_to_event`` of the
-    log: presence and open efforts resumed, each open session of its tools rebuilt from
-    the log, the clock run once, and what is still open closed (``hub_restart``), but for
-    the sessions replayed badges opened, which the rest of their device's replay ends.
+    log: presence, open efforts and the devices' clock offsets resumed, each open session
+    of its tools rebuilt from the log, the clock run once, and what is still open closed
+    (``hub_restart``), but for the sessions replayed badges opened, which the rest of
+    their device's replay ends.  ``seen`` holds the identities of the log up to
+    ``up_to_event`` (the hub's index; a rebuild's own), and the engine adds to it.
 
     Nothing else of the engine's memory survives a restart (a tool's power level, a task
     button waiting for its badge, a two-card induction half done): a rebuild forgets it
     at the same point.  Returns the engine and what it recorded."""
     present, toggles = state_from_changes(stored.presence)
     kwargs = {} if key_factory is None else {"key_factory": key_factory}
-    engine = ShopEngine(data, present=present, last_toggle=toggles, **kwargs)
+    engine = ShopEngine(
+        data, present=present, last_toggle=toggles, seen=seen, clocks=stored.clocks, **kwargs
+    )
     out = Outcome()
     for key, tool_id, member, start in stored.sessions:
         if tool_id in engine.tools:  # else another site's (its hub resumes it)
@@ -347,20 +359,22 @@ def _replay_session(
     placed in the log by the badge that granted it (not by time: a session's start is on
     the device's clock, the log's receive times on the hub's): the power state it started
     in (the tool's last reading before that badge), then every event after it, so it
-    closes with the busy and idle time and energy it had."""
+    closes with the busy and idle time and energy it had.
+
+    A session a replayed badge opened goes back into the tool's replayed past, with the
+    replayed events only; a live one into its live state, with the live events only."""
     out = Outcome()
-    state = engine.tools[tool_id]
     devices = [d for d, t in engine.device_tool.items() if t == tool_id]
     logged = (Event.device_id.in_(devices), Event.id <= up_to_event)
     d = BadgeDecision
     granted = session.execute(
-        select(Event.id, Event.received_at, d.replay)
+        select(Event.id, Event.received_at, Event.device_id, Event.boot, Event.seq, d.replay)
         .join(d, (d.device_id == Event.device_id) & (d.boot == Event.boot) & (d.seq == Event.seq))
         .where(*logged, d.member == member, d.tool_id == tool_id, d.action == "grant")
         .order_by(Event.id.desc())
         .limit(1)
     ).first()
-    rx, replayed = None, False
+    rx, replayed, source = None, False, None
     if granted is None:  # no badge opened it (a record written by hand): from its start
         place = Event.received_at >= start
         before_place = Event.received_at < start
@@ -368,27 +382,29 @@ def _replay_session(
         place, before_place = Event.id > granted.id, Event.id < granted.id
         # its timers count from the badge's arrival, as they did; a replayed one stays open
         rx, replayed = granted.received_at, granted.replay
+        source = (granted.device_id, granted.boot, granted.seq)
+    state = engine.tool_state(tool_id, replayed=replayed)
+    own = Event.replay.is_(replayed)
     before = session.scalars(
         select(Event)
-        .where(*logged, before_place, Event.type.in_(("power", "running")))
+        .where(*logged, own, before_place, Event.type.in_(("power", "running")))
         .order_by(Event.id.desc())
         .limit(1)
     ).first()
     if before is not None:
-        state.feed(_device_event(before), before.received_at)
+        engine.refeed(tool_id, _device_event(before), before.received_at)
     name = engine.data.members[member].name if member in engine.data.members else None
-    engine.restore_session(tool_id, key, member, start, name, rx=rx, replayed=replayed)
+    engine.restore_session(
+        tool_id, key, member, start, name, rx=rx, replayed=replayed, source=source
+    )
     events = session.scalars(
         select(Event)
-        .where(*logged, place)
+        .where(*logged, own, place)
         .where(Event.type.in_(("power", "running", "badge_removed", "button")))
         .order_by(Event.id)
     )
     for ev in events:
-        holder = (
-            engine.data.badges.get(ev.data.get("uid", "")) if ev.type == "badge_removed" else None
-        )
-        out.extend(engine.apply(state.feed(_device_event(ev), ev.received_at, holder)))
+        out.extend(engine.refeed(tool_id, _device_event(ev), ev.received_at))
         if state.session is None:  # it ended while replaying (a timeout passed)
             break
     return out

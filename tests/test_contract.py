@@ -125,6 +125,19 @@ def test_status_birth_and_will():
     assert parse_status("n", b'{"state":"online","boot":1,"fw":"\\\\u0000"}').fw == "\\u0000"
 
 
+def test_a_birth_may_say_the_device_clock_v2():
+    birth = parse_status("n", b'{"state":"online","boot":7,"ts":"2026-11-26T16:15:03.120Z"}')
+    assert birth.device_ts == datetime(2026, 11, 26, 16, 15, 3, 120000, tzinfo=UTC)
+    assert parse_status("n", b'{"state":"online","boot":7,"ts":1795709703}').device_ts == (
+        datetime(2026, 11, 26, 16, 15, 3, tzinfo=UTC)
+    )
+    assert parse_status("n", b'{"state":"online","boot":7}').device_ts is None  # v1: no clock
+    with pytest.raises(ContractError, match="'ts' is not ISO 8601"):
+        parse_status("n", b'{"state":"online","boot":7,"ts":"yesterday"}')
+    # a will is the broker's, set up at connect: a clock in it is not read
+    assert parse_status("n", b'{"state":"offline","boot":7,"ts":"x"}').device_ts is None
+
+
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise_anything_but_a_contract_error(payload):
     try:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from hub.db import current_revision, make_engine, migrate, session_factory
 from hub.ingest import DEAD_LETTER_KEEP, Inbound, store_batch
-from hub.models import DeadLetter, Device, DeviceStatusLog, Event, Task
+from hub.models import DeadLetter, Device, DeviceClock, DeviceStatusLog, Event, Task
 from tests.helpers import event_payload
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -168,6 +168,24 @@ def test_birth_and_will_set_online_and_a_stale_will_is_ignored(sm):
     # the retained birth arriving again after a hub reconnect is logged once
     store(sm, [msg("n", b'{"state":"online","boot":8,"fw":"1.4.3"}', "status")])
     assert count(sm, DeviceStatusLog.id, DeviceStatusLog.boot == 8) == 2
+
+
+def test_a_birth_clock_is_kept_once_and_a_retained_copy_teaches_nothing(sm):
+    fast = b'{"state":"online","boot":7,"ts":"2026-11-26T16:00:00Z"}'  # six hours ahead
+    store(sm, [msg("n", fast, "status")])
+    # the same birth again: live after a reconnect, and as the broker's retained copy
+    store(sm, [msg("n", fast, "status", at=T0 + timedelta(seconds=30))])
+    retained = Inbound("peershop/dev/n/status", fast, T0 + timedelta(hours=1), retained=True)
+    store(sm, [retained])
+    with sm() as session:
+        readings = session.execute(
+            select(DeviceClock.boot, DeviceClock.device_ts, DeviceClock.received_at)
+        ).all()
+    assert readings == [(7, T0 + timedelta(hours=6), T0)]
+    # a later birth of the boot is a new reading; a will says no clock
+    store(sm, [msg("n", b'{"state":"online","boot":7,"ts":"2026-11-26T12:00:00Z"}', "status")])
+    store(sm, [msg("n", b'{"state":"offline","boot":7}', "status")])
+    assert count(sm, DeviceClock.id) == 2
 
 
 def test_an_empty_retained_status_is_nothing_said(sm):

@@ -378,3 +378,149 @@ def test_a_shelly_plug_is_switched_with_its_reply_under_its_own_prefix():
     body = json.loads(rpc.payload)
     assert body["method"] == "Switch.Set" and body["params"] == {"id": 0, "on": True}
     assert body["src"].startswith("shellies/laser/")  # the ACL fences a plug to its prefix
+
+
+# --- a device's replay: the past apart from the present, on the hub's clock ----------------
+
+EVE = "04E1B2C3"
+MINUTE = timedelta(minutes=1)
+SIX_HOURS = timedelta(hours=6)
+
+
+def laser_state(out) -> dict | None:
+    """The laser's published live state in ``out``, if it published one."""
+    payloads = [m.payload for m in out.messages if m.topic == "peershop/tool/laser-1/state"]
+    return json.loads(payloads[-1]) if payloads else None
+
+
+def test_a_live_badge_during_a_replay_is_decided_as_the_tool_is_now():
+    """Ada badged in offline yesterday; her node's replay is half sent when Eve badges
+    live: the laser is free now, so Eve gets it, and the replay still ends Ada's session
+    at her own tap, saying nothing to the laser, its plug or its live state."""
+    data = shop()
+    data.members["eve"] = MemberAccess("eve", "Eve", trainings={"laser": None})
+    data.badges[EVE] = "eve"
+    engine = ShopEngine(data)
+    laser, day = Reader("laser-node"), T0 - timedelta(days=1)
+    engine.on_status(DeviceStatus("laser-node", "online", 1), T0)
+    out = engine.on_event(laser("badge", uid=ADA, ts=day, replay=True), T0)
+    assert out.messages == []  # yesterday's session: no plug switched, no state shown
+    engine.on_event(laser("power", w=900.0, ts=day + MINUTE, replay=True), T0)
+    rest = [
+        laser("power", w=900.0, ts=day + 30 * MINUTE, replay=True),
+        laser("badge", uid=ADA, ts=day + 31 * MINUTE, replay=True),
+    ]
+    out = engine.on_event(laser("badge", uid=EVE), T0 + timedelta(seconds=5))  # seq 4, live
+    assert reply(out) == {"re": 4, "action": "grant", "member": "Eve"}
+    assert {m.topic: m.payload for m in out.messages}["cmnd/laser_plug/POWER"] == b"ON"
+    assert laser_state(out)["member"] == "Eve"
+    for ev in rest:
+        out = engine.on_event(ev, T0 + timedelta(seconds=6))
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.member, closed.start, closed.end, closed.close_reason, closed.busy_s) == (
+        "ada",
+        day,
+        day + 31 * MINUTE,
+        "badge_out",
+        1800.0,
+    )
+    assert out.messages == [] and out.reply is None
+    out = engine.on_event(laser("badge", uid=EVE), T0 + 10 * MINUTE)
+    assert reply(out)["action"] == "release"
+    assert [c.member for c in of(out, SessionCloseRec)] == ["eve"]
+
+
+def test_an_offline_session_carries_on_live_once_its_replay_has_caught_up(engine):
+    """Ada badged in offline and is still cutting when the node is back: once everything
+    it buffered has arrived, her session is the laser's live one, and her tap ends it."""
+    laser, on = Reader("laser-node"), T0 - 20 * MINUTE
+    engine.on_status(DeviceStatus("laser-node", "online", 1), T0)
+    engine.on_event(laser("badge", uid=ADA, ts=on, replay=True), T0)
+    engine.on_event(laser("power", w=900.0, ts=on + MINUTE, replay=True), T0)
+    later = T0 + timedelta(seconds=10)
+    out = engine.on_event(laser("power", w=900.0, ts=later), later)  # live
+    assert (laser_state(out)["state"], laser_state(out)["member"]) == ("busy", "Ada L.")
+    out = engine.on_event(laser("badge", uid=ADA, ts=T0 + 10 * MINUTE), T0 + 10 * MINUTE)
+    assert reply(out)["action"] == "release"
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.start, closed.end, closed.close_reason, closed.busy_s) == (
+        on,
+        T0 + 10 * MINUTE,
+        "badge_out",
+        29 * 60.0,
+    )
+
+
+def test_a_replayed_session_stays_in_the_past_until_the_replay_catches_up_in_its_boot(engine):
+    laser, on = Reader("laser-node"), T0 - 20 * MINUTE
+    engine.on_event(laser("badge", uid=ADA, ts=on, replay=True), T0)  # seq 0
+    buffered = [laser("power", w=900.0, ts=on + i * MINUTE, replay=True) for i in (1, 2, 3)]
+    # a live sample ahead of the rest of the buffer (seqs 1-3): the laser, now, is nobody's
+    out = engine.on_event(laser("power", w=900.0), T0)
+    assert (laser_state(out)["state"], laser_state(out)["member"]) == ("busy", None)
+    for ev in buffered:
+        engine.on_event(ev, T0)
+    # the node restarted meanwhile: its new boot is not the offline session's
+    out = engine.on_event(Reader("laser-node", boot=2)("power", w=40.0), T0 + MINUTE)
+    assert (laser_state(out)["state"], laser_state(out)["member"]) == ("idle", None)
+    out = engine.on_event(Reader("laser-node", boot=2)("badge", uid=ADA), T0 + 2 * MINUTE)
+    assert reply(out)["action"] == "grant"  # ...and the live laser is free for her
+
+
+@pytest.mark.parametrize(
+    ("error", "corrected"),
+    [
+        (timedelta(hours=6), True),  # an RTC set to local time taken for UTC
+        (-timedelta(days=400), True),  # a clock that lost its time
+        (timedelta(minutes=4), False),  # close enough: taken as it is, like a live one
+    ],
+)
+def test_replayed_times_are_put_on_the_hub_clock_by_the_birth(engine, error, corrected):
+    engine.on_status(DeviceStatus("laser-node", "online", 7, device_ts=T0 + error), T0)
+    engine.on_status(DeviceStatus("door", "online", 3, device_ts=T0 + error), T0)
+    laser, on, off = Reader("laser-node", boot=7), T0 - timedelta(hours=3), T0 - timedelta(hours=2)
+    engine.on_event(laser("badge", uid=ADA, ts=on + error, replay=True), T0 + MINUTE)
+    out = engine.on_event(laser("badge", uid=ADA, ts=off + error, replay=True), T0 + MINUTE)
+    shift = timedelta(0) if corrected else error
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.start, closed.end) == (on + shift, off + shift)
+    out = engine.on_event(
+        Reader("door", boot=3)("badge", uid=ADA, ts=on + error, replay=True), T0 + MINUTE
+    )
+    assert [p.at for p in of(out, PresenceRec)] == [on + shift]
+
+
+def test_each_boot_keeps_its_own_clock_and_a_replay_never_lands_after_its_arrival(engine):
+    """Boot 7's clock was six hours fast; the node restarted (boot 8) with its clock set
+    right, and only then replays what boot 7 buffered: boot 7's own birth corrects it.
+    Events of a boot whose clock the hub never heard keep their times, but never later
+    than when they arrived."""
+    day = T0 - timedelta(days=1)
+    engine.on_status(DeviceStatus("laser-node", "online", 7, device_ts=day + SIX_HOURS), day)
+    engine.on_status(DeviceStatus("laser-node", "online", 8, device_ts=T0), T0)
+    boot7, on, off = Reader("laser-node", boot=7), T0 - timedelta(hours=3), T0 - timedelta(hours=2)
+    engine.on_event(boot7("badge", uid=ADA, ts=on + SIX_HOURS, replay=True), T0)
+    out = engine.on_event(boot7("badge", uid=ADA, ts=off + SIX_HOURS, replay=True), T0)
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.start, closed.end) == (on, off)
+    boot6 = Reader("laser-node", boot=6)  # no birth heard: its future times are impossible
+    engine.on_event(boot6("badge", uid=ADA, ts=T0 + SIX_HOURS, replay=True), T0 + MINUTE)
+    out = engine.on_event(
+        boot6("badge", uid=ADA, ts=T0 + 2 * SIX_HOURS, replay=True), T0 + 2 * MINUTE
+    )
+    [closed] = of(out, SessionCloseRec)
+    assert (closed.start, closed.end) == (T0 + MINUTE, T0 + 2 * MINUTE)
+
+
+def test_the_same_birth_heard_again_keeps_its_first_reading(engine):
+    """A birth delivered again later (after a reconnect) would seem to show a slower
+    clock; the stored readings keep the first, and so does the engine."""
+    birth = DeviceStatus("laser-node", "online", 7, device_ts=T0 + SIX_HOURS)
+    engine.on_status(birth, T0)
+    engine.on_status(birth, T0 + timedelta(hours=2))
+    laser = Reader("laser-node", boot=7)
+    on = T0 - timedelta(hours=1)
+    engine.on_event(laser("badge", uid=ADA, ts=on + SIX_HOURS, replay=True), T0 + 3 * MINUTE)
+    out = engine.on_event(laser("badge", uid=ADA, ts=on + SIX_HOURS + MINUTE, replay=True), T0)
+    [closed] = of(out, SessionCloseRec)
+    assert closed.start == on

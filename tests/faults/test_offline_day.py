@@ -5,16 +5,17 @@ simulated §2 devices.  The laser's node lost the broker for a day.  Meanwhile m
 badged in and out at it (it decided alone from its signed allow-list) and the laser drew
 power in several sessions; an untrained member's badge was refused.  Its clock was six
 hours fast all along (an RTC set to a local time taken for UTC).  After the reconnect it
-sends its birth and replays its buffer of several thousand events, ``replay: true``, the
-way a node that resends unacked events does: out of order within §4's window of 8
-unacked, and some of them twice.  While the replay goes on, members badge live at the
-door, at the drill and at the laser itself.  In one run the hub is SIGKILLed in the
-middle of the replay and started again.
+sends its birth, with its clock (CONTRACT §2 v2 ``ts``), and replays its buffer of
+several thousand events, ``replay: true``, the way a node that resends unacked events
+does: out of order within §4's window of 8 unacked, and some of them twice.  While the
+replay goes on, members badge live at the door, at the drill and at the laser itself.
+In one run the hub is SIGKILLed in the middle of the replay and started again.
 
 What a coordinator would check afterwards: every event stored once and none
 dead-lettered; no replayed badge answered; one session per visit, in order, with the
-right member, close to the real durations, not overlapping, none left open; the live
-badges decided as the shop is now.
+right member, at the hours of the visits, close to the real durations, not overlapping,
+none left open; the live badges decided as the shop is now; and the same records
+rebuilt from the log.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from hub.broker import PrivateBroker
 from hub.cli import main
-from hub.contract import cmd_topic, status_topic, tool_state_topic
+from hub.contract import cmd_topic, format_timestamp, status_topic, tool_state_topic
 from hub.db import make_engine, migrate, session_factory
 from hub.models import UsageSession
 from hub.shopfile import apply_shop, parse_shop
@@ -264,9 +265,10 @@ def _run(
     def stored() -> int:
         return rows.query("SELECT count(*) FROM events")[0][0]
 
-    # back on the network: its birth, then the buffer
+    # back on the network: its birth, on its fast clock, then the buffer
+    birth = {"state": "online", "boot": BOOT, "fw": "1.4.2", "kind": ["reader", "power"]}
     laser.send(
-        body({"state": "online", "boot": BOOT, "fw": "1.4.2", "kind": ["reader", "power"]}),
+        body({**birth, "ts": format_timestamp(datetime.now(UTC) + SKEW)}),
         topic=status_topic("laser-node"),
         retain=True,
     )
@@ -285,7 +287,7 @@ def _run(
             drill.send(event_payload(1, 0, type="badge", uid=UID["ada"]))
         if i in cy_taps:
             # at the laser itself, live, on the node's fast clock
-            ts = (datetime.now(UTC) + SKEW).isoformat().replace("+00:00", "Z")
+            ts = format_timestamp(datetime.now(UTC) + SKEW)
             laser.send(event_payload(BOOT, cy_taps[i], type="badge", uid=UID["cy"], ts=ts))
         if variant == KILLED and i == visit + 300:
             # SIGKILL once the hub has stored all the node sent so far
@@ -331,34 +333,6 @@ def _run(
 
 
 # --- what a coordinator would notice ----------------------------------------------------
-
-# What this test found in the hub, each a strict xfail of the variants it shows in.
-PAST_HOLDS_THE_LIVE_TOOL = (
-    "hub bug: a tool's replayed past and its use now share one session state machine "
-    "(hub/shop.py ShopEngine.tools), so a live badge in the middle of a replay is decided "
-    "against yesterday's replayed session (deny tool_in_use); the agent sends fresh "
-    "events live ahead of its remaining buffer, so this happens with our own devices"
-)
-REPLAY_KEEPS_A_WRONG_CLOCK = (
-    "hub limitation: replayed events keep the device's ts however wrong (hub/sessions.py), "
-    "so a node whose clock ran six hours fast has its day recorded six hours late, part of "
-    "it in the future; CONTRACT §2 gives the hub nothing to learn the offset from before "
-    "the replay (a birth has no ts)"
-)
-KNOWN = {
-    ("test_live_badges_during_the_replay_are_decided_as_the_shop_is_now", LIVE_AT_LASER): (
-        PAST_HOLDS_THE_LIVE_TOOL
-    ),
-    ("test_the_sessions_are_at_the_hours_of_the_visits", None): REPLAY_KEEPS_A_WRONG_CLOCK,
-}
-
-
-@pytest.fixture(autouse=True)
-def _known_hub_bugs(request: pytest.FixtureRequest) -> None:
-    name, variant = request.node.originalname, request.node.callspec.params["offline_day"]
-    reason = KNOWN.get((name, variant)) or KNOWN.get((name, None))
-    if reason is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def laser_sessions(out: Outcome) -> list[tuple]:
@@ -442,7 +416,8 @@ def test_the_sessions_do_not_overlap_and_none_is_left_open(offline_day: Outcome)
 
 def test_the_sessions_are_at_the_hours_of_the_visits(offline_day: Outcome):
     """The node's clock was six hours fast: its day must not land six hours later, part of
-    it in the future."""
+    it in the future.  The hub learns the offset from the birth's clock, and a restart
+    keeps it."""
     out = offline_day
     sessions = replayed_sessions(out)
     for (member, start, *_), (_, t0, *_) in zip(sessions, out.day.truth, strict=True):
