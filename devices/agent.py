@@ -3,9 +3,11 @@
 The agent wires the drivers of ``devices/`` (reader, interlock, indicator, current sensor
 or running input, buttons) to the broker:
 
-* **Status.** A retained birth ``{"state":"online","boot":B,"fw":…,"kind":[…]}`` on every
-  connect, the matching last will, and ``offline`` on a clean stop.  ``boot`` is counted in
-  the state folder at every start.
+* **Status.** A retained birth ``{"state":"online","boot":B,"fw":…,"kind":[…],"ts":…}`` on
+  every connect, the matching last will, and ``offline`` on a clean stop.  ``boot`` is
+  counted in the state folder at every start.  ``ts`` (the Pi's clock) is sent while the
+  hub is online, and the birth goes again when the hub comes (back) online, ahead of the
+  buffered events: the hub learns the clock's offset from it and corrects their times.
 * **Store-and-forward.** Every event is committed to a local SQLite outbox
   (:mod:`devices.outbox`) before it is published, and marked acknowledged on the broker's
   PUBACK.  While the broker is unreachable or ``peershop/hub/status`` says ``offline``,
@@ -56,6 +58,7 @@ from hub.contract import (
     allowlist_topic,
     cmd_topic,
     event_topic,
+    format_timestamp,
     normalize_uid,
     status_topic,
 )
@@ -74,7 +77,7 @@ def _compact(obj: dict[str, Any]) -> str:
 
 
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_timestamp(datetime.now(UTC))
 
 
 class MockMains:
@@ -358,6 +361,11 @@ class Agent:
         body: dict[str, Any] = {"state": state, "boot": self.boot}
         if state == "online":
             body.update(fw=self.cfg.fw, kind=self.cfg.kind)
+            if self.hub_online:
+                # The clock only for a hub that hears the birth as it is sent: one that
+                # waited at the broker for a hub that is down would add the wait to the
+                # clock's error.  _on_hub_status sends it when the hub is back.
+                body["ts"] = _now_iso()
         return _compact(body).encode()
 
     def emit(self, event_type: str, **fields: Any) -> int:
@@ -531,6 +539,8 @@ class Agent:
         was, self.hub_online = self.hub_online, online
         if online and was is not True:
             log.info("hub online: sending what was buffered")
+            # the birth with the clock now, ahead of the buffer, whose times it corrects
+            self.link.publish(status_topic(self.cfg.id), self._status("online"), qos=1, retain=True)
             if not self._enabled() and not self.locked:
                 self._show("ready")
             self._wake.set()

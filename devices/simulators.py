@@ -153,6 +153,7 @@ class SerialNodeSim:
             lambda: int(time.monotonic() * 1000),
             on_command=self._on_command,
             kind=["reader", "interlock", "power"],
+            wall_clock=time.time,  # a node whose clock is set: it says ts
         )
         self.bridge = Bridge(MqttSettings(host=mqtt_host, port=mqtt_port), [path], node_id=node_id)
         self._thread = threading.Thread(target=self._run, name=f"node-{node_id}", daemon=True)

@@ -3,6 +3,11 @@
 One :class:`NodePort` per serial port, each in its own thread, reads frames, binds the
 port to the node that says ``hello``, and gives that node its own :class:`~hub.mqtt.MqttLink`
 (client id ``bridge-{id}``, username ``{id}``) with its own retained birth and last will.
+A node that knows the time says it in its ``hello`` (``ts``); the birth then carries the
+node's clock, advanced by the time since that hello, while the hub is online, and goes
+again when the hub comes (back) online: the hub learns the clock's offset from it and
+corrects the node's replayed times (CONTRACT.md §2 v2).  A node without a clock gets a
+birth without ``ts``: the bridge's own clock is not the node's.
 An event frame is published at QoS 1 and acked to the node only after the broker's
 PUBACK, so an ack always means the broker has it, in memory: Mosquitto writes its
 persistence file every ``autosave_interval``, so a broker killed outright loses what it
@@ -33,6 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,16 @@ import click
 import serial
 
 from firmware_bridge.framing import FrameDecoder, Rejection, encode_frame
-from hub.contract import DEVICE_ID, cmd_topic, event_from_object, event_topic, status_topic
+from hub.contract import (
+    DEVICE_ID,
+    HUB_STATUS_TOPIC,
+    cmd_topic,
+    event_from_object,
+    event_topic,
+    format_timestamp,
+    parse_timestamp,
+    status_topic,
+)
 from hub.errors import ContractError
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
 
@@ -123,12 +138,23 @@ class _Command:
 class _Binding:
     """The node a port serves now, with its MQTT link."""
 
-    def __init__(self, node_id: str, boot: int, fw: str | None, kind: list[str], link: MqttLink):
+    def __init__(
+        self,
+        node_id: str,
+        boot: int,
+        fw: str | None,
+        kind: list[str],
+        link: MqttLink,
+        clock: tuple[datetime, float] | None = None,
+    ):
         self.node_id = node_id
         self.boot = boot
         self.fw = fw
         self.kind = kind
         self.link = link
+        # the node's clock as its last hello said it, and this bridge's monotonic then
+        self.clock = clock
+        self.hub_online = False  # as peershop/hub/status says
         self.ready = threading.Event()  # the birth is out on the current connection
         self.on_puback: dict[int, Callable[[], None] | None] = {}
         self.early_pubacks: set[int] = set()  # PUBACKs that beat publish() returning
@@ -145,6 +171,11 @@ class _Binding:
         if self.fw is not None:
             status["fw"] = self.fw
         status["kind"] = self.kind
+        if self.clock is not None and self.hub_online:
+            # Only for a hub that hears it as it is sent: a birth that waited at the
+            # broker for a hub that is down would add the wait to the clock's error.
+            said, at = self.clock
+            status["ts"] = format_timestamp(said + timedelta(seconds=time.monotonic() - at))
         return _compact(status)
 
     def will(self) -> bytes:
@@ -367,11 +398,13 @@ class NodePort:
             kind = [kind]
         if not isinstance(kind, list) or not all(isinstance(k, str) and k for k in kind):
             kind = []
+        clock = self._hello_clock(frame)
         binding = self._binding
         if binding is not None and (binding.node_id, binding.boot) == (node_id, boot):
             # The answer to a rebirth: the same node, the same boot, the same link.
             birth_wanted = binding.birth_wanted or (binding.fw, binding.kind) != (fw, kind)
             binding.fw, binding.kind, binding.birth_wanted = fw, kind, False
+            binding.clock = clock
             if birth_wanted and binding.ready.is_set():
                 self._publish(binding, status_topic(node_id), binding.birth(), retain=True)
             return
@@ -385,9 +418,27 @@ class NodePort:
                 node_id,
             )
             return
-        self._bind(node_id, boot, fw, kind)
+        self._bind(node_id, boot, fw, kind, clock)
 
-    def _bind(self, node_id: str, boot: int, fw: str | None, kind: list[str]) -> None:
+    def _hello_clock(self, frame: dict[str, Any]) -> tuple[datetime, float] | None:
+        """The node's clock from its hello's ``ts``, with when it came; None without one."""
+        ts = frame.get("ts")
+        if ts is None:
+            return None
+        try:
+            return parse_timestamp(ts), time.monotonic()
+        except ContractError as exc:
+            log.warning("%s: hello with an unusable clock, ignored: %s", self.path, exc)
+            return None
+
+    def _bind(
+        self,
+        node_id: str,
+        boot: int,
+        fw: str | None,
+        kind: list[str],
+        clock: tuple[datetime, float] | None,
+    ) -> None:
         settings = dataclasses.replace(
             self.settings, username=node_id, password=self.passwords.get(node_id)
         )
@@ -398,13 +449,13 @@ class NodePort:
             on_message=lambda msg: self._on_command(binding, msg),
             on_connected=lambda _present: self._on_connected(binding),
             on_published=lambda mid: self._on_puback(binding, mid),
-            subscriptions=[cmd_topic(node_id)],
+            subscriptions=[cmd_topic(node_id), HUB_STATUS_TOPIC],
             will=Will(status_topic(node_id), _compact({"state": "offline", "boot": boot})),
             # A command is an answer for the moment (a grant for a badge tapped now):
             # one published while this link was away must not reach the node later.
             persistent=False,
         )
-        binding = _Binding(node_id, boot, fw, kind, link)
+        binding = _Binding(node_id, boot, fw, kind, link, clock)
         with self._lock:
             self._binding = binding
         self._last_heard = time.monotonic()
@@ -556,8 +607,21 @@ class NodePort:
 
     # -- commands ---------------------------------------------------------------------
 
+    def _on_hub_status(self, binding: _Binding, payload: bytes) -> None:
+        """The hub's state; a node with a clock is born again when the hub comes online."""
+        try:
+            online = json.loads(payload).get("state") == "online"
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return
+        was, binding.hub_online = binding.hub_online, online
+        if online and not was and binding.clock is not None and binding.ready.is_set():
+            self._publish(binding, status_topic(binding.node_id), binding.birth(), retain=True)
+
     def _on_command(self, binding: _Binding, msg: Received) -> None:
         # paho's network thread.
+        if msg.topic == HUB_STATUS_TOPIC:
+            self._on_hub_status(binding, msg.payload)
+            return
         try:
             obj = json.loads(msg.payload)
         except (ValueError, UnicodeDecodeError):

@@ -24,7 +24,14 @@ from devices.agent import Agent
 from devices.agent_config import parse_agent_config
 from devices.rdm6300 import rdm6300_frame
 from hub.allowlist import build_allowlist, load_or_create_key, public_key_b64
-from hub.contract import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, status_topic
+from hub.contract import (
+    HUB_STATUS_TOPIC,
+    allowlist_topic,
+    cmd_topic,
+    event_topic,
+    parse_timestamp,
+    status_topic,
+)
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ConfigError
 from hub.models import BadgeDecision, Event
@@ -160,6 +167,36 @@ def test_birth_events_and_replies(tmp_path, broker):
 @pytest.fixture
 def signing_key(tmp_path):
     return load_or_create_key(tmp_path / "hub.key")
+
+
+def test_the_birth_tells_an_online_hub_the_clock_and_goes_again_before_a_replay(tmp_path, broker):
+    """The Pi's clock goes into the birth only for a hub that is online (one that waited
+    at the broker for a hub that is down would add the wait to the clock's error); when
+    the hub comes back, the agent is born again with its clock, ahead of its buffer."""
+    set_hub_status(broker.port, "offline")
+    device_id = f"clk-{uuid.uuid4().hex[:6]}"
+    listener = Listener(broker.port, f"peershop/dev/{device_id}/#")
+    agent = Agent(agent_config(tmp_path, broker.port, device_id)).start()
+    try:
+        wait_for(lambda: agent.hub_online is False, 10, "the hub's offline status")
+        listener.wait(lambda ms: any(m.topic == status_topic(device_id) for m in ms))
+        [birth] = listener.payloads(status_topic(device_id))
+        assert birth["state"] == "online" and "ts" not in birth
+        badge(agent, BOB)  # decided alone, buffered
+        assert listener.payloads(event_topic(device_id)) == []
+        set_hub_status(broker.port, "online")
+        listener.wait(lambda ms: any(m.topic == event_topic(device_id) for m in ms))
+        sent = [(m.topic, json.loads(m.payload)) for m in listener.messages]
+        births = [body for topic, body in sent if topic == status_topic(device_id)]
+        assert len(births) == 2 and births[1]["boot"] == birth["boot"]
+        ts = parse_timestamp(births[1]["ts"])
+        assert abs(ts - datetime.now(UTC)) < timedelta(minutes=1)  # the test's own clock
+        first_event = next(i for i, (topic, _) in enumerate(sent) if topic.endswith("/event"))
+        assert sent[first_event][1]["replay"] is True
+        assert sent[first_event - 1] == (status_topic(device_id), births[1])
+    finally:
+        agent.close()
+        listener.close()
 
 
 def _offline_agent(tmp_path, broker, signing_key, device_id):

@@ -21,6 +21,7 @@ import tty
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ from firmware_bridge.bridge import Bridge
 from firmware_bridge.firmware import protocol
 from firmware_bridge.framing import FrameDecoder, crc16_ccitt_false, encode_frame
 from hub.broker import PrivateBroker
-from hub.contract import cmd_topic, event_topic, status_topic
+from hub.contract import HUB_STATUS_TOPIC, cmd_topic, event_topic, parse_timestamp, status_topic
 from hub.mqtt import MqttLink, MqttSettings, Received
-from tests.helpers import REPO, Listener, wait_for
+from tests.helpers import REPO, Device, Listener, wait_for
 
 
 def new_id(prefix: str = "node") -> str:
@@ -101,8 +102,10 @@ class PtyNode:
         to_bridge: Callable[[bytes], bytes] = lambda b: b,
         from_bridge: Callable[[bytes], bytes] = lambda b: b,
         frames_to_bridge: Callable[[bytes], bytes] | None = None,
+        clock: Callable[[], float] | None = None,
     ):
         self.node_id = node_id
+        self.clock = clock
         self.link = link
         self.store = store if store is not None else protocol.MemoryStore()
         self.to_bridge = to_bridge
@@ -137,6 +140,7 @@ class PtyNode:
             on_command=self.commands.append,
             kind=["reader"],
             replay_after_ms=3_600_000,
+            wall_clock=self.clock,
         )
         with self.lock:
             self.node.start()
@@ -267,6 +271,41 @@ def test_hello_becomes_the_birth_and_events_are_acked_after_puback(
     # A clean stop says offline with the boot, retained.
     listener.wait(lambda _m: statuses(listener, node_id)[-1]["state"] == "offline")
     assert statuses(listener, node_id)[-1] == {"state": "offline", "boot": node.node.boot}
+
+
+def test_a_node_clock_is_in_the_birth_while_the_hub_is_online(
+    settings_, nodes, listeners, tmp_path
+):
+    """The node says its clock (two hours slow) in its hello.  The hub is down: a birth
+    waiting at the broker would add the wait to the clock's error, so it has no ts.  When
+    the hub comes online the node is born again with its clock, advanced since the hello;
+    a node without a clock never gets one from the bridge's."""
+    hub = Device(settings_.port, "fake-hub")
+    hub.send(b'{"state":"offline"}', HUB_STATUS_TOPIC, retain=True)
+    hub.flush()
+    clocked, plain = new_id("clocked"), new_id("plain")
+    listener = Listener(settings_.port, status_topic(clocked), status_topic(plain))
+    listeners.append(listener)
+    slow = timedelta(hours=2)
+    node = plugged(nodes, tmp_path, clocked, clock=lambda: time.time() - slow.total_seconds())
+    other = plugged(nodes, tmp_path, plain)
+    try:
+        with Bridge(settings_, [str(node.link), str(other.link)]):
+            listener.wait(lambda _m: statuses(listener, clocked) and statuses(listener, plain))
+            assert "ts" not in statuses(listener, clocked)[0]
+            hub.send(b'{"state":"online"}', HUB_STATUS_TOPIC, retain=True)
+            listener.wait(lambda _m: len(statuses(listener, clocked)) == 2)
+            birth = statuses(listener, clocked)[1]
+            assert birth["state"] == "online" and birth["boot"] == node.node.boot
+            offset = parse_timestamp(birth["ts"]) - datetime.now(UTC)
+            assert abs(offset + slow) < timedelta(minutes=1)
+            hub.send(b'{"state":"offline"}', HUB_STATUS_TOPIC, retain=True)
+            hub.flush()
+        assert all("ts" not in s for s in statuses(listener, plain))
+        assert [s["state"] for s in statuses(listener, plain)] == ["online", "offline"]
+    finally:
+        hub.send(b"", HUB_STATUS_TOPIC, retain=True)
+        hub.close()
 
 
 def test_the_ack_waits_for_the_broker(broker, nodes, tmp_path):

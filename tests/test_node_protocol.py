@@ -90,6 +90,20 @@ def test_hello_first_then_events_numbered_from_zero(store, clock, link):
     ]
 
 
+def test_a_node_with_a_clock_says_it_in_hello_and_in_every_event(store, clock, link):
+    wall = [1795709703.1234]  # an RTC set by NTP: Unix seconds
+    node = make_node(store, clock, link, wall_clock=lambda: wall[0])
+    node.send_event("badge", uid="0F00C1D1E2")
+    wall[0] += 60
+    node.send_event("power", w=12.0, ts=1795700000)  # one the application stamped itself
+    hello, badge, power = link.take()
+    assert (hello["t"], hello["ts"]) == ("hello", 1795709703.123)
+    assert (badge["ts"], power["ts"]) == (1795709703.123, 1795700000)
+    # without a clock (the reference node) there is no ts anywhere
+    make_node(protocol.MemoryStore(), clock, link).send_event("badge", uid="0F00C1D1E2")
+    assert all("ts" not in frame for frame in link.take())
+
+
 def test_every_start_is_a_new_boot_and_seq_starts_over(store, clock, link):
     for boot in range(3):
         node = make_node(store, clock, link)

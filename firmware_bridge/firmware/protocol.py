@@ -126,6 +126,10 @@ class Node:
     :param on_command: called with each command once, as the ``cmd`` object of
         CONTRACT.md §2 (``{"re": 17, "action": "grant", ...}``, without ``t``/``hseq``).
     :param kind: optional list for the ``kind`` of the status birth (``["reader"]``).
+    :param wall_clock: for a node that knows the time (an RTC set by NTP), a callable
+        giving it in Unix seconds: ``hello`` and every event then carry it as ``ts``, and the hub
+        corrects the replayed events by how far it is off.  None (the default): the node
+        has no clock, says no ``ts``, and the hub's receive time counts.
 
     Call :meth:`start` once, :meth:`feed` with the bytes that arrive from the bridge,
     :meth:`poll` every few milliseconds, and :meth:`send_event` for every event.
@@ -145,6 +149,7 @@ class Node:
         resend_ms=RESEND_MS,
         max_pending=MAX_PENDING,
         replay_after_ms=REPLAY_AFTER_MS,
+        wall_clock=None,
     ):
         if max_pending < window:
             raise ValueError("max_pending must hold at least one window of events")
@@ -157,6 +162,7 @@ class Node:
         self.max_pending = max_pending
         self.replay_after_ms = replay_after_ms
         self.on_command = on_command
+        self.wall_clock = wall_clock
         self.decoder = framing.FrameDecoder()
         self.counters = {
             "sent": 0,
@@ -209,7 +215,12 @@ class Node:
         hello = {"t": "hello", "id": self.node_id, "boot": self.boot, "fw": self.fw}
         if self.kind:
             hello["kind"] = list(self.kind)
+        if self.wall_clock is not None:
+            hello["ts"] = self._time()
         self._write(framing.encode_frame(hello))
+
+    def _time(self):
+        return round(self.wall_clock(), 3)
 
     # -- events -----------------------------------------------------------------------
 
@@ -223,6 +234,8 @@ class Node:
         if self.boot is None:
             raise ValueError("call start() before sending events")
         event = {}
+        if self.wall_clock is not None:
+            event["ts"] = self._time()
         for key in fields:
             event[key] = fields[key]
         event["type"] = event_type
