@@ -224,6 +224,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3
         # of the threads
         "streams": Key(_int_range(0, 1024 - PAGE_THREADS), None),
+        # streams one client address may hold, so one client cannot take them all
+        "streams_per_client": Key(_int_range(1, 1024), 4),
+        # request bodies larger than this get 413 before anything reads them
+        "max_body_bytes": Key(_int_range(1024, 16 * 1024 * 1024), 64 * 1024),
     },
     "period": {
         "length": Key(parse_duration, "7d"),
