@@ -23,17 +23,19 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from click.testing import CliRunner
+from sqlalchemy import func, select
 
+from hub.cli import main
 from hub.config import PAGE_THREADS, load_config
 from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
+from hub.models import ApiToken, Member, WebLogin, WebSession
 from hub.shopfile import apply_shop, parse_shop
 from tests import browser as chromium
 from tests.conftest import database_url, make_config
 from tests.helpers import StreamReader, WebClient, wait_for
 from web import create_app, serve_in_thread
-from web.auth import create_token, set_password, set_pin
+from web.auth import create_token, hash_secret, set_password, set_pin, verify_secret
 
 browser = chromium.browser_fixture  # Chromium, or a skip (a failure on CI)
 
@@ -106,6 +108,49 @@ def served(
 def site(tmp_path: Path) -> Iterator[tuple[str, Any, Any]]:
     with served(tmp_path) as running:
         yield running
+
+
+def _post(client: WebClient, path: str, page: str = "/me", **fields: str) -> Any:
+    """POST a form as a browser would, with the CSRF token of ``client``'s session
+    (under each name the forms use: plain, and prefixed by their form's name)."""
+    token = client.csrf(page)
+    tokens = {f"{p}csrf_token": token for p in ("", "secret-", "token-")}
+    return client.request("POST", path, {**fields, **tokens})
+
+
+def _cli_env(sm: Any, folder: Path) -> dict[str, str]:
+    """``peershop`` on the hub's shell, on the served database."""
+    url = sm.kw["bind"].url.render_as_string(hide_password=False)
+    return {"PEERSHOP_DB_URL": url, "PEERSHOP_SITE_DATA_DIR": str(folder)}
+
+
+# --- 3: a kiosk login has a member's rights ------------------------------------------------
+
+
+def test_a_coordinators_badge_at_the_kiosk_gets_a_members_rights_only(site):
+    base, sm, _app = site
+    kiosk = WebClient(base)
+    assert kiosk.kiosk(CORA.lower(), PIN).status == 302
+    assert kiosk.get("/admin/").status == 403  # the defect: 200, all of Admin
+    me = kiosk.get("/me")
+    assert me.status == 200 and "Cora C. (member, kiosk)" in me.text
+    made = _post(kiosk, "/admin/tokens", **{"token-name": "mine", "token-role": "coordinator"})
+    assert made.status == 403
+    reset = _post(
+        kiosk,
+        "/admin/members/secret",
+        **{"secret-member": "ada", "secret-kind": "password", "secret-secret": "taken-over"},
+    )
+    assert reset.status == 403
+    assert kiosk.get("/api/v1/sessions?member=ada").status == 403  # others' records
+    with sm() as session:
+        assert session.scalar(select(func.count()).select_from(ApiToken)) == 0
+        ada = session.scalar(select(Member).where(Member.handle == "ada"))
+        assert verify_secret(session.get(WebLogin, ada.id).password_hash, "ada-password")
+    # the same coordinator with her password, at her desk, is a coordinator
+    desk = WebClient(base)
+    assert desk.log_in("cora").status == 302
+    assert desk.get("/admin/").status == 200
 
 
 # --- 6: bodies are capped before they are read, and bad JSON is a 400 ---------------------
@@ -205,6 +250,216 @@ def test_json_nested_too_deep_is_a_400_not_a_500(site):
         headers={**json_body, "Authorization": f"Bearer {token}"},
     )
     assert fine.status == 409  # not claimed: the body itself was fine
+
+
+# --- 7: logins end on the server ----------------------------------------------------------
+
+
+def test_logout_ends_the_login_for_every_copy_of_its_cookie(site):
+    base, _sm, _app = site
+    ada = WebClient(base)
+    assert ada.log_in("ada").status == 302
+    stolen = ada.copy(STRANGER)  # the cookie, copied off her laptop
+    assert stolen.get("/me").status == 200
+    assert _post(ada, "/logout").status == 302
+    assert ada.get("/me").status == 302
+    answer = stolen.get("/me")  # the defect: 200 for 31 more days
+    assert answer.status == 302 and "/login" in answer.headers["Location"]
+
+
+def test_a_password_change_ends_every_login_of_the_member(site, tmp_path):
+    base, sm, _app = site
+    phone, laptop = WebClient(base), WebClient(base, STRANGER)
+    assert phone.log_in("bob").status == 302 and laptop.log_in("bob").status == 302
+    cora = WebClient(base)
+    assert cora.log_in("cora").status == 302
+    changed = _post(
+        cora,
+        "/admin/members/secret",
+        "/admin/",
+        **{"secret-member": "bob", "secret-kind": "password", "secret-secret": "bobs-new-one"},
+    )
+    assert changed.status == 302
+    assert phone.get("/me").status == 302 and laptop.get("/me").status == 302
+    assert "their logins (2) ended" in cora.get("/admin/").text
+    assert cora.get("/admin/").status == 200  # the coordinator's own login goes on
+    assert phone.log_in("bob", "bobs-new-one").status == 302
+    # on the hub's shell, the same
+    result = CliRunner().invoke(
+        main, ["user", "password", "bob", "--password", "bobs-newest"], env=_cli_env(sm, tmp_path)
+    )
+    assert result.exit_code == 0, result.output
+    assert "their web logins (1) ended" in result.output
+    assert phone.get("/me").status == 302
+
+
+def _seen(sm: Any) -> list[Any]:
+    with sm() as session:
+        return list(
+            session.scalars(select(WebSession.seen_at).where(WebSession.badge.is_not(None)))
+        )
+
+
+def test_an_idle_kiosk_login_ends_and_a_pages_own_refreshes_do_not_keep_it(tmp_path):
+    with served(tmp_path, KIOSK_IDLE_S=3) as (base, sm, _app):
+        desk = WebClient(base)  # a login by password, idle as long: it goes on
+        assert desk.log_in("ada").status == 302
+        kiosk = WebClient(base)
+        assert kiosk.kiosk(ADA, PIN).status == 302
+        assert kiosk.get("/tasks").status == 200
+        # the member walks away; the page keeps refreshing its board by itself
+        wait_for(
+            lambda: kiosk.get("/tasks/board", **BACKGROUND).status == 302,
+            30,
+            "the idle kiosk login to end",
+        )
+        assert kiosk.get("/me").status == 302
+        assert _seen(sm) == []  # ended on the server, not only refused
+        assert desk.get("/tasks/board", **BACKGROUND).status == 200
+
+        # what counts as the member's use: pages opened and forms sent, not refreshes
+        assert kiosk.kiosk(ADA, PIN).status == 302
+        seen = _seen(sm)
+        assert kiosk.get("/tasks/board", **BACKGROUND).status == 200
+        assert _seen(sm) == seen
+        assert kiosk.get("/tasks", **{"Sec-Fetch-Mode": "navigate"}).status == 200
+        assert _seen(sm) > seen
+
+
+def _kiosk_log_in(page: Any, base: str, badge: str, then: str = "/me") -> None:
+    page.goto(f"{base}/login?next={then}")
+    page.fill("#badge", badge)
+    page.fill("#pin", PIN)
+    page.click("form[action*='kiosk'] button")
+    page.wait_for_url(f"{base}{then}")
+
+
+def test_a_kiosk_page_logs_out_when_the_same_badge_is_tapped_again(browser, site):
+    base, _sm, _app = site
+    errors: list[str] = []
+    page = chromium.open_page(browser, errors)
+    try:
+        _kiosk_log_in(page, base, ADA)
+        # the desk's keyboard-wedge reader types the uid and Enter
+        page.keyboard.type(ADA)
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{base}/", timeout=10_000)
+        assert "Log in" in page.locator("header").inner_text()
+        page.goto(f"{base}/me")
+        assert page.url.startswith(f"{base}/login")
+        assert not [e for e in errors if "Failed to load resource" not in e], errors
+    finally:
+        page.close()
+
+
+def test_a_kiosk_page_logs_out_by_itself_when_idle(browser, tmp_path):
+    with served(tmp_path, KIOSK_IDLE_S=2) as (base, _sm, _app):
+        errors: list[str] = []
+        page = chromium.open_page(browser, errors)
+        try:
+            _kiosk_log_in(page, base, ADA, "/tasks")
+            page.wait_for_url(f"{base}/", timeout=15_000)  # nobody touched it
+            assert "Log in" in page.locator("header").inner_text()
+            assert not [e for e in errors if "Failed to load resource" not in e], errors
+        finally:
+            page.close()
+
+
+# --- 10: growing delays per account and address, not a lock -------------------------------
+
+
+def test_strangers_failures_neither_lock_nor_slow_the_owner_on_her_device(tmp_path):
+    with served(tmp_path, LOGIN_FIRST_DELAY_S=60) as (base, _sm, _app):
+        owner = WebClient(base)
+        assert owner.log_in("ada").status == 302  # she has used this laptop before
+        assert _post(owner, "/logout").status == 302
+        stranger = WebClient(base, STRANGER)
+        codes = [stranger.log_in("ada", f"guess-{i}").status for i in range(7)]
+        assert codes == [401] * 5 + [429] * 2
+        # the defect: the owner was locked out too, for as long as the stranger kept on
+        assert owner.log_in("ada").status == 302
+        refused = stranger.log_in("ada")  # the right password waits too: not even checked
+        assert refused.status == 429 and refused.headers["Retry-After"] == "60"
+        # a browser she never used is a stranger's as far as the hub can tell
+        assert WebClient(base, "127.0.0.3").log_in("ada").status == 429
+        # her own typos still slow her down on her laptop
+        assert _post(owner, "/logout").status == 302
+        codes = [owner.log_in("ada", "typo").status for _ in range(6)]
+        assert codes == [401] * 5 + [429]
+
+
+def test_behind_a_trusted_proxy_each_client_is_throttled_alone(tmp_path):
+    http = {"trusted_proxies": ["127.0.0.1"], "kiosk_networks": ["10.0.5.20"]}
+    with served(tmp_path, http, LOGIN_FIRST_DELAY_S=60) as (base, _sm, _app):
+        guesser = WebClient(base, forwarded_for="6.6.6.6, 10.0.0.66")
+        codes = [guesser.log_in(f"nobody-{i}", "guess").status for i in range(21)]
+        assert codes == [401] * 20 + [429]
+        # the defect: behind the proxy everyone had its address, and waited with him
+        assert WebClient(base, forwarded_for="10.0.0.7").log_in("cora").status == 302
+        # the proxy names the wall screen: it sees who uses the drill without a login
+        assert WebClient(base, forwarded_for="10.0.5.20").get("/").text.count("Log in to see") == 0
+        assert "Log in to see" in WebClient(base, forwarded_for="10.0.5.21").get("/").text
+        # a client not behind the proxy cannot name itself
+        spoofer = [
+            WebClient(base, STRANGER, forwarded_for=f"10.1.0.{i}").log_in(f"x{i}", "g").status
+            for i in range(21)
+        ]
+        assert spoofer == [401] * 20 + [429]
+
+
+def test_without_trusted_proxies_no_client_names_itself(site):
+    base, _sm, _app = site
+    codes = [
+        WebClient(base, STRANGER, forwarded_for=f"10.1.0.{i}").log_in(f"x{i}", "guess").status
+        for i in range(21)
+    ]
+    assert codes[-1] == 429
+    assert "Log in to see" in WebClient(base, forwarded_for="10.0.5.20").get("/").text
+
+
+# --- 10, 11: one rule for passwords and PINs ----------------------------------------------
+
+
+def test_one_password_and_pin_rule_for_admin_and_the_cli(site, tmp_path):
+    base, sm, _app = site
+    cora = WebClient(base)
+    assert cora.log_in("cora").status == 302
+
+    def admin_sets(kind: str, secret: str) -> str:
+        fields = {"secret-member": "bob", "secret-kind": kind, "secret-secret": secret}
+        assert _post(cora, "/admin/members/secret", "/admin/", **fields).status == 302
+        return cora.get("/admin/").text
+
+    env = _cli_env(sm, tmp_path)
+
+    def cli_sets(kind: str, secret: str) -> Any:
+        return CliRunner().invoke(main, ["user", kind, "bob", f"--{kind}", secret], env=env)
+
+    # the defect: Admin took 4 characters, the CLI wanted 8
+    assert "Not set: a password needs 8 to 200 characters, got 7" in admin_sets(
+        "password", "seven77"
+    )
+    refused = cli_sets("password", "seven77")
+    assert refused.exit_code != 0 and "a password needs 8 to 200 characters" in refused.output
+    for pin in ("12345", "12a456", "1234567890123"):
+        assert "Not set: a kiosk PIN is 6 to 12 digits" in admin_sets("pin", pin)
+        assert "a kiosk PIN is 6 to 12 digits" in cli_sets("pin", pin).output
+    bob = WebClient(base)
+    assert bob.log_in("bob", "seven77").status == 401
+    assert bob.log_in("bob").status == 302  # unchanged
+    assert "pin of @bob set" in admin_sets("pin", "135790")
+    assert bob.get("/me").status == 302  # a new PIN ends his logins too
+    assert WebClient(base).kiosk("", "135790").status == 401
+    assert cli_sets("password", "eight888").exit_code == 0
+
+
+def test_a_pin_shorter_than_six_digits_no_longer_logs_in(site):
+    base, sm, _app = site
+    with sm.begin() as session:  # a PIN set before the rule, straight into the table
+        ada = session.scalar(select(Member).where(Member.handle == "ada"))
+        session.get(WebLogin, ada.id).pin_hash = hash_secret("1234")
+    answer = WebClient(base).kiosk(ADA, "1234")
+    assert answer.status == 401 and "ask a coordinator" in answer.text
 
 
 # --- 12: live streams per client, and a vanished phone's slot -----------------------------

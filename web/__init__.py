@@ -11,7 +11,6 @@ state and streams every change as server-sent events.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import secrets
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from hub.contract import holds_nul
+from web.proxies import ClientAddress, networks
 from web.serve import serve_in_thread
 from web.state import WebState, iso
 
@@ -91,7 +91,9 @@ def _http_settings(cfg: Config) -> dict[str, Any]:
     http = cfg.http
     return {
         "KIOSK_NETWORKS": list(http.kiosk_networks),
+        "TRUSTED_PROXIES": list(http.trusted_proxies),
         "MAX_CONTENT_LENGTH": http.max_body_bytes,
+        "KIOSK_IDLE_S": http.kiosk_idle.total_seconds(),
         "STREAMS_PER_CLIENT": http.streams_per_client,
     }
 
@@ -106,10 +108,11 @@ def create_app(
 
     The ``[http]`` keys of the hub's configuration (``hub.cfg``, or the app config's
     ``PEERSHOP_CONFIG``) set ``KIOSK_NETWORKS`` (addresses or CIDRs whose browsers see
-    member names on the floor without logging in), ``MAX_CONTENT_LENGTH`` (bytes of a
-    request body) and ``STREAMS_PER_CLIENT``; ``test_config`` may set any of them, and
-    ``LOGIN_LIMIT_IP`` / ``LOGIN_LIMIT_ACCOUNT`` (failed logins per
-    ``LOGIN_LIMIT_WINDOW_S``).
+    member names on the floor without logging in), ``TRUSTED_PROXIES`` (whose
+    ``X-Forwarded-For`` names the client, web/proxies.py), ``MAX_CONTENT_LENGTH``
+    (bytes of a request body), ``KIOSK_IDLE_S`` and ``STREAMS_PER_CLIENT``; ``test_config``
+    may set any of them, and ``LOGIN_FREE_PER_ACCOUNT`` / ``LOGIN_FREE_PER_ADDRESS``
+    (failed logins before the delays), ``LOGIN_FIRST_DELAY_S``, ``LOGIN_MAX_DELAY_S``.
     """
     if hub is None and sm is None:
         raise ValueError("create_app needs a running hub or a session factory")
@@ -123,11 +126,14 @@ def create_app(
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # a wall screen stays open for days
         KIOSK_NETWORKS=[],
+        TRUSTED_PROXIES=[],
         MAX_CONTENT_LENGTH=64 * 1024,
+        KIOSK_IDLE_S=120.0,
         STREAMS_PER_CLIENT=4,
-        LOGIN_LIMIT_IP=20,
-        LOGIN_LIMIT_ACCOUNT=5,
-        LOGIN_LIMIT_WINDOW_S=300.0,
+        LOGIN_FREE_PER_ACCOUNT=5,
+        LOGIN_FREE_PER_ADDRESS=20,
+        LOGIN_FIRST_DELAY_S=1.0,
+        LOGIN_MAX_DELAY_S=900.0,
         STREAM_HEARTBEAT_S=15.0,
     )
     cfg = hub.cfg if hub is not None else (test_config or {}).get("PEERSHOP_CONFIG")
@@ -137,9 +143,10 @@ def create_app(
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
-    app.config["KIOSK_NETWORKS"] = [
-        ipaddress.ip_network(n, strict=False) for n in app.config["KIOSK_NETWORKS"]
-    ]
+    app.config["KIOSK_NETWORKS"] = networks(app.config["KIOSK_NETWORKS"])
+    app.config["TRUSTED_PROXIES"] = networks(app.config["TRUSTED_PROXIES"])
+    # before anything reads REMOTE_ADDR: the login throttle, kiosk networks, streams
+    app.wsgi_app = ClientAddress(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
 
     tz = app.config.get("TIMEZONE") or (hub.cfg.site.timezone if hub is not None else UTC)
     if isinstance(tz, str):

@@ -107,6 +107,10 @@ def serve_in_thread(
         # waitress refuses a body of this size or more (1 GB unless told), on its
         # Content-Length or as its chunks arrive, without keeping it
         max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
+        # waitress drops X-Forwarded-* unless it trusts the peer itself (one address or
+        # any); with http.trusted_proxies the app decides whom to believe, per request
+        # (web/proxies.py), so the header must reach it
+        clear_untrusted_proxy_headers=not app.config["TRUSTED_PROXIES"],
     )
     server.channel_class = Channel
     # waitress sets these on each connection it accepts (its default is TCP_NODELAY)
