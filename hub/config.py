@@ -83,6 +83,24 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     return parse
 
 
+def _duration_range(lo: timedelta, hi: timedelta) -> Callable[[Any], timedelta]:
+    def parse(value: Any) -> timedelta:
+        span = parse_duration(value)
+        if not lo <= span <= hi:
+            raise ValueError(f"must be between {_span(lo)} and {_span(hi)}, got {value!r}")
+        return span
+
+    return parse
+
+
+def _span(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _listen(value: Any) -> tuple[str, int]:
     host, sep, port = _str(value).rpartition(":")
     if not sep or not host:
@@ -224,6 +242,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3
         # of the threads
         "streams": Key(_int_range(0, 1024 - PAGE_THREADS), None),
+        # streams one client address may hold, so one client cannot take them all
+        "streams_per_client": Key(_int_range(1, 1024), 4),
+        # the TLS proxy in front: only from these addresses is X-Forwarded-For believed
+        "trusted_proxies": Key(_networks, []),
+        # request bodies larger than this get 413 before anything reads them
+        "max_body_bytes": Key(_int_range(1024, 16 * 1024 * 1024), 64 * 1024),
+        # a kiosk login (badge and PIN) ends after this long without a click or a key
+        "kiosk_idle": Key(_duration_range(timedelta(seconds=10), timedelta(hours=1)), "2m"),
     },
     "period": {
         "length": Key(parse_duration, "7d"),

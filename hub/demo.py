@@ -119,7 +119,7 @@ def demo_command(
             create_app = None
         if create_app is not None:
             stop_web = serve_in_thread(
-                create_app({"KIOSK_NETWORKS": list(cfg.http.kiosk_networks)}, hub=hub),
+                create_app(hub=hub),  # its [http] settings come from the hub's config
                 cfg.http.listen,
                 threads=cfg.http.threads,
                 streams=cfg.http.streams,

@@ -607,6 +607,27 @@ class WebLogin(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class WebSession(Base):
+    """A browser's login (web/logins.py).  The session cookie holds a random token and
+    this row its SHA-256, so the server ends a login for good: at logout, at a password
+    or PIN change, when a kiosk login sits idle, and when it is unused for 30 days.  A
+    signed cookie alone could not be taken back before it expired."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the token
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    # a kiosk login's badge (badge and PIN, member rights only); None: handle and password
+    badge: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_web_sessions_member", "member_id"),)
+
+    @property
+    def is_kiosk(self) -> bool:
+        return self.badge is not None
+
+
 class ApiToken(Base):
     """A bearer token for scripts (``peershop token create``); only its SHA-256 is kept."""
 

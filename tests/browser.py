@@ -25,6 +25,7 @@ from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import REPO
 from web import create_app, serve_in_thread
 from web.auth import set_password
+from web.state import LiveFeed
 
 try:
     from playwright import sync_api
@@ -65,9 +66,10 @@ def serve_shop(
     shop: str,
     passwords: tuple[str, ...] = (),
     app_config: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[Hub, str]]:
-    """A hub on ``cfg`` holding the shop file ``shop``, its web view on a free port with
-    ``cfg``'s ``http.threads`` and ``http.streams``: ``(hub, base URL)``.  Each member in
+    """A hub on ``cfg`` holding the shop file ``shop``, its web view on a free port of
+    ``host`` with ``cfg``'s ``[http]`` settings: ``(hub, base URL)``.  Each member in
     ``passwords`` logs in with ``<handle>-password``; ``app_config`` goes to
     ``create_app``."""
     engine = make_engine(cfg.db.url)
@@ -84,7 +86,7 @@ def serve_shop(
         assert hub.wait_ready(10)
         app = create_app({"SECRET_KEY": "browser", **(app_config or {})}, hub=hub)
         http = cfg.http
-        stop = serve_in_thread(app, ("127.0.0.1", 0), threads=http.threads, streams=http.streams)
+        stop = serve_in_thread(app, (host, 0), threads=http.threads, streams=http.streams)
         try:
             host, port = stop.address  # type: ignore[attr-defined]
             yield hub, f"http://{host}:{port}"
@@ -92,6 +94,12 @@ def serve_shop(
             stop()
     finally:
         hub.stop()
+
+
+def streaming(hub: Hub) -> int:
+    """Streams open on every web view of ``hub``."""
+    feeds = [h.__self__ for h in hub.hooks if isinstance(getattr(h, "__self__", None), LiveFeed)]
+    return sum(feed.subscribers for feed in feeds)
 
 
 def open_page(browser: Any, errors: list[str], **options: Any) -> Any:

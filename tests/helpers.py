@@ -1,11 +1,13 @@
 """Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes,
-a reader for the database such a hub writes, and a client of the web view's event stream."""
+a reader for the database such a hub writes, a client of the web view's event stream, and
+a browser-like client of the web server."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,8 +16,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import text
 
@@ -217,9 +222,95 @@ class HubProcess:
         return self.proc.wait(timeout)
 
 
+@dataclass
+class Answer:
+    """What a :class:`WebClient` request got."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class WebClient:
+    """A browser's side of a real web server over HTTP: keeps its cookies, follows no
+    redirect.  ``source`` is the loopback address it connects from (each its own
+    client address); ``forwarded_for`` makes it a client behind a proxy, which names it
+    in ``X-Forwarded-For``."""
+
+    def __init__(self, base: str, source: str = "127.0.0.1", forwarded_for: str | None = None):
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.source = source
+        self.forwarded_for = forwarded_for
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        sent = dict(headers or {})
+        if form is not None:
+            body = urlencode(form).encode()
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if self.forwarded_for:
+            sent["X-Forwarded-For"] = self.forwarded_for
+        conn = http.client.HTTPConnection(
+            self.host, self.port, timeout=30, source_address=(self.source, 0)
+        )
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode()
+        finally:
+            conn.close()
+        for header in response.headers.get_all("Set-Cookie") or ():
+            for name, morsel in SimpleCookie(header).items():
+                if morsel["max-age"] == "0" or "1970" in morsel["expires"]:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return Answer(response.status, response.headers, text)
+
+    def get(self, path: str, **headers: str) -> Answer:
+        return self.request("GET", path, headers=headers)
+
+    def csrf(self, path: str = "/login") -> str:
+        """The CSRF token of this client's session, from a form on ``path``."""
+        page = self.get(path).text
+        match = re.search(r'name="(?:[\w-]+-)?csrf_token" type="hidden" value="([^"]+)"', page)
+        assert match, f"no CSRF token on {path}"
+        return match.group(1)
+
+    def log_in(self, handle: str, password: str | None = None) -> Answer:
+        """Log in by handle and password (``<handle>-password`` unless given)."""
+        form = {"handle": handle, "password": password or f"{handle}-password"}
+        return self.request("POST", "/login", {**form, "csrf_token": self.csrf()})
+
+    def kiosk(self, badge: str, pin: str) -> Answer:
+        """Log in at a kiosk by badge and PIN."""
+        form = {"badge": badge, "pin": pin, "csrf_token": self.csrf()}
+        return self.request("POST", "/login/kiosk", form)
+
+    def copy(self, source: str | None = None) -> WebClient:
+        """Another client holding this one's cookies (a copied cookie jar)."""
+        other = WebClient(f"http://{self.host}:{self.port}", source or self.source)
+        other.cookies = dict(self.cookies)
+        return other
+
+
 class StreamReader:
     """Reads server-sent events (``/api/v1/stream``) from a real socket into ``events``:
     ``(arrival time by time.perf_counter(), event name, data)``, in arrival order.
+    ``source`` is the loopback address to connect from (each its own client address).
 
     Used by the live-view tests and by ``bench/sse.py``."""
 
@@ -229,9 +320,12 @@ class StreamReader:
         headers: dict[str, str] | None = None,
         path: str = "/api/v1/stream",
         timeout: float = 30,
+        source: str | None = None,
     ):
         host, port = base.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        self.conn = http.client.HTTPConnection(
+            host, int(port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.conn.request("GET", path, headers=headers or {})
         self._sock = self.conn.sock  # the response takes it over (Connection: close)
         self.response = self.conn.getresponse()

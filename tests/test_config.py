@@ -104,3 +104,27 @@ def test_kiosk_networks_from_toml_or_environment(tmp_path):
     assert load_config(None, env=env, search=()).http.kiosk_networks == ("10.0.5.20", "10.0.6.0/24")
     with pytest.raises(ConfigError, match=r"http\.kiosk_networks"):
         load_config(None, env={"PEERSHOP_HTTP_KIOSK_NETWORKS": "the wall"}, search=())
+
+
+def test_the_web_views_limits_and_its_proxy_are_checked_at_the_door(tmp_path):
+    http = load_config(None, env={}, search=()).http
+    assert (http.max_body_bytes, http.streams_per_client, http.trusted_proxies) == (65536, 4, ())
+    assert http.kiosk_idle == timedelta(minutes=2)
+    path = tmp_path / "peershop.toml"
+    path.write_text('[http]\ntrusted_proxies = ["127.0.0.1"]\nkiosk_idle = "90s"\n')
+    http = load_config(path, env={}).http
+    assert http.trusted_proxies == ("127.0.0.1",) and http.kiosk_idle == timedelta(seconds=90)
+    env = {"PEERSHOP_HTTP_TRUSTED_PROXIES": "127.0.0.1, 10.0.9.0/24"}
+    assert load_config(None, env=env, search=()).http.trusted_proxies == (
+        "127.0.0.1",
+        "10.0.9.0/24",
+    )
+    for key, value, reason in (
+        ("TRUSTED_PROXIES", "the proxy", "is not an address or network"),
+        ("MAX_BODY_BYTES", "100", "must be between 1024 and 16777216"),
+        ("STREAMS_PER_CLIENT", "0", "must be between 1 and 1024"),
+        ("KIOSK_IDLE", "5s", "must be between 10s and 1h"),
+        ("KIOSK_IDLE", "soon", "is not a duration"),
+    ):
+        with pytest.raises(ConfigError, match=rf"http\.{key.lower()}: .*{reason}"):
+            load_config(None, env={f"PEERSHOP_HTTP_{key}": value}, search=())

@@ -63,8 +63,9 @@ def sm(tmp_path: Path):
     with factory.begin() as s:
         apply_shop(s, parse_shop(SHOP))
         for handle in ("cora", "ada", "bob"):
-            set_password(s, s.scalar(select(Member).where(Member.handle == handle)), f"{handle}-pw")
-        set_pin(s, s.scalar(select(Member).where(Member.handle == "bob")), "1234")
+            member = s.scalar(select(Member).where(Member.handle == handle))
+            set_password(s, member, f"{handle}-password")
+        set_pin(s, s.scalar(select(Member).where(Member.handle == "bob")), "975310")
     yield factory
     engine.dispose()
 
@@ -76,7 +77,7 @@ def client(sm: Any) -> FlaskClient:
 
 
 def as_coordinator(client: FlaskClient) -> str:
-    login(client, "cora", "cora-pw")
+    login(client, "cora", "cora-password")
     return csrf(client, "/admin/tools/laser-1")
 
 
@@ -114,13 +115,13 @@ ROUTES = [
 def login_as(client: FlaskClient, sm: Any, role: str) -> dict[str, Any]:
     """Log ``client`` in as ``role``; returns extra request arguments (headers, address)."""
     if role == "member":
-        login(client, "bob", "bob-pw")
+        login(client, "bob", "bob-password")
     elif role == "trainer":
-        login(client, "ada", "ada-pw")
+        login(client, "ada", "ada-password")
     elif role == "kiosk_pin":
         token = csrf(client)
         r = client.post(
-            "/login/kiosk", data={"badge": "0b0b0b0b", "pin": "1234", "csrf_token": token}
+            "/login/kiosk", data={"badge": "0b0b0b0b", "pin": "975310", "csrf_token": token}
         )
         assert r.status_code == 302
     elif role == "kiosk_network":
@@ -130,7 +131,7 @@ def login_as(client: FlaskClient, sm: Any, role: str) -> dict[str, Any]:
             token = create_token(s, "phone", "member", "bob")
         return {"headers": {"Authorization": f"Bearer {token}"}}
     elif role == "coordinator":
-        login(client, "cora", "cora-pw")
+        login(client, "cora", "cora-password")
     return {}
 
 
@@ -169,7 +170,7 @@ def test_every_new_route_by_role(client, sm, role):
 
 
 def test_admin_links_tools_trainings_tasks_and_the_period_close(client):
-    login(client, "cora", "cora-pw")
+    login(client, "cora", "cora-password")
     page = client.get("/admin/").get_data(as_text=True)
     assert 'href="/admin/tools/laser-1"' in page and 'href="/admin/trainings"' in page
     section = page[page.index('id="tasks-periods"') :]
@@ -255,14 +256,14 @@ def test_bad_values_are_a_400_naming_the_field(client, sm, changes, field, messa
 
 
 def test_every_new_form_needs_its_csrf_token(client):
-    login(client, "cora", "cora-pw")
+    login(client, "cora", "cora-password")
     for method, path, data, _status in ROUTES:
         if method == "POST":
             assert client.post(path, data=data).status_code == 400, path
 
 
 def test_grant_renew_revoke_and_release_a_training(client, sm, caplog):
-    login(client, "cora", "cora-pw")
+    login(client, "cora", "cora-password")
     token = csrf(client, "/admin/trainings")
     page = client.get("/admin/trainings").get_data(as_text=True)
     assert "Laser &lt;script&gt;" in page and "<script>alert" not in page
@@ -312,7 +313,7 @@ def test_grant_renew_revoke_and_release_a_training(client, sm, caplog):
     ],
 )
 def test_bad_grants_are_a_400_naming_the_field(client, sm, data, field, message):
-    login(client, "cora", "cora-pw")
+    login(client, "cora", "cora-password")
     token = csrf(client, "/admin/trainings")
     form = {f"grant-{k}": v for k, v in data.items()}
     r = client.post("/admin/trainings/grant", data={"grant-csrf_token": token, **form})

@@ -61,7 +61,7 @@ def seed(sm: Any) -> None:
         )
         s.add(Task(id="evil", title="Fix " + EVIL, project_id="commons"))
         set_password(s, ada, "ada-password")
-        set_pin(s, ada, "1234")
+        set_pin(s, ada, "246810")
         set_password(s, bob, "bob-password")
         set_password(s, cora, "cora-password")
         s.add(Tool(id="laser-1", name="Laser cutter", policy="tap"))
@@ -285,11 +285,11 @@ def test_wrong_password_and_unknown_handle_look_the_same(client):
 def test_kiosk_login_by_badge_and_pin(client):
     token = csrf(client)
     bad = client.post(
-        "/login/kiosk", data={"badge": "04a1b2c3d4e5f6", "pin": "9999", "csrf_token": token}
+        "/login/kiosk", data={"badge": "04a1b2c3d4e5f6", "pin": "999999", "csrf_token": token}
     )
     assert bad.status_code == 401
     ok = client.post(
-        "/login/kiosk", data={"badge": "04a1b2c3d4e5f6", "pin": "1234", "csrf_token": token}
+        "/login/kiosk", data={"badge": "04a1b2c3d4e5f6", "pin": "246810", "csrf_token": token}
     )
     assert ok.status_code == 302
     assert "Ada L." in client.get("/me").get_data(as_text=True)
@@ -298,7 +298,7 @@ def test_kiosk_login_by_badge_and_pin(client):
 def test_csrf_is_required_on_every_form(client):
     no_token = {"handle": "ada", "password": "ada-password"}
     assert client.post("/login", data=no_token).status_code == 400
-    no_token = {"badge": "04A1B2C3D4E5F6", "pin": "1234"}
+    no_token = {"badge": "04A1B2C3D4E5F6", "pin": "246810"}
     assert client.post("/login/kiosk", data=no_token).status_code == 400
     login(client, "cora")
     for path in (
@@ -314,8 +314,10 @@ def test_csrf_is_required_on_every_form(client):
     assert client.get("/me").status_code == 200  # still logged in: logout needed its token
 
 
-def test_login_rate_limit_per_account_then_per_ip(sm):
-    app = create_app({"SECRET_KEY": "t", "LOGIN_LIMIT_ACCOUNT": 3, "LOGIN_LIMIT_IP": 5}, sm=sm)
+def test_login_delays_per_account_then_per_address(sm):
+    """From a browser that never logged in (no known device): see test_web_trust.py."""
+    limits = {"LOGIN_FREE_PER_ACCOUNT": 3, "LOGIN_FREE_PER_ADDRESS": 5, "LOGIN_FIRST_DELAY_S": 60}
+    app = create_app({"SECRET_KEY": "t", **limits}, sm=sm)
     client = app.test_client()
     token = csrf(client)
     codes = [
@@ -325,11 +327,12 @@ def test_login_rate_limit_per_account_then_per_ip(sm):
         for _ in range(4)
     ]
     assert codes == [401, 401, 401, 429]
-    # even the right password waits now: the account is locked for the window
+    # even the right password waits now: it is not even checked during the delay
     right = client.post(
         "/login", data={"handle": "ada", "password": "ada-password", "csrf_token": token}
     )
-    assert right.status_code == 429
+    assert right.status_code == 429 and right.headers["Retry-After"] == "60"
+    assert "try again in 60 s" in right.get_data(as_text=True)
     codes = [
         client.post(
             "/login", data={"handle": "bob", "password": "x", "csrf_token": token}
@@ -410,7 +413,7 @@ def test_admin_lock_unlock_approve_assign_and_tokens(client, sm):
             "secret-csrf_token": token,
             "secret-member": "bob",
             "secret-kind": "pin",
-            "secret-secret": "4321",
+            "secret-secret": "135790",
         },
     )
     assert r.status_code == 302

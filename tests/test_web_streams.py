@@ -27,8 +27,7 @@ from tests import browser as chromium
 from tests.conftest import make_config
 from tests.helpers import Device, StreamReader, event_payload, wait_for
 from web.serve import serve_hub
-from web.state import LiveFeed
-from web.stream import StreamSlots
+from web.stream import Refused, StreamSlots
 
 browser = chromium.browser_fixture  # Chromium, or a skip (a failure on CI)
 
@@ -54,12 +53,6 @@ def _config(tmp_path, broker, **http):
         mqtt={"client_id": f"peershop-hub-{uuid.uuid4().hex[:8]}"},
         http=http,
     )
-
-
-def _streaming(hub: Hub) -> int:
-    """Streams open on every web view of ``hub``."""
-    feeds = [h.__self__ for h in hub.hooks if isinstance(getattr(h, "__self__", None), LiveFeed)]
-    return sum(feed.subscribers for feed in feeds)
 
 
 @pytest.fixture
@@ -100,7 +93,7 @@ def test_a_stream_beyond_the_cap_is_refused_and_pages_still_load(capped):
         assert "Drill press" in floor and 'data-retry="30"' in floor
         tools = json.load(urllib.request.urlopen(f"{base}/api/v1/tools", timeout=30))
         assert [t["id"] for t in tools["tools"]] == ["drill-1"]
-        assert _streaming(hub) == STREAMS
+        assert chromium.streaming(hub) == STREAMS
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=30).read().decode()
         assert "peershop_web_streams_refused_total 1.0" in metrics
         assert f"peershop_web_stream_slots {float(STREAMS)}" in metrics
@@ -127,10 +120,10 @@ def test_a_closed_stream_gives_its_slot_to_the_next_at_once(tmp_path, broker):
     with chromium.serve_shop(cfg, SHOP, app_config={"STREAM_HEARTBEAT_S": 3600.0}) as (hub, base):
         first, second = StreamReader(base), StreamReader(base)
         try:
-            wait_for(lambda: _streaming(hub) == STREAMS, 10, "both streams open")
+            wait_for(lambda: chromium.streaming(hub) == STREAMS, 10, "both streams open")
             assert _get(base, "/api/v1/stream").status == 503
             first.close()
-            wait_for(lambda: _streaming(hub) == STREAMS - 1, 10, "the closed stream's end")
+            wait_for(lambda: chromium.streaming(hub) == STREAMS - 1, 10, "the closed stream's end")
             third = StreamReader(base)  # admitted: AssertionError on anything but a stream
             third.close()
         finally:
@@ -148,7 +141,7 @@ def test_a_stream_that_never_ran_gives_its_slot_back(capped):
     with ExitStack() as streams:
         for _ in range(STREAMS):
             streams.enter_context(closing(StreamReader(base)))
-        assert _streaming(hub) == STREAMS
+        assert chromium.streaming(hub) == STREAMS
 
 
 def test_streams_and_threads_are_checked_at_the_door(tmp_path, broker):
@@ -165,11 +158,12 @@ def test_streams_and_threads_are_checked_at_the_door(tmp_path, broker):
 
 
 def test_stream_slots_count_what_they_refuse():
-    slots = StreamSlots(1)
-    assert slots.take() and not slots.take() and not slots.take()
+    slots = StreamSlots(1, per_client=4)
+    assert slots.take("10.0.0.5") is None
+    assert slots.take("10.0.0.6") is slots.take("10.0.0.5") is Refused.FULL
     assert (slots.open, slots.refused) == (1, 2)
-    slots.give_back()
-    assert slots.take()
+    slots.give_back("10.0.0.5")
+    assert slots.take("10.0.0.6") is None
 
 
 def test_a_refused_floor_polls_then_goes_live_again(browser, tmp_path, broker):
@@ -202,13 +196,13 @@ def test_a_refused_floor_polls_then_goes_live_again(browser, tmp_path, broker):
             page.wait_for_selector('#live[data-mode="live"]', timeout=(retry_s * 2 + 5) * 1000)
             drill.send(event_payload(1, 1, "power", w=640.0))
             page.wait_for_selector("#tool-drill-1.state-busy", timeout=5000)
-            assert _streaming(hub) == 1
+            assert chromium.streaming(hub) == 1
             # the stream's 503s (and the favicon the hub has not) are the only failures
             assert failed <= {(503, "/api/v1/stream"), (404, "/favicon.ico")}, failed
             assert (503, "/api/v1/stream") in failed
             assert not [e for e in errors if "Failed to load resource" not in e], errors
             page.close()  # the tab closes: its stream ends and gives the slot back
-            wait_for(lambda: _streaming(hub) == 0, 10, "the closed tab's stream to end")
+            wait_for(lambda: chromium.streaming(hub) == 0, 10, "the closed tab's stream to end")
         finally:
             drill.close()
             wall.close()

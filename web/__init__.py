@@ -11,7 +11,7 @@ state and streams every change as server-sent events.
 
 from __future__ import annotations
 
-import ipaddress
+import json
 import os
 import secrets
 from datetime import UTC, datetime
@@ -20,15 +20,18 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, abort, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from hub.contract import holds_nul
+from web.proxies import ClientAddress, networks
 from web.serve import serve_in_thread
 from web.state import WebState, iso
 
 if TYPE_CHECKING:
+    from hub.config import Config
     from hub.service import Hub
 
 __all__ = ["create_app", "serve_in_thread"]
@@ -56,6 +59,45 @@ def _secret_key(data_dir: Path | None) -> str:
     return key
 
 
+# No body of the hub nests deeper; a deeper one is refused before anything walks it
+# (Python's own parser fails at about 1,000 levels with a RecursionError, a 500).
+MAX_JSON_DEPTH = 32
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, refusing bodies nested deeper than :data:`MAX_JSON_DEPTH` with a
+    ``ValueError`` (a 400), as any other body that is not JSON."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = json.loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        todo = [(value, 1)]
+        while todo:  # a loop, not recursion: the depth is what is in question
+            item, depth = todo.pop()
+            if isinstance(item, dict):
+                item = list(item.values())
+            if not isinstance(item, list):
+                continue
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            todo.extend((child, depth + 1) for child in item)
+        return value
+
+
+def _http_settings(cfg: Config) -> dict[str, Any]:
+    """The app's settings from the ``[http]`` keys of the hub's configuration."""
+    http = cfg.http
+    return {
+        "KIOSK_NETWORKS": list(http.kiosk_networks),
+        "TRUSTED_PROXIES": list(http.trusted_proxies),
+        "MAX_CONTENT_LENGTH": http.max_body_bytes,
+        "KIOSK_IDLE_S": http.kiosk_idle.total_seconds(),
+        "STREAMS_PER_CLIENT": http.streams_per_client,
+    }
+
+
 def create_app(
     test_config: dict[str, Any] | None = None,
     *,
@@ -64,14 +106,18 @@ def create_app(
 ) -> Flask:
     """The Flask app.  Pass ``hub`` for live state, or ``sm`` for a database only.
 
-    Config keys beyond Flask's: ``KIOSK_NETWORKS`` (addresses or CIDRs whose browsers
-    see member names on the floor without logging in; default none),
-    ``LOGIN_LIMIT_IP`` / ``LOGIN_LIMIT_ACCOUNT`` (failed logins per
-    ``LOGIN_LIMIT_WINDOW_S``).
+    The ``[http]`` keys of the hub's configuration (``hub.cfg``, or the app config's
+    ``PEERSHOP_CONFIG``) set ``KIOSK_NETWORKS`` (addresses or CIDRs whose browsers see
+    member names on the floor without logging in), ``TRUSTED_PROXIES`` (whose
+    ``X-Forwarded-For`` names the client, web/proxies.py), ``MAX_CONTENT_LENGTH``
+    (bytes of a request body), ``KIOSK_IDLE_S`` and ``STREAMS_PER_CLIENT``; ``test_config``
+    may set any of them, and ``LOGIN_FREE_PER_ACCOUNT`` / ``LOGIN_FREE_PER_ADDRESS``
+    (failed logins before the delays), ``LOGIN_FIRST_DELAY_S``, ``LOGIN_MAX_DELAY_S``.
     """
     if hub is None and sm is None:
         raise ValueError("create_app needs a running hub or a session factory")
     app = Flask(__name__)
+    app.json = JSONProvider(app)
     data_dir = hub.cfg.site.data_dir if hub is not None else None
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
@@ -80,18 +126,27 @@ def create_app(
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # a wall screen stays open for days
         KIOSK_NETWORKS=[],
-        LOGIN_LIMIT_IP=20,
-        LOGIN_LIMIT_ACCOUNT=5,
-        LOGIN_LIMIT_WINDOW_S=300.0,
+        TRUSTED_PROXIES=[],
+        MAX_CONTENT_LENGTH=64 * 1024,
+        KIOSK_IDLE_S=120.0,
+        STREAMS_PER_CLIENT=4,
+        LOGIN_FREE_PER_ACCOUNT=5,
+        LOGIN_FREE_PER_ADDRESS=20,
+        LOGIN_FIRST_DELAY_S=1.0,
+        LOGIN_MAX_DELAY_S=900.0,
         STREAM_HEARTBEAT_S=15.0,
     )
+    cfg = hub.cfg if hub is not None else (test_config or {}).get("PEERSHOP_CONFIG")
+    if cfg is not None:
+        app.config.update(_http_settings(cfg))
     if test_config:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
-    app.config["KIOSK_NETWORKS"] = [
-        ipaddress.ip_network(n, strict=False) for n in app.config["KIOSK_NETWORKS"]
-    ]
+    app.config["KIOSK_NETWORKS"] = networks(app.config["KIOSK_NETWORKS"])
+    app.config["TRUSTED_PROXIES"] = networks(app.config["TRUSTED_PROXIES"])
+    # before anything reads REMOTE_ADDR: the login throttle, kiosk networks, streams
+    app.wsgi_app = ClientAddress(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
 
     tz = app.config.get("TIMEZONE") or (hub.cfg.site.timezone if hub is not None else UTC)
     if isinstance(tz, str):
@@ -129,6 +184,16 @@ def create_app(
     csrf.exempt(api.bp)
 
     @app.before_request
+    def refuse_large_body():
+        # Before anything reads the body (the form, the JSON, the checks below), and
+        # whoever sends it: parsing bodies of any size let anonymous clients fill the
+        # hub's memory (four 60 MB POSTs: 367 -> 777 MB).  waitress refuses such a body
+        # on its headers already (web/serve.py); this holds under any WSGI server.
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if limit is not None and (request.content_length or 0) > limit:
+            abort(413, description=body_too_large(limit))
+
+    @app.before_request
     def refuse_nul():
         # PostgreSQL's text cannot hold U+0000 (SQLite's can): a query or write with one
         # fails there with a 500.  No field means one, so it is a 400 on either database.
@@ -136,7 +201,7 @@ def create_app(
             holds_nul(request.view_args or {})
             or holds_nul(request.args.to_dict(flat=False))
             or holds_nul(request.form.to_dict(flat=False))
-            or (request.is_json and holds_nul(request.get_json(silent=True)))
+            or (request.is_json and holds_nul(_json_body()))
         ):
             abort(400, description="a NUL character (U+0000) is not allowed here")
         # An id in the path past INTEGER's range (32 bits on PostgreSQL: periods.id,
@@ -185,6 +250,22 @@ def create_app(
 
     app.teardown_appcontext(state.teardown)
     return app
+
+
+def body_too_large(limit: int) -> str:
+    return f"the request body is larger than http.max_body_bytes ({limit} bytes)"
+
+
+def _json_body() -> Any:
+    """The body of a request that says it is JSON; one that is not (or nests too deep)
+    is a 400 with the reason, for every endpoint alike."""
+    if not request.get_data(cache=True):
+        return None
+    try:
+        return request.get_json()
+    except BadRequest as exc:
+        reason = exc.__cause__.description if isinstance(exc.__cause__, BadRequest) else None
+        abort(400, description=reason or "the body is not valid JSON")
 
 
 def api_error(status: int, code: str, message: str | None):

@@ -36,7 +36,15 @@ from hub.tool_admin import (
     shown,
     stored,
 )
-from web.auth import ROLES, create_token, require_role, set_password, set_pin
+from web.auth import (
+    PASSWORD_MAX,
+    ROLES,
+    SecretRuleError,
+    create_token,
+    require_role,
+    set_password,
+    set_pin,
+)
 from web.state import committing as _write
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -69,7 +77,8 @@ class AssignForm(FlaskForm):
 class SecretForm(FlaskForm):
     member = SelectField("Member", validators=[DataRequired()])
     kind = SelectField("Set", choices=[SelectChoice("password"), SelectChoice("pin", "kiosk PIN")])
-    secret = PasswordField("New value", validators=[DataRequired(), Length(min=4, max=200)])
+    # the rule itself (length, digits) is web.auth's, the same as the CLI's
+    secret = PasswordField("New value", validators=[DataRequired(), Length(max=PASSWORD_MAX)])
 
 
 class TokenForm(FlaskForm):
@@ -216,15 +225,21 @@ def member_secret() -> Any:
     session = _db()
     form = _forms(session)["secret"]
     if not form.validate_on_submit():
-        flash("Choose a member and give at least 4 characters.", "error")
+        flash("Choose a member and give the new password or PIN.", "error")
         return redirect(url_for("admin.index"))
-    with _write(session):
-        member = session.scalar(select(Member).where(Member.handle == form.member.data))
-        if member is None:
-            abort(404)
-        (set_pin if form.kind.data == "pin" else set_password)(session, member, form.secret.data)
-    _audit([f"~ member {member.handle}: {form.kind.data} set"])
-    flash(f"{form.kind.data} of @{member.handle} set.", "ok")
+    try:
+        with _write(session):
+            member = session.scalar(select(Member).where(Member.handle == form.member.data))
+            if member is None:
+                abort(404)
+            setter = set_pin if form.kind.data == "pin" else set_password
+            ended = setter(session, member, form.secret.data)
+    except SecretRuleError as exc:
+        flash(f"Not set: {exc}.", "error")
+        return redirect(url_for("admin.index"))
+    # the member's logins end: whoever knew the old secret is logged out too
+    _audit([f"~ member {member.handle}: {form.kind.data} set, {ended} login(s) ended"])
+    flash(f"{form.kind.data} of @{member.handle} set; their logins ({ended}) ended.", "ok")
     return redirect(url_for("admin.index"))
 
 

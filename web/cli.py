@@ -6,7 +6,7 @@ import click
 from sqlalchemy import select
 
 from hub.models import Member
-from web.auth import ROLES, create_token, set_password, set_pin
+from web.auth import ROLES, SecretRuleError, create_token, set_password, set_pin
 
 
 def _sm(ctx: click.Context):
@@ -58,10 +58,13 @@ def _set_secret(ctx: click.Context, handle: str, secret: str, kind: str) -> None
                 raise click.ClickException(
                     f"no member with handle {handle!r} (add them with `peershop load`)"
                 )
-            (set_pin if kind == "pin" else set_password)(session, member, secret)
+            try:
+                ended = (set_pin if kind == "pin" else set_password)(session, member, secret)
+            except SecretRuleError as exc:
+                raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
-    click.echo(f"{kind} of {handle} set")
+    click.echo(f"{kind} of {handle} set; their web logins ({ended}) ended")
 
 
 @user_group.command("password")
@@ -69,9 +72,7 @@ def _set_secret(ctx: click.Context, handle: str, secret: str, kind: str) -> None
 @click.password_option("--password", prompt="New password", help="Asked for when not given.")
 @click.pass_context
 def user_password(ctx: click.Context, handle: str, password: str) -> None:
-    """Set HANDLE's web password (asked twice, not echoed)."""
-    if len(password) < 8:
-        raise click.ClickException("a password needs at least 8 characters")
+    """Set HANDLE's web password (asked twice, not echoed; 8 to 200 characters)."""
     _set_secret(ctx, handle, password, "password")
 
 
@@ -80,7 +81,5 @@ def user_password(ctx: click.Context, handle: str, password: str) -> None:
 @click.password_option("--pin", prompt="New PIN", help="Asked for when not given.")
 @click.pass_context
 def user_pin(ctx: click.Context, handle: str, pin: str) -> None:
-    """Set HANDLE's kiosk PIN, used with their badge at a kiosk."""
-    if len(pin) < 4:
-        raise click.ClickException("a PIN needs at least 4 characters")
+    """Set HANDLE's kiosk PIN (6 to 12 digits), used with their badge at a kiosk."""
     _set_secret(ctx, handle, pin, "pin")

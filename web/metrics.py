@@ -119,7 +119,8 @@ class HubCollector:
         slots = self.slots
         yield CounterMetricFamily(
             "peershop_web_streams_refused",
-            "Live pages refused a stream (http.streams were all open): they poll instead",
+            "Live pages refused a stream (http.streams all open, or their address's "
+            "http.streams_per_client): they poll instead",
             value=slots.refused,
         )
         if slots.limit is not None:

@@ -396,10 +396,14 @@ def openapi_document() -> dict[str, Any]:
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
             errors={
+                "429": _error(
+                    "this client address holds `http.streams_per_client` streams already "
+                    "(`too_many_streams`, with `Retry-After`): poll the API instead"
+                ),
                 "503": _error(
                     "no live hub in this process (`service_unavailable`), or every stream "
                     "is open (`streams_full`, with `Retry-After`): poll the API instead"
-                )
+                ),
             },
         ),
         "/api/v1/openapi.json": _get(
@@ -422,7 +426,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "peershop hub",
             "version": __version__,
-            "description": 'CONTRACT.md §5. Errors are {"error":{"code","message"}}.',
+            "description": 'CONTRACT.md §5. Errors are {"error":{"code","message"}}; '
+            "a request body over http.max_body_bytes gets 413 before it is read.",
         },
         "paths": paths,
         "components": {

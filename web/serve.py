@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
+from waitress.utilities import RequestEntityTooLarge
 
 from hub.config import PAGE_THREADS, SCHEMA, default_streams
 from web.stream import StreamSlots
@@ -17,6 +22,52 @@ from web.stream import StreamSlots
 log = logging.getLogger(__name__)
 
 THREADS = SCHEMA["http"]["threads"].default
+
+# A phone that drops off the Wi-Fi closes nothing, so its stream held a slot until the
+# kernel gave up retransmitting the heartbeats to it: about 15 minutes on Linux's
+# defaults.  On every connection the kernel now drops a peer that leaves sent data
+# unacknowledged for DEAD_PEER_S (TCP_USER_TIMEOUT; a stream sends a heartbeat every
+# 15 s) or, idle, answers no keepalive probe (one after DEAD_PEER_S / 2 of silence, then
+# every 5 s, three in all).  waitress sees the error and the stream gives its slot back:
+# within 15 + 30 s of the phone's last word.
+DEAD_PEER_S = 30
+
+
+def _dead_peer_options(dead_peer_s: int) -> list[tuple[int, int, int]]:
+    tcp = socket.IPPROTO_TCP
+    wanted = [
+        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+        (tcp, "TCP_KEEPIDLE", max(1, dead_peer_s // 2)),
+        (tcp, "TCP_KEEPINTVL", 5),
+        (tcp, "TCP_KEEPCNT", 3),
+        (tcp, "TCP_USER_TIMEOUT", dead_peer_s * 1000),
+    ]
+    # TCP_KEEPIDLE and TCP_USER_TIMEOUT are Linux's (the Pi's); elsewhere what there is
+    return [(level, getattr(socket, name), v) for level, name, v in wanted if hasattr(socket, name)]
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (a body over the limit on its headers, a malformed
+    request) in the API's error format, ``{"error":{"code","message"}}``."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        message = error.body
+        if isinstance(error, RequestEntityTooLarge):
+            from web import body_too_large  # here: web imports this module
+
+            message = body_too_large(self.channel.server.adj.max_request_body_size - 1)
+        code = error.reason.lower().replace(" ", "_")
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class Channel(HTTPChannel):
+    error_task_class = JsonErrorTask
 
 
 def serve_in_thread(
@@ -30,8 +81,11 @@ def serve_in_thread(
 
     Each open live page (floor, task board, period) holds one thread for its event
     stream, so at most ``streams`` (``http.streams``; default two thirds of the threads)
-    are open at once and at least ``PAGE_THREADS`` threads stay for pages and the API.
-    A stream beyond the cap gets 503 and its page polls (web/stream.py).
+    are open at once, at most the app's ``STREAMS_PER_CLIENT`` from one client address,
+    and at least ``PAGE_THREADS`` threads stay for pages and the API.  A stream beyond
+    the cap gets 503 (429 beyond the client's) and its page polls (web/stream.py).
+    A request body over the app's ``MAX_CONTENT_LENGTH`` gets 413 on its headers,
+    before waitress reads it.
     ``stop()`` ends the streams first, then closes the listening socket.
     """
     streams = default_streams(threads) if streams is None else streams
@@ -40,7 +94,7 @@ def serve_in_thread(
             f"streams must leave {PAGE_THREADS} of the {threads} threads for pages, got {streams}"
         )
     host, port = listen
-    app.extensions["peershop.streams"] = StreamSlots(streams)
+    app.extensions["peershop.streams"] = StreamSlots(streams, app.config["STREAMS_PER_CLIENT"])
     server = create_server(
         app,
         host=host,
@@ -50,7 +104,20 @@ def serve_in_thread(
         # keep reading a connection while its request runs, so a stream whose browser
         # closed the socket sees it (waitress.client_disconnected) and frees its thread
         channel_request_lookahead=1,
+        # waitress refuses a body of this size or more (1 GB unless told), on its
+        # Content-Length or as its chunks arrive, without keeping it
+        max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
+        # waitress drops X-Forwarded-* unless it trusts the peer itself (one address or
+        # any); with http.trusted_proxies the app decides whom to believe, per request
+        # (web/proxies.py), so the header must reach it
+        clear_untrusted_proxy_headers=not app.config["TRUSTED_PROXIES"],
     )
+    server.channel_class = Channel
+    # waitress sets these on each connection it accepts (its default is TCP_NODELAY)
+    server.adj.socket_options = [
+        *server.adj.socket_options,
+        *_dead_peer_options(int(app.config.get("DEAD_PEER_S", DEAD_PEER_S))),
+    ]
     state = app.extensions["peershop"]
     if state.feed is not None:
         state.feed.start()
@@ -93,10 +160,9 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
     from web import create_app
 
     try:
-        kiosk = {"KIOSK_NETWORKS": list(hub.cfg.http.kiosk_networks)}
         http = hub.cfg.http
         return serve_in_thread(
-            create_app(kiosk, hub=hub), listen, threads=http.threads, streams=http.streams
+            create_app(hub=hub), listen, threads=http.threads, streams=http.streams
         )
     except OSError as exc:
         log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))

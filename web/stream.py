@@ -15,9 +15,11 @@ Each open stream holds one of the web server's threads for as long as the page i
 so :func:`web.serve.serve_in_thread` caps them (``http.streams``, :class:`StreamSlots`)
 below its threads: a stream beyond the cap is refused at once with 503
 ``streams_full`` and ``Retry-After``, and the page polls instead (``stream.js``)
-until a slot is free.  A stream whose browser went away ends within a
-second (waitress sees the closed socket, ``channel_request_lookahead``) and gives its
-slot back.
+until a slot is free.  One client address holds at most ``http.streams_per_client``
+of them (429 ``too_many_streams`` beyond), so one client cannot take every slot.  A
+stream whose browser went away ends within a second (waitress sees the closed socket,
+``channel_request_lookahead``) and gives its slot back; one whose phone dropped off the
+Wi-Fi, within a minute (the kernel gives up on the socket, web/serve.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
@@ -64,50 +67,74 @@ def _topics(text: str | None) -> frozenset[str] | None:
     return topics
 
 
-class StreamSlots:
-    """At most ``limit`` streams open at once (``None``: no limit), per app.
+class Refused(StrEnum):
+    """Why a stream was refused: the error code its answer carries."""
 
-    >>> slots = StreamSlots(1)
-    >>> slots.take(), slots.take()
-    (True, False)
-    >>> slots.give_back(); slots.open
-    0
+    FULL = "streams_full"  # every slot is taken (503)
+    CLIENT = "too_many_streams"  # this client address holds its share (429)
+
+
+class StreamSlots:
+    """At most ``limit`` streams open at once (``None``: no limit), and at most
+    ``per_client`` of them for one client address, per app.
+
+    >>> slots = StreamSlots(2, per_client=1)
+    >>> slots.take("10.0.0.5"), slots.take("10.0.0.5"), slots.take("10.0.0.6")
+    (None, <Refused.CLIENT: 'too_many_streams'>, None)
+    >>> slots.take("10.0.0.7")
+    <Refused.FULL: 'streams_full'>
+    >>> slots.give_back("10.0.0.5"); slots.open
+    1
     """
 
-    def __init__(self, limit: int | None):
+    def __init__(self, limit: int | None, per_client: int | None = None):
         self.limit = limit
+        self.per_client = per_client
         self.open = 0
         self.refused = 0  # streams refused since start (a count, for the log and tests)
+        self._by_client: dict[str, int] = {}
         self._lock = threading.Lock()
         self._warned_at = 0.0
 
-    def take(self) -> bool:
+    def take(self, client: str) -> Refused | None:
+        """A slot for ``client`` (None), or why there is none."""
+        warn = False
         with self._lock:
+            held = self._by_client.get(client, 0)
             if self.limit is not None and self.open >= self.limit:
-                self.refused += 1
+                refused = Refused.FULL
                 warn = time.monotonic() - self._warned_at >= 60 or not self._warned_at
                 if warn:
                     self._warned_at = time.monotonic()
+            elif self.per_client is not None and held >= self.per_client:
+                refused = Refused.CLIENT
             else:
                 self.open += 1
-                return True
+                self._by_client[client] = held + 1
+                return None
+            self.refused += 1
         if warn:  # once a minute at most: every refused page asks again every RETRY_S
             log.warning(
                 "live streams full (http.streams = %s): further pages poll instead; "
                 "raise http.threads and http.streams for more live screens",
                 self.limit,
             )
-        return False
+        return refused
 
-    def give_back(self) -> None:
+    def give_back(self, client: str) -> None:
         with self._lock:
             self.open -= 1
+            held = self._by_client.pop(client, 1) - 1
+            if held:
+                self._by_client[client] = held
 
 
 def stream_slots(app: Flask) -> StreamSlots:
     """The app's slots; without :func:`web.serve.serve_in_thread` (the Flask test
-    client, Flask's own server) there is no cap."""
-    return app.extensions.setdefault("peershop.streams", StreamSlots(None))
+    client, another WSGI server) only the cap per client holds."""
+    return app.extensions.setdefault(
+        "peershop.streams", StreamSlots(None, app.config["STREAMS_PER_CLIENT"])
+    )
 
 
 @bp.app_context_processor
@@ -121,16 +148,19 @@ def fallback_settings() -> dict[str, Any]:
     }
 
 
-def _streams_full(slots: StreamSlots) -> Response:
+def _refused(slots: StreamSlots, why: Refused) -> Response:
     from web import api_error  # here: web imports this module's blueprint
 
     retry = current_app.config.get("STREAM_RETRY_S", RETRY_S)
-    response = api_error(
-        503,
-        "streams_full",
-        f"all {slots.limit} live streams are open; refresh by polling and ask again "
-        f"after {retry} s",
-    )
+    if why is Refused.FULL:
+        status, held = 503, f"all {slots.limit} live streams are open"
+    else:
+        status = 429
+        held = (
+            f"this address holds {slots.per_client} live streams already (http.streams_per_client)"
+        )
+    message = f"{held}; refresh by polling and ask again after {retry} s"
+    response = api_error(status, why.value, message)
     response.headers["Retry-After"] = str(int(retry))
     return response
 
@@ -142,16 +172,18 @@ def stream() -> Response:
     if feed is None or feed.stopped:
         abort(503, description="no live hub in this process: the stream needs `peershop run`")
     slots = stream_slots(current_app)
-    if not slots.take():
-        return _streams_full(slots)
+    client = request.remote_addr or "?"  # behind a trusted proxy: the client it names
+    refused = slots.take(client)
+    if refused is not None:
+        return _refused(slots, refused)
     try:
-        return _open_stream(state, feed, slots)
+        return _open_stream(state, feed, lambda: slots.give_back(client))
     except BaseException:
-        slots.give_back()
+        slots.give_back(client)
         raise
 
 
-def _open_stream(state: Any, feed: Any, slots: StreamSlots) -> Response:
+def _open_stream(state: Any, feed: Any, give_back: Callable[[], None]) -> Response:
     names = can_see_names()
     heartbeat = float(current_app.config["STREAM_HEARTBEAT_S"])
     topics = _topics(request.args.get("topics"))
@@ -196,7 +228,7 @@ def _open_stream(state: Any, feed: Any, slots: StreamSlots) -> Response:
 
     def release() -> None:
         feed.unsubscribe(q)
-        slots.give_back()
+        give_back()
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     response = Response(generate(), mimetype="text/event-stream", headers=headers)
