@@ -70,17 +70,26 @@ def _port(value: Any) -> int:
     return port
 
 
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
+def _in_range(lo: float, hi: float, convert: Callable[[Any], Any], what: str) -> Callable:
+    def parse(value: Any) -> Any:
         try:
-            number = int(value)
+            number = convert(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected {what}, got {value!r}") from None
         if isinstance(value, bool) or not lo <= number <= hi:
             raise ValueError(f"must be between {lo} and {hi}, got {value!r}")
         return number
 
     return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    return _in_range(lo, hi, int, "an integer")
+
+
+def _number_range(lo: int, hi: int) -> Callable[[Any], float]:
+    """A number (``float``) from ``lo`` to ``hi``; NaN and infinities are out of range."""
+    return _in_range(lo, hi, float, "a number")
 
 
 def _listen(value: Any) -> tuple[str, int]:
@@ -244,6 +253,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # stops reading, so a broker's backlog waits in the broker, not in the hub's memory
         "max_pending": Key(_int_range(100, 1_000_000), 10_000),
         "reset_on_start": Key(_bool, False),
+        # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
+        "min_power_w": Key(_number_range(-1_000_000, 1_000_000), 0.0),
+        "max_power_w": Key(_number_range(1, 10_000_000), 100_000.0),
+        "max_wh_total": Key(_number_range(1, 10**15), 1e10),  # 100 kW for over 11 years
     },
 }
 
@@ -373,6 +386,13 @@ def load_config(
             "http.streams",
             f"must leave {PAGE_THREADS} of http.threads ({http['threads']}) for pages: "
             f"at most {http['threads'] - PAGE_THREADS}, got {http['streams']}",
+        )
+    ingest = parsed["ingest"]
+    if ingest["min_power_w"] >= ingest["max_power_w"]:
+        raise ConfigError(
+            "ingest.min_power_w",
+            f"must be below ingest.max_power_w ({ingest['max_power_w']:g}), "
+            f"got {ingest['min_power_w']:g}",
         )
     tls_ca = parsed["mqtt"]["tls_ca"]
     if tls_ca and not Path(tls_ca).is_file():

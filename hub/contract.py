@@ -90,6 +90,44 @@ class DeviceStatus:
     kind: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class PowerRange:
+    """The readings a real tool can give; a ``power`` outside them is a dead letter.
+
+    A reading of 1e300 W would otherwise make a session of 1e297 Wh.  The hub sets the
+    range from ``ingest.min_power_w``, ``ingest.max_power_w`` and ``ingest.max_wh_total``
+    (docs/configuration.md); these defaults are 0 to 100 kW and a counter of at most
+    10 GWh (100 kW for over eleven years).
+
+    >>> PowerRange().check(812.4, 1500.0, "w", "wh_total")
+    >>> PowerRange().check(1e300, None, "field 'w'", "field 'wh_total'")
+    Traceback (most recent call last):
+    ...
+    hub.errors.ContractError: field 'w' is 1e+300 W, outside the plausible 0 to 100000 W \
+(ingest.min_power_w, ingest.max_power_w)
+    """
+
+    min_w: float = 0.0
+    max_w: float = 100_000.0
+    max_wh_total: float = 1e10
+
+    def check(self, w: float | None, wh_total: float | None, w_name: str, wh_name: str) -> None:
+        """Raise :class:`ContractError` naming the field if a reading is implausible."""
+        if w is not None and not self.min_w <= w <= self.max_w:
+            raise ContractError(
+                f"{w_name} is {w:g} W, outside the plausible {self.min_w:g} to {self.max_w:g} W "
+                "(ingest.min_power_w, ingest.max_power_w)"
+            )
+        if wh_total is not None and not 0 <= wh_total <= self.max_wh_total:
+            raise ContractError(
+                f"{wh_name} is {wh_total:g} Wh, outside the plausible 0 to "
+                f"{self.max_wh_total:g} Wh (ingest.max_wh_total)"
+            )
+
+
+PLAUSIBLE = PowerRange()
+
+
 def parse_topic(topic: str) -> tuple[str, str]:
     """Split ``peershop/dev/{id}/{leaf}`` into ``(id, leaf)``; a bad id is a ContractError."""
     if not topic.startswith(TOPIC_PREFIX):
@@ -224,7 +262,7 @@ def parse_timestamp(value: Any) -> datetime:
     raise ContractError(f"field 'ts' must be ISO 8601 or Unix seconds, got {_show(value)}")
 
 
-def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+def _fields_for(kind: str, obj: dict[str, Any], power: PowerRange) -> dict[str, Any]:
     if kind in ("badge", "badge_removed"):
         return {"uid": normalize_uid(obj.get("uid"))}
     if kind == "power":
@@ -234,6 +272,7 @@ def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
             if wh_total < 0:
                 raise ContractError(f"field 'wh_total' must not be negative, got {wh_total}")
             data["wh_total"] = wh_total
+        power.check(data["w"], wh_total, "field 'w'", "field 'wh_total'")
         return data
     if kind == "running":
         on = obj.get("on")
@@ -263,14 +302,16 @@ def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     raise ContractError(f"unknown event type {kind!r}")
 
 
-def event_from_object(device_id: str, obj: dict[str, Any]) -> DeviceEvent:
+def event_from_object(
+    device_id: str, obj: dict[str, Any], power: PowerRange = PLAUSIBLE
+) -> DeviceEvent:
     """Validate an already decoded event object (used by the serial bridge, too)."""
     boot = _int(obj, "boot")
     seq = _int(obj, "seq")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ContractError(f"field 'type' must be a string, got {_show(kind)}")
-    data = _fields_for(kind, obj)
+    data = _fields_for(kind, obj, power)
     ts = obj.get("ts")
     device_ts = None if ts is None else parse_timestamp(ts)
     replay = obj.get("replay", False)
@@ -279,9 +320,10 @@ def event_from_object(device_id: str, obj: dict[str, Any]) -> DeviceEvent:
     return DeviceEvent(device_id, boot, seq, kind, data, device_ts, replay)
 
 
-def parse_event(device_id: str, payload: bytes) -> DeviceEvent:
-    """Validate the payload of ``peershop/dev/{id}/event``."""
-    return event_from_object(device_id, _load_object(payload))
+def parse_event(device_id: str, payload: bytes, power: PowerRange = PLAUSIBLE) -> DeviceEvent:
+    """Validate the payload of ``peershop/dev/{id}/event``; ``power`` is the plausible
+    range of a ``power`` event's readings."""
+    return event_from_object(device_id, _load_object(payload), power)
 
 
 def parse_status(device_id: str, payload: bytes) -> DeviceStatus:

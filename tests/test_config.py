@@ -31,6 +31,14 @@ def test_file_then_environment_override(tmp_path):
     assert cfg.source == path
 
 
+def test_the_power_range_defaults_to_0_to_100_kw():
+    cfg = load_config(None, env={}, search=())
+    assert (cfg.ingest.min_power_w, cfg.ingest.max_power_w) == (0.0, 100_000.0)
+    assert cfg.ingest.max_wh_total == 1e10
+    wide = load_config(None, env={"PEERSHOP_INGEST_MIN_POWER_W": "-5"}, search=())
+    assert wide.ingest.min_power_w == -5.0  # a plug that reads a little below zero
+
+
 def test_search_order_finds_the_first_existing_file(tmp_path):
     second = tmp_path / "etc.toml"
     second.write_text('[http]\nlisten = "0.0.0.0:9000"\n')
@@ -54,6 +62,9 @@ def test_search_order_finds_the_first_existing_file(tmp_path):
         ('[mqtt]\ntls_ca = "/nonexistent/ca.pem"\n', {}, "mqtt.tls_ca"),
         ("", {"PEERSHOP_MQTT_HOSTNAME": "x"}, "mqtt.hostname"),
         ("[webserver]\nport = 1\n", {}, "webserver"),
+        ("[ingest]\nmax_power_w = 0\n", {}, "ingest.max_power_w"),
+        ("[ingest]\nmin_power_w = 200000\n", {}, "ingest.min_power_w"),
+        ('[ingest]\nmax_wh_total = "lots"\n', {}, "ingest.max_wh_total"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_key(tmp_path, toml, env, key):
