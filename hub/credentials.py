@@ -4,8 +4,8 @@ Every device logs in to Mosquitto with its own username and password.  The datab
 keeps only the password's hash, in Mosquitto's own ``$7$`` format (PBKDF2-SHA512, as
 ``mosquitto_passwd`` writes it), so the hub can rewrite the password file at any time
 without ever knowing a device's password again.  The ACL is CONTRACT.md §2: a device
-writes only ``peershop/dev/{id}/#`` and reads only its ``cmd``, its ``allowlist`` and
-``peershop/hub/status``.
+writes only its ``event`` and ``status`` (never its own ``cmd``: only the hub commands a
+tool) and reads only its ``cmd``, its ``allowlist`` and ``peershop/hub/status``.
 
 >>> line = mosquitto_hash("secret", salt=bytes(12))
 >>> line[:32]
@@ -32,7 +32,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.contract import DEVICE_ID, HUB_STATUS_TOPIC, TOPIC_PREFIX
+from hub.contract import (
+    DEVICE_ID,
+    HUB_STATUS_TOPIC,
+    allowlist_topic,
+    cmd_topic,
+    event_topic,
+    status_topic,
+)
 from hub.errors import ConfigError, PeershopError
 from hub.models import Device, MqttAccount, ToolBinding, utcnow
 
@@ -308,11 +315,12 @@ def render_acl(hub_username: str, accounts: Iterable[MqttAccount], shelly: Itera
     for a in accounts:
         lines.append(f"user {a.username}")
         if a.kind == "device":
-            own = f"{TOPIC_PREFIX}{a.username}"
+            # Events and status only: a device writing its own cmd could grant itself.
             lines += [
-                f"topic write {own}/#",
-                f"topic read {own}/cmd",
-                f"topic read {own}/allowlist",
+                f"topic write {event_topic(a.username)}",
+                f"topic write {status_topic(a.username)}",
+                f"topic read {cmd_topic(a.username)}",
+                f"topic read {allowlist_topic(a.username)}",
                 f"topic read {HUB_STATUS_TOPIC}",
             ]
         elif a.kind == "tasmota":

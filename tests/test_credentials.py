@@ -313,7 +313,8 @@ def test_acl_lets_a_device_write_only_its_own_topics_and_read_only_its_own_comma
     blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in acl.split("\n\n") if "user " in b}
     blocks = {k.removeprefix("user "): v for k, v in blocks.items() if k.startswith("user ")}
     assert blocks["laser-node"] == [
-        "topic write peershop/dev/laser-node/#",
+        "topic write peershop/dev/laser-node/event",
+        "topic write peershop/dev/laser-node/status",
         "topic read peershop/dev/laser-node/cmd",
         "topic read peershop/dev/laser-node/allowlist",
         "topic read peershop/hub/status",
