@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pwd
 import re
@@ -28,20 +29,27 @@ import signal
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.contract import (
     DEVICE_ID,
+    DISCOVERY_PREFIX,
     HUB_STATUS_TOPIC,
     allowlist_topic,
     cmd_topic,
     event_topic,
+    plug_name,
+    plug_ref_problem,
+    plugs_overlap,
     status_topic,
 )
 from hub.errors import ConfigError, PeershopError
 from hub.models import Device, MqttAccount, ToolBinding, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class CredentialError(PeershopError, ValueError):
@@ -63,9 +71,9 @@ ACL_NAME = "acl"
 SETTINGS_NAME = "peershop-broker.json"
 PID_NAME = "mosquitto.pid"
 
-# What the hub's own user may read and write: its protocol, the plugs it drives, and the
-# Home Assistant discovery it will publish.
-HUB_TOPICS = ("peershop/#", "tele/#", "stat/#", "cmnd/#", "homeassistant/#")
+# What the hub's own user may read and write: its protocol and the plugs it drives; and
+# the Home Assistant discovery it publishes, under ``homeassistant.prefix``.
+HUB_TOPICS = ("peershop/#", "tele/#", "stat/#", "cmnd/#")
 
 
 def mosquitto_hash(
@@ -123,12 +131,60 @@ def _check_topic(kind: str, topic: str | None) -> None:
         if topic is not None:
             raise CredentialError("a peershop device has no topic of its own to set")
         return
-    what = "Tasmota topic" if kind == "tasmota" else "Shelly prefix"
     if not topic or not _TOPIC_PART.fullmatch(topic):
         raise CredentialError(
-            f"{what} {topic!r} is invalid: use letters, digits, '_', '-', '.' and '/' "
-            "between levels, no wildcards or spaces"
+            f"{plug_name(kind)} {topic!r} is invalid: use letters, digits, '_', '-', '.' and "
+            "'/' between levels, no wildcards or spaces"
         )
+
+
+def plug_conflict(
+    kind: str,
+    topic: str,
+    discovery_prefix: str = DISCOVERY_PREFIX,
+    *,
+    logins: Iterable[tuple[str, str, str]] = (),
+    bound: Iterable[tuple[str, str, str]] = (),
+    login: str | None = None,
+) -> str | None:
+    """Why a plug with this ``kind`` and ``topic`` would write topics not its own, or None.
+
+    A reserved tree (``peershop/``, Tasmota's roots, the discovery prefix, ``$``) is never
+    a plug's.  Nor is another plug's: ``logins`` are the plug accounts
+    ``(username, kind, topic)`` and ``bound`` the shop file's plugs ``(tool, kind, topic)``.
+    ``login`` is the account that would hold this topic (``device add``), None for a
+    binding of the shop file.  A binding of the same kind and topic is the same plug, and
+    so is the account holding it for a binding; any other overlap is refused (a plug
+    ``a`` writes ``a/#``, which holds plug ``a/b``'s topics).
+    """
+    problem = plug_ref_problem(kind, topic, discovery_prefix)
+    if problem is not None:
+        return problem
+    plug = (kind, topic)
+    what = f"{plug_name(kind)} {topic!r}"
+    for username, other_kind, other in logins:
+        same = username == login if login is not None else (other_kind, other) == plug
+        if not same and plugs_overlap(plug, (other_kind, other)):
+            return f"{what} overlaps {plug_name(other_kind)} {other!r} of plug {username}"
+    for tool, other_kind, other in bound:
+        if (other_kind, other) != plug and plugs_overlap(plug, (other_kind, other)):
+            return f"{what} overlaps {plug_name(other_kind)} {other!r} bound to tool {tool}"
+    return None
+
+
+def plug_logins(session: Session) -> list[tuple[str, str, str]]:
+    """The active plug accounts as ``(username, kind, topic)``, for :func:`plug_conflict`."""
+    return [(a.username, a.kind, a.topic) for a in active_accounts(session) if a.topic]
+
+
+def plug_bindings(session: Session) -> list[tuple[str, str, str]]:
+    """The plugs bound to tools as ``(tool, kind, topic)``, for :func:`plug_conflict`."""
+    rows = session.execute(
+        select(ToolBinding.tool_id, ToolBinding.kind, ToolBinding.ref).where(
+            ToolBinding.kind.in_(("tasmota", "shelly"))
+        )
+    )
+    return [(tool, kind, ref) for tool, kind, ref in rows]
 
 
 def add_account(
@@ -139,17 +195,30 @@ def add_account(
     kind: str = "device",
     topic: str | None = None,
     rotate: bool = False,
+    discovery_prefix: str = DISCOVERY_PREFIX,
 ) -> Credentials:
     """Register (or re-admit) an MQTT account and return its one-time credentials.
 
     ``kind`` ``device`` is a §2 device: its ``devices`` row is created or approved.
-    ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics.
+    ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics,
+    which may not reach a reserved tree or another plug's (:func:`plug_conflict`).
     An account that is active already keeps its password unless ``rotate`` is set.
     """
     _check_id(device_id)
     if kind not in KINDS:
         raise CredentialError(f"unknown account kind {kind!r} (known: {', '.join(KINDS)})")
     _check_topic(kind, topic)
+    if topic is not None:
+        problem = plug_conflict(
+            kind,
+            topic,
+            discovery_prefix,
+            logins=plug_logins(session),
+            bound=plug_bindings(session),
+            login=device_id,
+        )
+        if problem is not None:
+            raise CredentialError(f"{problem}; choose another")
     if hub_username and device_id == hub_username:
         raise CredentialError(
             f"{device_id!r} is the hub's own MQTT user (mqtt.username); choose another id"
@@ -303,13 +372,20 @@ def render_passwords(hub_username: str, hub_hash: str, accounts: Iterable[MqttAc
     return "\n".join(lines) + "\n"
 
 
-def render_acl(hub_username: str, accounts: Iterable[MqttAccount], shelly: Iterable[str]) -> str:
-    """The ACL of CONTRACT.md §2; anything not listed is denied."""
+def render_acl(
+    hub_username: str,
+    accounts: Iterable[MqttAccount],
+    shelly: Iterable[str],
+    discovery_prefix: str = DISCOVERY_PREFIX,
+) -> str:
+    """The ACL of CONTRACT.md §2; anything not listed is denied.
+
+    The caller leaves out plugs whose topics are not theirs (:func:`plug_conflict`)."""
     accounts = list(accounts)
     prefixes = sorted({*shelly, *(a.topic for a in accounts if a.kind == "shelly" and a.topic)})
     lines = ["# Written by `peershop mosquitto-config`.  Not listed means denied.", ""]
     lines += [f"user {hub_username}"]
-    lines += [f"topic readwrite {t}" for t in HUB_TOPICS]
+    lines += [f"topic readwrite {t}" for t in (*HUB_TOPICS, f"{discovery_prefix}/#")]
     lines += [f"topic readwrite {p}/#" for p in prefixes]
     lines += ["topic read $SYS/#", ""]
     for a in accounts:
@@ -370,15 +446,50 @@ def hub_login(mqtt: object) -> tuple[str, str]:
     return username, password
 
 
+def _fenced_plugs(
+    session: Session, accounts: list[MqttAccount], discovery_prefix: str
+) -> tuple[list[MqttAccount], list[str]]:
+    """The accounts whose ACL lines are safe to write, and the Shelly prefixes bound to
+    tools the hub may use.  A plug whose topic is reserved or another's (stored before
+    peershop refused such topics) gets no ACL lines at all, with a warning naming it."""
+    logins = [(a.username, a.kind, a.topic) for a in accounts if a.topic]
+    bound = plug_bindings(session)
+    safe = []
+    for a in accounts:
+        problem = (
+            None
+            if a.topic is None
+            else plug_conflict(
+                a.kind, a.topic, discovery_prefix, logins=logins, bound=bound, login=a.username
+            )
+        )
+        if problem is None:
+            safe.append(a)
+        else:
+            log.warning("plug %s may use no topic until it gets another: %s", a.username, problem)
+    shelly = []
+    for _tool, kind, ref in bound:
+        if kind != "shelly" or not _TOPIC_PART.fullmatch(ref):
+            continue
+        problem = plug_ref_problem(kind, ref, discovery_prefix)
+        if problem is None:
+            shelly.append(ref)
+        else:
+            log.warning("the hub gets no ACL line for a bound plug: %s", problem)
+    return safe, shelly
+
+
 def write_broker_files(
-    session: Session, mqtt: object, outdir: Path, settings: BrokerSettings | None = None
+    session: Session, cfg: Any, outdir: Path, settings: BrokerSettings | None = None
 ) -> list[Path]:
     """Write ``mosquitto.conf``, the password file and the ACL into ``outdir``.
 
+    ``cfg`` is the hub's :class:`~hub.config.Config`: the hub's login (``mqtt``) and the
+    discovery prefix (``homeassistant.prefix``).
     ``settings`` default to those saved by the previous run in ``outdir`` (so a device
     change keeps the port and TLS listener), else to port 1883 on every interface.
     """
-    hub_username, hub_password = hub_login(mqtt)
+    hub_username, hub_password = hub_login(cfg.mqtt)
     outdir = Path(outdir)
     settings = settings or load_settings(outdir) or BrokerSettings()
     settings.check()
@@ -387,12 +498,12 @@ def write_broker_files(
         raise ConfigError(
             "mqtt.username", f"{hub_username!r} is also a device's username; rename one"
         )
-    shelly = session.scalars(select(ToolBinding.ref).where(ToolBinding.kind == "shelly"))
-    shelly_ok = [p for p in shelly if _TOPIC_PART.fullmatch(p)]
+    prefix = cfg.homeassistant.prefix
+    fenced, shelly = _fenced_plugs(session, accounts, prefix)
     outdir.mkdir(parents=True, exist_ok=True)
     files = {
         PASSWORD_NAME: render_passwords(hub_username, mosquitto_hash(hub_password), accounts),
-        ACL_NAME: render_acl(hub_username, accounts, shelly_ok),
+        ACL_NAME: render_acl(hub_username, fenced, shelly, prefix),
         SETTINGS_NAME: json.dumps(asdict(settings), indent=2) + "\n",
         CONF_NAME: render_conf(outdir, settings, _owner_name(outdir)),
     }

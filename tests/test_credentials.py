@@ -339,6 +339,71 @@ def test_plug_topics_cannot_smuggle_wildcards_into_the_acl(ops: Path):
     assert accounts(db_of(ops)) == {}
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--shelly", "peershop"), "'peershop' overlaps peershop/"),
+        (("--shelly", "peershop/dev/laser-node"), "overlaps peershop/"),
+        (("--shelly", "homeassistant"), "overlaps homeassistant/"),
+        (("--shelly", "ha/switch"), "overlaps ha/"),  # the configured discovery prefix
+        (("--shelly", "tele"), "'tele' overlaps tele/"),
+        (("--shelly", "cmnd/laser_plug"), "overlaps cmnd/"),
+        (("--tasmota", "tele"), "'tele' overlaps tele/"),
+        (("--tasmota", "cmnd"), "overlaps cmnd/"),
+        (("--tasmota", "homeassistant"), "overlaps homeassistant/"),
+        (("--shelly", "shelly-saw"), "overlaps Shelly prefix 'shelly-saw' of plug saw-plug"),
+        (("--shelly", "shelly-saw/1"), "overlaps Shelly prefix 'shelly-saw' of plug saw-plug"),
+        (("--shelly", "bench"), "overlaps Shelly prefix 'bench/drill' bound to tool drill"),
+        (("--tasmota", "laser_plug"), "'laser_plug' of plug laser-plug"),
+    ],
+)
+def test_a_plug_topic_may_not_reach_reserved_topics_or_another_plugs(
+    ops: Path, args: tuple[str, str], named: str
+):
+    with ops.open("a") as f:
+        f.write('[homeassistant]\nprefix = "ha"\n')
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw")
+    add_device(ops, "laser-plug", "--tasmota", "laser_plug")
+    shop = ops.parent / "shop.yaml"
+    shop.write_text("tools:\n  - {id: drill, name: Drill, devices: [{shelly: bench/drill}]}\n")
+    assert peershop(ops, "load", str(shop)).exit_code == 0
+    before = accounts(db_of(ops))
+
+    result = peershop(ops, "device", "add", "sneaky-plug", *args)
+    assert result.exit_code != 0
+    assert named in result.output and repr(args[1]) in result.output
+    assert accounts(db_of(ops)).keys() == before.keys()  # nothing written
+
+
+def test_the_same_plug_bound_in_the_shop_file_gets_its_login(ops: Path):
+    shop = ops.parent / "shop.yaml"
+    shop.write_text("tools:\n  - {id: saw, name: Saw, devices: [{shelly: shelly-saw}]}\n")
+    assert peershop(ops, "load", str(shop)).exit_code == 0
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw")
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw", "--rotate")  # its own topic again
+
+
+def test_a_stored_plug_with_a_reserved_topic_gets_no_acl_lines(
+    ops: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """An account written before such topics were refused: the next rewrite fences it."""
+    engine = make_engine(db_of(ops))
+    try:
+        with session_factory(engine).begin() as session:
+            session.add(
+                MqttAccount(username="old-plug", kind="shelly", topic="peershop", password_hash="x")
+            )
+    finally:
+        engine.dispose()
+    out = tmp_path / "broker"
+    assert peershop(ops, "mosquitto-config", "--out", str(out)).exit_code == 0
+    acl = (out / "acl").read_text()
+    assert "old-plug" not in acl  # not listed: denied everything
+    assert "old-plug:" in (out / "passwords").read_text()  # its login just reaches nothing
+    assert "plug old-plug may use no topic" in caplog.text
+    assert "'peershop' overlaps peershop/" in caplog.text
+
+
 def test_reload_never_signals_a_process_that_is_not_mosquitto(tmp_path: Path):
     bystander = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
