@@ -5,7 +5,8 @@ keeps only the password's hash, in Mosquitto's own ``$7$`` format (PBKDF2-SHA512
 ``mosquitto_passwd`` writes it), so the hub can rewrite the password file at any time
 without ever knowing a device's password again.  The ACL is CONTRACT.md §2: a device
 writes only its ``event`` and ``status`` (never its own ``cmd``: only the hub commands a
-tool) and reads only its ``cmd``, its ``allowlist`` and ``peershop/hub/status``.
+tool) and reads only its ``cmd``, its ``allowlist`` and ``peershop/hub/status``.  The
+config binds every login to its own client id, so no login takes over another's session.
 
 >>> line = mosquitto_hash("secret", salt=bytes(12))
 >>> line[:32]
@@ -351,12 +352,17 @@ def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None)
         "connection_messages true",
         "log_timestamp false",
         "",
+        "# A session belongs to a login: each listener takes the username as the client id,",
+        "# so no device can connect as the hub (or another device) and take or wipe its",
+        "# session.  Mosquitto 2.0 sets this per listener, and only at start (not on reload).",
         listen,
+        "use_username_as_clientid true",
     ]
     if settings.tls_port:
         lines += [
             "",
             f"listener {settings.tls_port}" + (f" {settings.bind}" if settings.bind else ""),
+            "use_username_as_clientid true",
             f"certfile {Path(settings.tls_cert).resolve()}",  # type: ignore[arg-type]
             f"keyfile {Path(settings.tls_key).resolve()}",  # type: ignore[arg-type]
         ]

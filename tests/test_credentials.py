@@ -235,6 +235,7 @@ def test_mosquitto_config_writes_conf_passwords_and_acl(ops: Path, tmp_path: Pat
     conf = (out / "mosquitto.conf").read_text().splitlines()
     for line in (
         "allow_anonymous false",
+        "use_username_as_clientid true",
         "persistence true",
         "max_queued_messages 0",
         "set_tcp_nodelay true",
@@ -301,6 +302,9 @@ def test_tls_listener_needs_cert_and_key(ops: Path, tmp_path: Path):
     conf = (out / "mosquitto.conf").read_text().splitlines()
     tls = conf[conf.index("listener 8883") :]
     assert f"certfile {cert.resolve()}" in tls
+    # Mosquitto 2.0 binds client ids to logins per listener: on both, right after each
+    plain = conf.index("listener 1883")
+    assert conf[plain + 1] == tls[1] == "use_username_as_clientid true"
     assert f"keyfile {key.resolve()}" in tls
     assert "listener 1883" in conf  # the plain listener stays for devices without TLS
 
