@@ -258,6 +258,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_power_w": Key(_number_range(1, 10_000_000), 100_000.0),
         "max_wh_total": Key(_number_range(1, 10**15), 1e10),  # 100 kW for over 11 years
     },
+    # Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
+    # global: every client gets the same).  A queue cap loses messages past it, so the
+    # defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
+    "broker": {
+        # the largest MQTT packet: room for a 5,000-member shop's signed allow-list
+        # (~320 KB) three times over; a device that sends a bigger one is disconnected
+        "max_packet_size": Key(_int_range(65_536, 268_435_460), 1_048_576),
+        # per client, beyond those in flight; more are dropped for that client
+        "max_queued_messages": Key(_int_range(1_000, 100_000_000), 500_000),
+        "max_queued_bytes": Key(_int_range(1_048_576, 1 << 40), 64 << 20),
+    },
 }
 
 
@@ -276,6 +287,7 @@ PeriodConfig = _section("period")
 PresenceConfig = _section("presence")
 HomeAssistantConfig = _section("homeassistant")
 IngestConfig = _section("ingest")
+BrokerConfig = _section("broker")
 _SECTIONS = {
     "site": SiteConfig,
     "db": DbConfig,
@@ -285,6 +297,7 @@ _SECTIONS = {
     "presence": PresenceConfig,
     "homeassistant": HomeAssistantConfig,
     "ingest": IngestConfig,
+    "broker": BrokerConfig,
 }
 
 
@@ -300,6 +313,7 @@ class Config:
     presence: Any
     homeassistant: Any
     ingest: Any
+    broker: Any
     source: Path | None = None
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
@@ -393,6 +407,13 @@ def load_config(
             "ingest.min_power_w",
             f"must be below ingest.max_power_w ({ingest['max_power_w']:g}), "
             f"got {ingest['min_power_w']:g}",
+        )
+    broker = parsed["broker"]
+    if broker["max_queued_bytes"] < broker["max_packet_size"]:
+        raise ConfigError(
+            "broker.max_queued_bytes",
+            f"must hold at least one packet of broker.max_packet_size "
+            f"({broker['max_packet_size']}), got {broker['max_queued_bytes']}",
         )
     tls_ca = parsed["mqtt"]["tls_ca"]
     if tls_ca and not Path(tls_ca).is_file():

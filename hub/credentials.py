@@ -315,7 +315,10 @@ def _owner_name(path: Path) -> str | None:
         return None
 
 
-def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None) -> str:
+def render_conf(
+    outdir: Path, settings: BrokerSettings, limits: Any, user: str | None = None
+) -> str:
+    """``mosquitto.conf``; ``limits`` is the ``[broker]`` section of the hub's config."""
     outdir = Path(outdir).resolve()
     listen = f"listener {settings.port}" + (f" {settings.bind}" if settings.bind else "")
     lines = [
@@ -336,9 +339,12 @@ def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None)
         "persistence true",
         f"persistence_location {outdir}/",
         f"autosave_interval {settings.autosave_interval}",
-        "# 0 is no limit: a hub that is down for a day still finds every event queued.",
-        "max_queued_messages 0",
-        "max_queued_bytes 0",
+        "# Bounded ([broker] in peershop.toml): a client sending a bigger packet is",
+        "# disconnected, and a client's queue past either cap drops what comes next (for the",
+        "# hub: a day of a big shop's events while it is down, in a Pi's memory).",
+        f"max_packet_size {limits.max_packet_size}",
+        f"max_queued_messages {limits.max_queued_messages}",
+        f"max_queued_bytes {limits.max_queued_bytes}",
         "max_inflight_messages 100",
         "# Nagle plus delayed ACKs turn a 0.5 ms QoS 1 round trip into 88 ms (DESIGN.md).",
         "set_tcp_nodelay true",
@@ -490,8 +496,8 @@ def write_broker_files(
 ) -> list[Path]:
     """Write ``mosquitto.conf``, the password file and the ACL into ``outdir``.
 
-    ``cfg`` is the hub's :class:`~hub.config.Config`: the hub's login (``mqtt``) and the
-    discovery prefix (``homeassistant.prefix``).
+    ``cfg`` is the hub's :class:`~hub.config.Config`: the hub's login (``mqtt``), the
+    broker's limits (``broker``) and the discovery prefix (``homeassistant.prefix``).
     ``settings`` default to those saved by the previous run in ``outdir`` (so a device
     change keeps the port and TLS listener), else to port 1883 on every interface.
     """
@@ -511,7 +517,7 @@ def write_broker_files(
         PASSWORD_NAME: render_passwords(hub_username, mosquitto_hash(hub_password), accounts),
         ACL_NAME: render_acl(hub_username, fenced, shelly, prefix),
         SETTINGS_NAME: json.dumps(asdict(settings), indent=2) + "\n",
-        CONF_NAME: render_conf(outdir, settings, _owner_name(outdir)),
+        CONF_NAME: render_conf(outdir, settings, cfg.broker, _owner_name(outdir)),
     }
     written = []
     for name, text in files.items():

@@ -237,7 +237,9 @@ def test_mosquitto_config_writes_conf_passwords_and_acl(ops: Path, tmp_path: Pat
         "allow_anonymous false",
         "use_username_as_clientid true",
         "persistence true",
-        "max_queued_messages 0",
+        "max_packet_size 1048576",
+        "max_queued_messages 500000",
+        "max_queued_bytes 67108864",
         "set_tcp_nodelay true",
         "listener 1999",
         f"password_file {out.resolve() / 'passwords'}",
@@ -341,6 +343,21 @@ def test_plug_topics_cannot_smuggle_wildcards_into_the_acl(ops: Path):
         result = peershop(ops, "device", "add", "sneaky-plug", "--tasmota", bad)
         assert result.exit_code != 0, bad
     assert accounts(db_of(ops)) == {}
+
+
+def test_the_broker_limits_come_from_the_broker_section(tmp_path: Path):
+    config = write_ops_config(tmp_path)
+    with config.open("a") as f:
+        f.write("[broker]\nmax_packet_size = 400000\nmax_queued_messages = 2000\n")
+        f.write('max_queued_bytes = 8000000\n[homeassistant]\nprefix = "ha"\n')
+    out = tmp_path / "broker"
+    assert peershop(config, "mosquitto-config", "--out", str(out)).exit_code == 0
+    conf = (out / "mosquitto.conf").read_text().splitlines()
+    for line in ("max_packet_size 400000", "max_queued_messages 2000", "max_queued_bytes 8000000"):
+        assert line in conf
+    # the hub may publish discovery under the configured prefix, and no longer elsewhere
+    acl = (out / "acl").read_text().splitlines()
+    assert "topic readwrite ha/#" in acl and "topic readwrite homeassistant/#" not in acl
 
 
 @pytest.mark.parametrize(

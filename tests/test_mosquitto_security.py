@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ from sqlalchemy import func, select
 
 from devices.agent import Agent
 from firmware_bridge.bridge import Bridge
+from hub.allowlist import allowlist_payload, build_allowlist, load_or_create_key
 from hub.broker import find_mosquitto, free_port
 from hub.config import Config, load_config
-from hub.contract import HUB_STATUS_TOPIC, cmd_topic, event_topic
+from hub.contract import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, event_topic
 from hub.models import DeadLetter, Event
 from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.outbox import enqueue
 from hub.service import Hub
 from tests.helpers import event_payload, wait_for
 from tests.test_agent import BOB, agent_config, badge
@@ -193,6 +196,18 @@ class Shop:
         self.broker.wait_log("Reloading config", "the broker to reload", start=mark)
         self.passwords[device_id] = password
         return password
+
+    def restart_broker(self, **sections: dict[str, Any]) -> None:
+        """Rewrite the broker files from the config with ``sections`` overridden, as the
+        systemd unit does at every start, and start Mosquitto on them."""
+        self.broker.stop()
+        with self.config_path.open("a") as f:
+            for name, values in sections.items():
+                f.write(f"[{name}]\n")
+                f.writelines(f"{key} = {value!r}\n" for key, value in values.items())
+        made = peershop(self.config_path, "mosquitto-config", "--out", str(self.broker_dir))
+        assert made.exit_code == 0, made.output
+        self.broker.start()
 
 
 @pytest.fixture
@@ -631,6 +646,125 @@ def test_a_plug_cannot_be_given_the_hubs_topics(shop: Shop):
     assert "rogue-plug" not in (shop.broker_dir / "passwords").read_text()
     assert "rogue-plug" not in (shop.broker_dir / "acl").read_text()
     assert not any("Reloading config" in line for line in shop.broker.log[mark:])
+
+
+# -- the broker's limits (item 8) ------------------------------------------------------------
+
+
+def broker_rss_mb(shop: Shop) -> float:
+    assert shop.broker.process is not None
+    status = Path(f"/proc/{shop.broker.process.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_packet_over_the_cap_is_refused_and_never_queued_for_the_hub(shop: Shop):
+    shop.hub().stop()  # the hub is away; its session would queue what comes
+    before = broker_rss_mb(shop)
+    big = bytes(10 << 20)  # 10 MB, ten times broker.max_packet_size
+    for _ in range(5):
+        flooder = shop.client("laser-node")
+        try:
+            assert flooder.link.wait_connected(10)
+            # its own client, not one that keeps to the broker's maximum as ours does
+            info = flooder.link.client.publish(event_topic("laser-node"), big, qos=1)
+            wait_for(
+                lambda info=info, f=flooder: info.is_published() or f.link.counters.disconnects,
+                20,
+                "the broker's answer to 10 MB",
+            )
+            assert not info.is_published()  # refused: the broker dropped the connection
+        finally:
+            flooder.close()
+    assert broker_rss_mb(shop) - before < 20  # 5 x 10 MB queued would be over 50
+    door = shop.client("laser-node")
+    hub = shop.hub()
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 1))
+        wait_for(lambda: stored_seqs(hub, "laser-node") == [0], 20, "the tap after the flood")
+        with hub.sm() as session:  # the hub never got any of it, not even as a dead letter
+            assert session.scalar(select(func.count(DeadLetter.id))) == 0
+    finally:
+        hub.stop()
+        door.close()
+
+
+def test_the_queue_kept_for_an_absent_hub_is_capped(shop: Shop):
+    limit = 4 << 20
+    shop.restart_broker(broker={"max_queued_bytes": limit})
+    shop.hub().stop()
+    before = broker_rss_mb(shop)
+    mark = len(shop.broker.log)
+    flooder = shop.client("laser-node")
+    try:
+        assert flooder.link.wait_connected(10)
+        for _ in range(20):  # 20 x 900 KB: under the packet cap, five times the queue cap
+            flooder.publish(event_topic("laser-node"), bytes(900_000))
+    finally:
+        flooder.close()
+    # Mosquitto says whose messages it drops: the hub's, by its login.
+    shop.broker.wait_log(
+        f"Outgoing messages are being dropped for client {HUB_USER}", "the drop", start=mark
+    )
+    assert broker_rss_mb(shop) - before < 12  # 18 MB held before the cap
+    hub = shop.hub()
+    door = shop.client("laser-node")
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 1))
+        wait_for(lambda: stored_seqs(hub, "laser-node") == [0], 20, "a tap after the hub is back")
+        with hub.sm() as session:  # what was queued reached the hub as dead letters
+            held = session.scalar(select(func.sum(DeadLetter.size))) or 0
+        assert 0 < held <= limit + 1_048_576  # Mosquitto takes one more while below the cap
+    finally:
+        door.close()
+        hub.stop()
+
+
+def test_a_big_shops_signed_allow_list_fits_under_the_packet_cap(shop: Shop, tmp_path: Path):
+    """The hub's largest message: 5,000 members' badges in one signed list (~320 KB)."""
+    key = load_or_create_key(tmp_path / "hub.key")
+    now = datetime.now(UTC)
+    uids = [f"{n:08X}" for n in range(5000)]
+    payload = allowlist_payload(
+        build_allowlist("laser-1", 1, uids, now, now + timedelta(days=7), key)
+    )
+    assert len(payload) > 300_000
+    device = shop.client("laser-node", allowlist_topic("laser-node"))
+    hub = shop.client(HUB_USER)
+    try:
+        assert device.link.wait_subscribed(10) and hub.link.wait_connected(10)
+        hub.publish(allowlist_topic("laser-node"), payload, retain=True)
+        device.wait_topic(allowlist_topic("laser-node"))
+        assert device.messages[0].payload == payload
+    finally:
+        hub.close()
+        device.close()
+
+
+def test_a_message_too_big_for_the_broker_does_not_cut_the_hub_off(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+):
+    """An allow-list over broker.max_packet_size: sent, Mosquitto would drop the hub's
+    connection, and the hub would send it again at every reconnect: ingest would stop."""
+    shop.restart_broker(broker={"max_packet_size": 65_536, "max_queued_bytes": 1 << 20})
+    listener = shop.client("laser-node", allowlist_topic("laser-node"), cmd_topic("laser-node"))
+    hub = shop.hub()  # it learns the broker's maximum from its CONNACK
+    try:
+        assert listener.link.wait_subscribed(10)
+        with hub.sm.begin() as session:
+            enqueue(session, allowlist_topic("laser-node"), bytes(70_000), retain=True)
+            enqueue(session, cmd_topic("laser-node"), b'{"action":"unlock"}')
+        hub.outbox.notify()
+        listener.wait_topic(cmd_topic("laser-node"))
+        assert listener.topics() == [cmd_topic("laser-node")]
+        assert hub.link.counters.disconnects == 0 and hub.outbox.too_large == 1
+        assert "over the broker's maximum packet size of 65536 bytes" in caplog.text
+        wait_for(lambda: hub.outbox.pending() == 0, 10, "the outbox to empty")
+    finally:
+        hub.stop()
+        listener.close()
 
 
 # -- implausible power readings (item 13) ----------------------------------------------------
