@@ -23,7 +23,9 @@ or running input, buttons) to the broker:
   switches the interlock exactly like the hub's.  A reply that comes after the agent has
   decided is ignored, so the member at the tool never sees two answers to one tap.
 * **Commands.** ``grant``/``deny``/``release`` (as replies), ``release`` (end now; waits
-  for an idle tool with ``no_cut_while_busy``), ``lock``/``unlock``, ``rebirth``.
+  for an idle tool with ``no_cut_while_busy``), ``lock``/``unlock``, ``rebirth``.  A
+  ``grant`` counts only as the reply to a badge still waiting for one, with a ``max_s``,
+  and never while locked (:meth:`Agent.handle_command`).
 
 Run it from a TOML file (docs/agent.md)::
 
@@ -581,20 +583,24 @@ class Agent:
             log.warning("allow-list refused (%s): %s", check.status, check.reason)
 
     def handle_command(self, command: dict[str, Any]) -> None:
-        """One ``cmd`` object of CONTRACT.md §2."""
+        """One ``cmd`` object of CONTRACT.md §2.
+
+        A ``grant`` switches the tool on only as the reply (``re``) to a badge this agent
+        sent and still waits on, never while locked, and only with a ``max_s``: a grant
+        from anywhere else (a forged or replayed message, a hub bug) leaves the relay off.
+        """
         action = command.get("action")
         re = command.get("re")
         with self._decision_lock:
             if re is not None:
                 entry = self._pending.pop(re, None) if isinstance(re, int) else None
                 if entry is None:
-                    log.info("reply to seq %r came after a local decision: ignored", re)
+                    log.info("reply to seq %r: no badge waits for it (decided already)", re)
                     return
                 uid, timer = entry
                 timer.cancel()
                 if action == "grant":
-                    max_s = command.get("max_s")
-                    self._grant(uid, max_s if isinstance(max_s, int | float) else None)
+                    self._grant_reply(uid, re, command.get("max_s"))
                 elif action == "deny":
                     self._show("deny")
                 elif action == "release":
@@ -603,7 +609,7 @@ class Agent:
             if action == "release":
                 self._release("hub asked")
             elif action == "grant":
-                self._grant(None, None)
+                log.warning("a grant that answers no badge (no 're'): ignored")
             elif action == "deny":
                 self._show("deny")
             elif action == "lock":
@@ -624,6 +630,19 @@ class Agent:
                 self._wake.set()
             else:
                 log.warning("unknown command %r", action)
+
+    def _grant_reply(self, uid: str, seq: int, max_s: Any) -> None:
+        """The hub's grant for the badge ``seq``: obeyed unless locked or unbounded."""
+        if self.locked:
+            log.warning("grant for seq %d while locked: ignored", seq)
+            self._show("locked")
+            return
+        number = isinstance(max_s, int | float) and not isinstance(max_s, bool)
+        if not number or not 0 < max_s < math.inf:
+            log.warning("grant for seq %d without a positive max_s (%r): refused", seq, max_s)
+            self._show("deny")
+            return
+        self._grant(uid, max_s)
 
     # -- the sending thread ----------------------------------------------------------------
 

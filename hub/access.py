@@ -20,7 +20,8 @@ Facts about the person come before facts about the tool, and among those the lon
 lasting first, so the reader says what the member can act on.
 
 A grant's ``max_s`` is the tool's maximum session length, cut to the end of the member's
-reservation when the grant rests on one.  Closing time does not cut a running job.
+reservation when the grant rests on one.  Closing time does not cut a running job.  Every
+grant the hub sends has one: devices obey no grant without it (CONTRACT.md §2).
 
 The same member badging again at a ``tap`` tool they hold gets :class:`TapOut` (reply
 ``release``; the hub calls ``ToolSessionState.tap_out``) whatever else has changed, so a
@@ -75,6 +76,11 @@ DENY_ORDER = (
 assert sorted(DENY_ORDER) == sorted(DENY_REASONS)
 
 INDUCTION_WINDOW = timedelta(seconds=30)
+
+# A station's grant (signed in at the door, an effort started at a task station) carries
+# this max_s like a tool's: a device obeys no grant without one.  A door strike on the
+# reader's relay opens this long; the LED shows the grant as long.
+STATION_GRANT_S = 5
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(

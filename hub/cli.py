@@ -154,13 +154,14 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
         shop = parse_shop_file(file)
     except PeershopError as exc:
         raise click.ClickException(str(exc)) from None
-    engine = make_engine(ctx.config().db.url)
+    cfg = ctx.config()
+    engine = make_engine(cfg.db.url)
     try:
         migrate(engine)
         sm = session_factory(engine)
         with sm() as session, session.begin():
             try:
-                changes = apply_shop(session, shop)
+                changes = apply_shop(session, shop, discovery_prefix=cfg.homeassistant.prefix)
             except PeershopError as exc:  # references checked against the database
                 raise click.ClickException(str(exc)) from None
             if dry_run:

@@ -70,12 +70,12 @@ def _port(value: Any) -> int:
     return port
 
 
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
+def _in_range(lo: float, hi: float, convert: Callable[[Any], Any], what: str) -> Callable:
+    def parse(value: Any) -> Any:
         try:
-            number = int(value)
+            number = convert(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected {what}, got {value!r}") from None
         if isinstance(value, bool) or not lo <= number <= hi:
             raise ValueError(f"must be between {lo} and {hi}, got {value!r}")
         return number
@@ -99,6 +99,15 @@ def _span(span: timedelta) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    return _in_range(lo, hi, int, "an integer")
+
+
+def _number_range(lo: int, hi: int) -> Callable[[Any], float]:
+    """A number (``float``) from ``lo`` to ``hi``; NaN and infinities are out of range."""
+    return _in_range(lo, hi, float, "a number")
 
 
 def _listen(value: Any) -> tuple[str, int]:
@@ -270,6 +279,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # stops reading, so a broker's backlog waits in the broker, not in the hub's memory
         "max_pending": Key(_int_range(100, 1_000_000), 10_000),
         "reset_on_start": Key(_bool, False),
+        # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
+        "min_power_w": Key(_number_range(-1_000_000, 1_000_000), 0.0),
+        "max_power_w": Key(_number_range(1, 10_000_000), 100_000.0),
+        "max_wh_total": Key(_number_range(1, 10**15), 1e10),  # 100 kW for over 11 years
+    },
+    # Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
+    # global: every client gets the same).  A queue cap loses messages past it, so the
+    # defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
+    "broker": {
+        # the largest MQTT packet: room for a 5,000-member shop's signed allow-list
+        # (~320 KB) three times over; a device that sends a bigger one is disconnected
+        "max_packet_size": Key(_int_range(65_536, 268_435_460), 1_048_576),
+        # per client, beyond those in flight; more are dropped for that client
+        "max_queued_messages": Key(_int_range(1_000, 100_000_000), 500_000),
+        "max_queued_bytes": Key(_int_range(1_048_576, 1 << 40), 64 << 20),
     },
 }
 
@@ -289,6 +313,7 @@ PeriodConfig = _section("period")
 PresenceConfig = _section("presence")
 HomeAssistantConfig = _section("homeassistant")
 IngestConfig = _section("ingest")
+BrokerConfig = _section("broker")
 _SECTIONS = {
     "site": SiteConfig,
     "db": DbConfig,
@@ -298,6 +323,7 @@ _SECTIONS = {
     "presence": PresenceConfig,
     "homeassistant": HomeAssistantConfig,
     "ingest": IngestConfig,
+    "broker": BrokerConfig,
 }
 
 
@@ -313,6 +339,7 @@ class Config:
     presence: Any
     homeassistant: Any
     ingest: Any
+    broker: Any
     source: Path | None = None
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
@@ -399,6 +426,20 @@ def load_config(
             "http.streams",
             f"must leave {PAGE_THREADS} of http.threads ({http['threads']}) for pages: "
             f"at most {http['threads'] - PAGE_THREADS}, got {http['streams']}",
+        )
+    ingest = parsed["ingest"]
+    if ingest["min_power_w"] >= ingest["max_power_w"]:
+        raise ConfigError(
+            "ingest.min_power_w",
+            f"must be below ingest.max_power_w ({ingest['max_power_w']:g}), "
+            f"got {ingest['min_power_w']:g}",
+        )
+    broker = parsed["broker"]
+    if broker["max_queued_bytes"] < broker["max_packet_size"]:
+        raise ConfigError(
+            "broker.max_queued_bytes",
+            f"must hold at least one packet of broker.max_packet_size "
+            f"({broker['max_packet_size']}), got {broker['max_queued_bytes']}",
         )
     tls_ca = parsed["mqtt"]["tls_ca"]
     if tls_ca and not Path(tls_ca).is_file():

@@ -41,6 +41,12 @@ DENY_REASONS = (
 CMD_ACTIONS = ("grant", "deny", "release", "lock", "unlock", "rebirth")
 TOOL_STATES = ("free", "in_use", "idle", "busy", "offline", "locked")
 
+# Topic trees no plug may take (§2): peershop's own and Tasmota's.  Home Assistant's
+# discovery prefix (``homeassistant.prefix``) joins them, and ``$`` topics are the broker's.
+TASMOTA_ROOTS = ("tele", "stat", "cmnd")
+RESERVED_ROOTS = ("peershop", *TASMOTA_ROOTS)
+DISCOVERY_PREFIX = "homeassistant"
+
 
 def event_topic(device_id: str) -> str:
     return f"{TOPIC_PREFIX}{device_id}/event"
@@ -92,6 +98,91 @@ class DeviceStatus:
     fw: str | None = None
     kind: tuple[str, ...] = field(default_factory=tuple)
     device_ts: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerRange:
+    """The readings a real tool can give; a ``power`` outside them is a dead letter.
+
+    A reading of 1e300 W would otherwise make a session of 1e297 Wh.  The hub sets the
+    range from ``ingest.min_power_w``, ``ingest.max_power_w`` and ``ingest.max_wh_total``
+    (docs/configuration.md); these defaults are 0 to 100 kW and a counter of at most
+    10 GWh (100 kW for over eleven years).
+
+    >>> PowerRange().check(812.4, 1500.0, "w", "wh_total")
+    >>> PowerRange().check(1e300, None, "field 'w'", "field 'wh_total'")
+    Traceback (most recent call last):
+    ...
+    hub.errors.ContractError: field 'w' is 1e+300 W, outside the plausible 0 to 100000 W \
+(ingest.min_power_w, ingest.max_power_w)
+    """
+
+    min_w: float = 0.0
+    max_w: float = 100_000.0
+    max_wh_total: float = 1e10
+
+    def check(self, w: float | None, wh_total: float | None, w_name: str, wh_name: str) -> None:
+        """Raise :class:`ContractError` naming the field if a reading is implausible."""
+        if w is not None and not self.min_w <= w <= self.max_w:
+            raise ContractError(
+                f"{w_name} is {w:g} W, outside the plausible {self.min_w:g} to {self.max_w:g} W "
+                "(ingest.min_power_w, ingest.max_power_w)"
+            )
+        if wh_total is not None and not 0 <= wh_total <= self.max_wh_total:
+            raise ContractError(
+                f"{wh_name} is {wh_total:g} Wh, outside the plausible 0 to "
+                f"{self.max_wh_total:g} Wh (ingest.max_wh_total)"
+            )
+
+
+PLAUSIBLE = PowerRange()
+
+
+def plug_name(kind: str) -> str:
+    """What a plug's topic is called: a Tasmota topic, a Shelly prefix."""
+    return "Tasmota topic" if kind == "tasmota" else "Shelly prefix"
+
+
+def plug_topics(kind: str, ref: str) -> tuple[str, ...]:
+    """The topic trees (each ``tree/#``) a plug writes or reads, by its kind and topic."""
+    if kind == "tasmota":
+        return tuple(f"{root}/{ref}" for root in TASMOTA_ROOTS)
+    return (ref,)
+
+
+def _holds(tree: str, topic: str) -> bool:
+    """Whether ``tree/#`` covers ``topic``: by levels, so ``tele`` holds ``tele/x``, not
+    ``telex``."""
+    return topic == tree or topic.startswith(tree + "/")
+
+
+def plug_ref_problem(kind: str, ref: str, discovery_prefix: str = DISCOVERY_PREFIX) -> str | None:
+    """Why ``ref`` cannot be a plug's topic (it reaches into a reserved tree), or None.
+
+    The same rule for both kinds, so it is one rule to remember: no plug's topic is, or
+    starts with, ``peershop``, ``tele``, ``stat``, ``cmnd``, ``homeassistant``, the
+    configured discovery prefix, or ``$``.
+
+    >>> plug_ref_problem("shelly", "peershop")
+    "Shelly prefix 'peershop' overlaps peershop/, which is reserved \
+(peershop/, tele/, stat/, cmnd/, homeassistant/ and $ topics are not a plug's)"
+    >>> plug_ref_problem("shelly", "shelly-saw") is None
+    True
+    """
+    roots = (*RESERVED_ROOTS, *dict.fromkeys((DISCOVERY_PREFIX, discovery_prefix)))
+    listing = ", ".join(f"{root}/" for root in roots)
+    why = f"which is reserved ({listing} and $ topics are not a plug's)"
+    if ref.startswith("$"):
+        return f"{plug_name(kind)} {ref!r} is a broker topic ($), {why}"
+    for root in roots:
+        if _holds(root, ref) or _holds(ref, root):
+            return f"{plug_name(kind)} {ref!r} overlaps {root}/, {why}"
+    return None
+
+
+def plugs_overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two plugs ``(kind, topic)`` share topics, so one could speak as the other."""
+    return any(_holds(x, y) or _holds(y, x) for x in plug_topics(*a) for y in plug_topics(*b))
 
 
 def parse_topic(topic: str) -> tuple[str, str]:
@@ -228,7 +319,7 @@ def parse_timestamp(value: Any) -> datetime:
     raise ContractError(f"field 'ts' must be ISO 8601 or Unix seconds, got {_show(value)}")
 
 
-def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+def _fields_for(kind: str, obj: dict[str, Any], power: PowerRange) -> dict[str, Any]:
     if kind in ("badge", "badge_removed"):
         return {"uid": normalize_uid(obj.get("uid"))}
     if kind == "power":
@@ -238,6 +329,7 @@ def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
             if wh_total < 0:
                 raise ContractError(f"field 'wh_total' must not be negative, got {wh_total}")
             data["wh_total"] = wh_total
+        power.check(data["w"], wh_total, "field 'w'", "field 'wh_total'")
         return data
     if kind == "running":
         on = obj.get("on")
@@ -267,14 +359,16 @@ def _fields_for(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     raise ContractError(f"unknown event type {kind!r}")
 
 
-def event_from_object(device_id: str, obj: dict[str, Any]) -> DeviceEvent:
+def event_from_object(
+    device_id: str, obj: dict[str, Any], power: PowerRange = PLAUSIBLE
+) -> DeviceEvent:
     """Validate an already decoded event object (used by the serial bridge, too)."""
     boot = _int(obj, "boot")
     seq = _int(obj, "seq")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ContractError(f"field 'type' must be a string, got {_show(kind)}")
-    data = _fields_for(kind, obj)
+    data = _fields_for(kind, obj, power)
     ts = obj.get("ts")
     device_ts = None if ts is None else parse_timestamp(ts)
     replay = obj.get("replay", False)
@@ -283,9 +377,10 @@ def event_from_object(device_id: str, obj: dict[str, Any]) -> DeviceEvent:
     return DeviceEvent(device_id, boot, seq, kind, data, device_ts, replay)
 
 
-def parse_event(device_id: str, payload: bytes) -> DeviceEvent:
-    """Validate the payload of ``peershop/dev/{id}/event``."""
-    return event_from_object(device_id, _load_object(payload))
+def parse_event(device_id: str, payload: bytes, power: PowerRange = PLAUSIBLE) -> DeviceEvent:
+    """Validate the payload of ``peershop/dev/{id}/event``; ``power`` is the plausible
+    range of a ``power`` event's readings."""
+    return event_from_object(device_id, _load_object(payload), power)
 
 
 def parse_status(device_id: str, payload: bytes) -> DeviceStatus:

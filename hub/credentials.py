@@ -4,8 +4,9 @@ Every device logs in to Mosquitto with its own username and password.  The datab
 keeps only the password's hash, in Mosquitto's own ``$7$`` format (PBKDF2-SHA512, as
 ``mosquitto_passwd`` writes it), so the hub can rewrite the password file at any time
 without ever knowing a device's password again.  The ACL is CONTRACT.md §2: a device
-writes only ``peershop/dev/{id}/#`` and reads only its ``cmd``, its ``allowlist`` and
-``peershop/hub/status``.
+writes only its ``event`` and ``status`` (never its own ``cmd``: only the hub commands a
+tool) and reads only its ``cmd``, its ``allowlist`` and ``peershop/hub/status``.  The
+config binds every login to its own client id, so no login takes over another's session.
 
 >>> line = mosquitto_hash("secret", salt=bytes(12))
 >>> line[:32]
@@ -20,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pwd
 import re
@@ -28,13 +30,27 @@ import signal
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.contract import DEVICE_ID, HUB_STATUS_TOPIC, TOPIC_PREFIX
+from hub.contract import (
+    DEVICE_ID,
+    DISCOVERY_PREFIX,
+    HUB_STATUS_TOPIC,
+    allowlist_topic,
+    cmd_topic,
+    event_topic,
+    plug_name,
+    plug_ref_problem,
+    plugs_overlap,
+    status_topic,
+)
 from hub.errors import ConfigError, PeershopError
 from hub.models import Device, MqttAccount, ToolBinding, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class CredentialError(PeershopError, ValueError):
@@ -56,9 +72,9 @@ ACL_NAME = "acl"
 SETTINGS_NAME = "peershop-broker.json"
 PID_NAME = "mosquitto.pid"
 
-# What the hub's own user may read and write: its protocol, the plugs it drives, and the
-# Home Assistant discovery it will publish.
-HUB_TOPICS = ("peershop/#", "tele/#", "stat/#", "cmnd/#", "homeassistant/#")
+# What the hub's own user may read and write: its protocol and the plugs it drives; and
+# the Home Assistant discovery it publishes, under ``homeassistant.prefix``.
+HUB_TOPICS = ("peershop/#", "tele/#", "stat/#", "cmnd/#")
 
 
 def mosquitto_hash(
@@ -116,12 +132,60 @@ def _check_topic(kind: str, topic: str | None) -> None:
         if topic is not None:
             raise CredentialError("a peershop device has no topic of its own to set")
         return
-    what = "Tasmota topic" if kind == "tasmota" else "Shelly prefix"
     if not topic or not _TOPIC_PART.fullmatch(topic):
         raise CredentialError(
-            f"{what} {topic!r} is invalid: use letters, digits, '_', '-', '.' and '/' "
-            "between levels, no wildcards or spaces"
+            f"{plug_name(kind)} {topic!r} is invalid: use letters, digits, '_', '-', '.' and "
+            "'/' between levels, no wildcards or spaces"
         )
+
+
+def plug_conflict(
+    kind: str,
+    topic: str,
+    discovery_prefix: str = DISCOVERY_PREFIX,
+    *,
+    logins: Iterable[tuple[str, str, str]] = (),
+    bound: Iterable[tuple[str, str, str]] = (),
+    login: str | None = None,
+) -> str | None:
+    """Why a plug with this ``kind`` and ``topic`` would write topics not its own, or None.
+
+    A reserved tree (``peershop/``, Tasmota's roots, the discovery prefix, ``$``) is never
+    a plug's.  Nor is another plug's: ``logins`` are the plug accounts
+    ``(username, kind, topic)`` and ``bound`` the shop file's plugs ``(tool, kind, topic)``.
+    ``login`` is the account that would hold this topic (``device add``), None for a
+    binding of the shop file.  A binding of the same kind and topic is the same plug, and
+    so is the account holding it for a binding; any other overlap is refused (a plug
+    ``a`` writes ``a/#``, which holds plug ``a/b``'s topics).
+    """
+    problem = plug_ref_problem(kind, topic, discovery_prefix)
+    if problem is not None:
+        return problem
+    plug = (kind, topic)
+    what = f"{plug_name(kind)} {topic!r}"
+    for username, other_kind, other in logins:
+        same = username == login if login is not None else (other_kind, other) == plug
+        if not same and plugs_overlap(plug, (other_kind, other)):
+            return f"{what} overlaps {plug_name(other_kind)} {other!r} of plug {username}"
+    for tool, other_kind, other in bound:
+        if (other_kind, other) != plug and plugs_overlap(plug, (other_kind, other)):
+            return f"{what} overlaps {plug_name(other_kind)} {other!r} bound to tool {tool}"
+    return None
+
+
+def plug_logins(session: Session) -> list[tuple[str, str, str]]:
+    """The active plug accounts as ``(username, kind, topic)``, for :func:`plug_conflict`."""
+    return [(a.username, a.kind, a.topic) for a in active_accounts(session) if a.topic]
+
+
+def plug_bindings(session: Session) -> list[tuple[str, str, str]]:
+    """The plugs bound to tools as ``(tool, kind, topic)``, for :func:`plug_conflict`."""
+    rows = session.execute(
+        select(ToolBinding.tool_id, ToolBinding.kind, ToolBinding.ref).where(
+            ToolBinding.kind.in_(("tasmota", "shelly"))
+        )
+    )
+    return [(tool, kind, ref) for tool, kind, ref in rows]
 
 
 def add_account(
@@ -132,17 +196,30 @@ def add_account(
     kind: str = "device",
     topic: str | None = None,
     rotate: bool = False,
+    discovery_prefix: str = DISCOVERY_PREFIX,
 ) -> Credentials:
     """Register (or re-admit) an MQTT account and return its one-time credentials.
 
     ``kind`` ``device`` is a §2 device: its ``devices`` row is created or approved.
-    ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics.
+    ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics,
+    which may not reach a reserved tree or another plug's (:func:`plug_conflict`).
     An account that is active already keeps its password unless ``rotate`` is set.
     """
     _check_id(device_id)
     if kind not in KINDS:
         raise CredentialError(f"unknown account kind {kind!r} (known: {', '.join(KINDS)})")
     _check_topic(kind, topic)
+    if topic is not None:
+        problem = plug_conflict(
+            kind,
+            topic,
+            discovery_prefix,
+            logins=plug_logins(session),
+            bound=plug_bindings(session),
+            login=device_id,
+        )
+        if problem is not None:
+            raise CredentialError(f"{problem}; choose another")
     if hub_username and device_id == hub_username:
         raise CredentialError(
             f"{device_id!r} is the hub's own MQTT user (mqtt.username); choose another id"
@@ -238,7 +315,10 @@ def _owner_name(path: Path) -> str | None:
         return None
 
 
-def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None) -> str:
+def render_conf(
+    outdir: Path, settings: BrokerSettings, limits: Any, user: str | None = None
+) -> str:
+    """``mosquitto.conf``; ``limits`` is the ``[broker]`` section of the hub's config."""
     outdir = Path(outdir).resolve()
     listen = f"listener {settings.port}" + (f" {settings.bind}" if settings.bind else "")
     lines = [
@@ -259,9 +339,12 @@ def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None)
         "persistence true",
         f"persistence_location {outdir}/",
         f"autosave_interval {settings.autosave_interval}",
-        "# 0 is no limit: a hub that is down for a day still finds every event queued.",
-        "max_queued_messages 0",
-        "max_queued_bytes 0",
+        "# Bounded ([broker] in peershop.toml): a client sending a bigger packet is",
+        "# disconnected, and a client's queue past either cap drops what comes next (for the",
+        "# hub: a day of a big shop's events while it is down, in a Pi's memory).",
+        f"max_packet_size {limits.max_packet_size}",
+        f"max_queued_messages {limits.max_queued_messages}",
+        f"max_queued_bytes {limits.max_queued_bytes}",
         "max_inflight_messages 100",
         "# Nagle plus delayed ACKs turn a 0.5 ms QoS 1 round trip into 88 ms (DESIGN.md).",
         "set_tcp_nodelay true",
@@ -275,12 +358,17 @@ def render_conf(outdir: Path, settings: BrokerSettings, user: str | None = None)
         "connection_messages true",
         "log_timestamp false",
         "",
+        "# A session belongs to a login: each listener takes the username as the client id,",
+        "# so no device can connect as the hub (or another device) and take or wipe its",
+        "# session.  Mosquitto 2.0 sets this per listener, and only at start (not on reload).",
         listen,
+        "use_username_as_clientid true",
     ]
     if settings.tls_port:
         lines += [
             "",
             f"listener {settings.tls_port}" + (f" {settings.bind}" if settings.bind else ""),
+            "use_username_as_clientid true",
             f"certfile {Path(settings.tls_cert).resolve()}",  # type: ignore[arg-type]
             f"keyfile {Path(settings.tls_key).resolve()}",  # type: ignore[arg-type]
         ]
@@ -296,23 +384,31 @@ def render_passwords(hub_username: str, hub_hash: str, accounts: Iterable[MqttAc
     return "\n".join(lines) + "\n"
 
 
-def render_acl(hub_username: str, accounts: Iterable[MqttAccount], shelly: Iterable[str]) -> str:
-    """The ACL of CONTRACT.md §2; anything not listed is denied."""
+def render_acl(
+    hub_username: str,
+    accounts: Iterable[MqttAccount],
+    shelly: Iterable[str],
+    discovery_prefix: str = DISCOVERY_PREFIX,
+) -> str:
+    """The ACL of CONTRACT.md §2; anything not listed is denied.
+
+    The caller leaves out plugs whose topics are not theirs (:func:`plug_conflict`)."""
     accounts = list(accounts)
     prefixes = sorted({*shelly, *(a.topic for a in accounts if a.kind == "shelly" and a.topic)})
     lines = ["# Written by `peershop mosquitto-config`.  Not listed means denied.", ""]
     lines += [f"user {hub_username}"]
-    lines += [f"topic readwrite {t}" for t in HUB_TOPICS]
+    lines += [f"topic readwrite {t}" for t in (*HUB_TOPICS, f"{discovery_prefix}/#")]
     lines += [f"topic readwrite {p}/#" for p in prefixes]
     lines += ["topic read $SYS/#", ""]
     for a in accounts:
         lines.append(f"user {a.username}")
         if a.kind == "device":
-            own = f"{TOPIC_PREFIX}{a.username}"
+            # Events and status only: a device writing its own cmd could grant itself.
             lines += [
-                f"topic write {own}/#",
-                f"topic read {own}/cmd",
-                f"topic read {own}/allowlist",
+                f"topic write {event_topic(a.username)}",
+                f"topic write {status_topic(a.username)}",
+                f"topic read {cmd_topic(a.username)}",
+                f"topic read {allowlist_topic(a.username)}",
                 f"topic read {HUB_STATUS_TOPIC}",
             ]
         elif a.kind == "tasmota":
@@ -362,15 +458,50 @@ def hub_login(mqtt: object) -> tuple[str, str]:
     return username, password
 
 
+def _fenced_plugs(
+    session: Session, accounts: list[MqttAccount], discovery_prefix: str
+) -> tuple[list[MqttAccount], list[str]]:
+    """The accounts whose ACL lines are safe to write, and the Shelly prefixes bound to
+    tools the hub may use.  A plug whose topic is reserved or another's (stored before
+    peershop refused such topics) gets no ACL lines at all, with a warning naming it."""
+    logins = [(a.username, a.kind, a.topic) for a in accounts if a.topic]
+    bound = plug_bindings(session)
+    safe = []
+    for a in accounts:
+        problem = (
+            None
+            if a.topic is None
+            else plug_conflict(
+                a.kind, a.topic, discovery_prefix, logins=logins, bound=bound, login=a.username
+            )
+        )
+        if problem is None:
+            safe.append(a)
+        else:
+            log.warning("plug %s may use no topic until it gets another: %s", a.username, problem)
+    shelly = []
+    for _tool, kind, ref in bound:
+        if kind != "shelly" or not _TOPIC_PART.fullmatch(ref):
+            continue
+        problem = plug_ref_problem(kind, ref, discovery_prefix)
+        if problem is None:
+            shelly.append(ref)
+        else:
+            log.warning("the hub gets no ACL line for a bound plug: %s", problem)
+    return safe, shelly
+
+
 def write_broker_files(
-    session: Session, mqtt: object, outdir: Path, settings: BrokerSettings | None = None
+    session: Session, cfg: Any, outdir: Path, settings: BrokerSettings | None = None
 ) -> list[Path]:
     """Write ``mosquitto.conf``, the password file and the ACL into ``outdir``.
 
+    ``cfg`` is the hub's :class:`~hub.config.Config`: the hub's login (``mqtt``), the
+    broker's limits (``broker``) and the discovery prefix (``homeassistant.prefix``).
     ``settings`` default to those saved by the previous run in ``outdir`` (so a device
     change keeps the port and TLS listener), else to port 1883 on every interface.
     """
-    hub_username, hub_password = hub_login(mqtt)
+    hub_username, hub_password = hub_login(cfg.mqtt)
     outdir = Path(outdir)
     settings = settings or load_settings(outdir) or BrokerSettings()
     settings.check()
@@ -379,14 +510,14 @@ def write_broker_files(
         raise ConfigError(
             "mqtt.username", f"{hub_username!r} is also a device's username; rename one"
         )
-    shelly = session.scalars(select(ToolBinding.ref).where(ToolBinding.kind == "shelly"))
-    shelly_ok = [p for p in shelly if _TOPIC_PART.fullmatch(p)]
+    prefix = cfg.homeassistant.prefix
+    fenced, shelly = _fenced_plugs(session, accounts, prefix)
     outdir.mkdir(parents=True, exist_ok=True)
     files = {
         PASSWORD_NAME: render_passwords(hub_username, mosquitto_hash(hub_password), accounts),
-        ACL_NAME: render_acl(hub_username, accounts, shelly_ok),
+        ACL_NAME: render_acl(hub_username, fenced, shelly, prefix),
         SETTINGS_NAME: json.dumps(asdict(settings), indent=2) + "\n",
-        CONF_NAME: render_conf(outdir, settings, _owner_name(outdir)),
+        CONF_NAME: render_conf(outdir, settings, cfg.broker, _owner_name(outdir)),
     }
     written = []
     for name, text in files.items():

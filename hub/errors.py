@@ -28,3 +28,7 @@ class ScenarioError(PeershopError, ValueError):
 
 class BrokerError(PeershopError, RuntimeError):
     """A private Mosquitto could not be started or reached."""
+
+
+class PacketTooLarge(PeershopError, ValueError):
+    """A message is bigger than the broker's Maximum Packet Size; it was not sent."""

@@ -18,7 +18,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.contract import DeviceEvent, DeviceStatus, parse_event, parse_status, parse_topic
+from hub.contract import (
+    PLAUSIBLE,
+    DeviceEvent,
+    DeviceStatus,
+    PowerRange,
+    parse_event,
+    parse_status,
+    parse_topic,
+)
 from hub.db import insert_ignore, insert_ignoring_duplicates
 from hub.errors import ContractError
 from hub.models import DeadLetter, Device, DeviceClock, DeviceStatusLog, Event
@@ -82,13 +90,14 @@ class Parsed:
 NOTHING = Parsed()
 
 
-def parse_inbound(msg: Inbound) -> Parsed:
-    """Validate one device message against CONTRACT.md §2 (pure, never raises)."""
+def parse_inbound(msg: Inbound, power: PowerRange = PLAUSIBLE) -> Parsed:
+    """Validate one device message against CONTRACT.md §2 (pure, never raises); a
+    ``power`` reading outside ``power`` is a dead letter."""
     device_id = None
     try:
         device_id, leaf = parse_topic(msg.topic)
         if leaf == "event":
-            return Parsed(device_id, event=parse_event(device_id, msg.payload))
+            return Parsed(device_id, event=parse_event(device_id, msg.payload, power))
         if leaf == "status":
             if not msg.payload:
                 return NOTHING  # a cleared retained status: nothing was said

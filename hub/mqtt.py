@@ -8,6 +8,9 @@
   loopback takes ~88 ms instead of ~0.5 ms (DESIGN.md, "Real parts").
 - Every callback is wrapped: one bad message is logged, never fatal (paho kills its
   network thread on an uncaught exception).
+- A message bigger than the broker's Maximum Packet Size (its CONNACK says it) is not
+  sent: :class:`~hub.errors.PacketTooLarge`.  Mosquitto would drop the connection, and
+  paho would send the same message again after every reconnect.
 - Acks carry the connection generation they were received on.  After a reconnect the
   broker redelivers every unacked message and may reuse packet ids, so an ack meant for
   the old connection is dropped rather than sent, where it could complete a different
@@ -34,9 +37,22 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hub.errors import PacketTooLarge
+
 log = logging.getLogger(__name__)
 
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def packet_size(topic: str, payload: bytes, qos: int) -> int:
+    """Bytes of an MQTT 5 PUBLISH without properties, as a Maximum Packet Size counts them.
+
+    >>> packet_size("peershop/dev/laser-node/allowlist", bytes(320_000), 1)
+    320042
+    """
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + 1 + len(payload)
+    length_bytes = 1 + (remaining >= 128) + (remaining >= 16_384) + (remaining >= 2_097_152)
+    return 1 + length_bytes + remaining
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class MqttLink:
         self._subscribed = threading.Event()
         self._sub_mids: set[int] = set()
         self.last_error: str | None = None
+        self.max_packet_size: int | None = None  # the broker's, from its CONNACK
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -214,6 +231,16 @@ class MqttLink:
     def publish(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> paho.MQTTMessageInfo:
+        """Publish; raises :class:`~hub.errors.PacketTooLarge` for a message the broker
+        would not take (it would disconnect us, and paho resend it after every reconnect)."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        limit = self.max_packet_size
+        if limit is not None and (size := packet_size(topic, payload, qos)) > limit:
+            raise PacketTooLarge(
+                f"a message of {size} bytes on {topic} is over the broker's maximum packet "
+                f"size of {limit} bytes (broker.max_packet_size); it was not sent"
+            )
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         self.counters.published += 1
         return info
@@ -246,11 +273,12 @@ class MqttLink:
 
         return wrapper
 
-    def _handle_connect(self, client, _userdata, flags, reason_code, _props) -> None:
+    def _handle_connect(self, client, _userdata, flags, reason_code, props) -> None:
         if reason_code.is_failure:
             self.last_error = f"connect refused: {reason_code}"
             log.warning("MQTT %s: %s", self.client_id, self.last_error)
             return
+        self.max_packet_size = getattr(props, "MaximumPacketSize", None)
         with self._lock:
             self._generation += 1
         self.counters.connects += 1

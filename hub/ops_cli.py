@@ -64,7 +64,7 @@ def _refresh_broker(session: Session, cfg: Config, out: Path | None, reload: boo
             err=True,
         )
         return
-    write_broker_files(session, cfg.mqtt, outdir)
+    write_broker_files(session, cfg, outdir)
     click.echo(f"broker files updated in {outdir}", err=True)
     if not reload:
         return
@@ -131,6 +131,7 @@ def device_add(
                 kind=kind,
                 topic=topic,
                 rotate=rotate,
+                discovery_prefix=cfg.homeassistant.prefix,
             )
         # Committed first: the broker files then never name an account the database lacks.
         with _session(cfg) as session:
@@ -239,7 +240,7 @@ def mosquitto_config_command(
     cfg = _config(obj)
     try:
         with _session(cfg) as session:
-            written = write_broker_files(session, cfg.mqtt, out, settings)
+            written = write_broker_files(session, cfg, out, settings)
     except PeershopError as exc:
         raise _fail(exc) from None
     for path in written:

@@ -34,6 +34,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE
+from hub.errors import PacketTooLarge
 from hub.models import Outbox
 from hub.mqtt import MqttLink
 
@@ -107,6 +108,7 @@ class OutboxPublisher:
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self.published = 0
         self.delivered = 0
+        self.too_large = 0  # rows the broker would not take, dropped (logged)
 
     def start(self) -> None:
         self._thread.start()
@@ -242,7 +244,16 @@ class OutboxPublisher:
                 .order_by(Outbox.id)
             ).all()
         for row in rows:
-            info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            try:
+                info = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            except PacketTooLarge as exc:
+                # Sent, the broker would drop the hub's connection (ingest stops) and paho
+                # would send it again at every reconnect.  The device keeps what it had.
+                log.error("outbox: %s; raise broker.max_packet_size", exc)
+                self.too_large += 1
+                self._done.append(row.id)
+                self._sent.add(row.id)
+                continue
             if row.retain:
                 self._latest[row.topic] = row.id  # an older one is never resent over it
                 self._unkeep(row.topic)

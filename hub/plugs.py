@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hub.contract import DeviceEvent, DeviceStatus
+from hub.contract import PLAUSIBLE, DeviceEvent, DeviceStatus, PowerRange
 from hub.power import shelly_online, shelly_switch, tasmota_online, tasmota_sensor
 from hub.shop import ShopData, plug_device_id
 
@@ -37,12 +37,16 @@ def _identity(topic: str, payload: bytes) -> int:
     return int.from_bytes(digest[:8], "big") >> 2  # fits a signed 64-bit column
 
 
-def parse_plug(topic: str, payload: bytes, data: ShopData) -> DeviceEvent | DeviceStatus | None:
+def parse_plug(
+    topic: str, payload: bytes, data: ShopData, power: PowerRange = PLAUSIBLE
+) -> DeviceEvent | DeviceStatus | None:
     """A plug message as an event or status; None when it is not a bound plug's topic.
 
-    A bound plug's malformed payload raises :class:`~hub.errors.ContractError` (a dead
-    letter); negative power goes on to the rules, which count it as 0 W."""
+    A bound plug's malformed payload, or a reading outside ``power``, raises
+    :class:`~hub.errors.ContractError` (a dead letter).  Negative power within the range
+    (``ingest.min_power_w`` below 0) goes on to the rules, which count it as 0 W."""
     parts = topic.split("/")
+    names = ("apower", "aenergy.total")
     if len(parts) == 3 and parts[0] == "tele" and parts[2] in ("SENSOR", "LWT"):
         ref = parts[1]
         if not _bound(data, "tasmota", ref):
@@ -51,6 +55,7 @@ def parse_plug(topic: str, payload: bytes, data: ShopData) -> DeviceEvent | Devi
         if parts[2] == "LWT":
             return DeviceStatus(device_id, "online" if tasmota_online(payload) else "offline", None)
         reading = tasmota_sensor(payload)
+        names = ("ENERGY.Power", "ENERGY.Total (in Wh)")
     else:
         prefix, _, leaf = topic.rpartition("/")
         if leaf == "switch:0" and prefix.endswith("/status"):
@@ -67,6 +72,7 @@ def parse_plug(topic: str, payload: bytes, data: ShopData) -> DeviceEvent | Devi
         reading = shelly_switch(payload)
     if reading.w is None:
         return None  # a partial update that says nothing about power
+    power.check(reading.w, reading.wh_total, *names)
     fields: dict[str, float] = {"w": reading.w}
     if reading.wh_total is not None:
         fields["wh_total"] = reading.wh_total

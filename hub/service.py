@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from hub import __version__
 from hub.config import Config
-from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent
+from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ContractError
 from hub.homeassistant import birth_topic, discovery_messages
@@ -157,6 +157,8 @@ class Hub:
         self._queue: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
         self._rules_lock = threading.Lock()
+        ingest = cfg.ingest
+        self.power_range = PowerRange(ingest.min_power_w, ingest.max_power_w, ingest.max_wh_total)
         self._boot_rules()
         self.link = MqttLink(
             MqttSettings.from_config(cfg.mqtt),
@@ -345,7 +347,7 @@ class Hub:
 
     def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
         if inbound.topic.startswith(TOPIC_PREFIX):
-            parsed = parse_inbound(inbound)
+            parsed = parse_inbound(inbound, self.power_range)
             if parsed.device_id in self._other_site_devices:
                 # Another site's device, heard over a bridge: its own hub stores it and
                 # runs its rules, so a restart of that hub still finds it unacked.
@@ -353,7 +355,7 @@ class Hub:
                 return NOTHING, Outcome()
         else:
             try:
-                plug = parse_plug(inbound.topic, inbound.payload, self.rules.data)
+                plug = parse_plug(inbound.topic, inbound.payload, self.rules.data, self.power_range)
             except ContractError as exc:
                 return Parsed(error=str(exc)), Outcome()
             if plug is None:

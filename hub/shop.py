@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 
 from hub import peerconomy as pc
 from hub.access import (
+    STATION_GRANT_S,
     Deny,
     Grant,
     MemberAccess,
@@ -824,7 +825,7 @@ class ShopEngine:
         # a second tap within a few seconds changes nothing but is answered all the same
         inside = handle in self.presence.present
         if action == "sign_in" or (action == "none" and inside):
-            out.reply = self._reply(ev, Grant(handle, name, None))
+            out.reply = self._reply(ev, Grant(handle, name, STATION_GRANT_S))
         else:
             out.reply = self._reply(ev, TapOut(handle, name))
         return out
@@ -862,7 +863,7 @@ class ShopEngine:
         out.records.append(
             self._decision(ev, now, handle, None, "task_station", "effort_start", None, decided)
         )
-        out.reply = self._reply(ev, Grant(handle, name, None))
+        out.reply = self._reply(ev, Grant(handle, name, STATION_GRANT_S))
         return out
 
     def _station_button(self, ev: DeviceEvent, now: datetime) -> Outcome:

@@ -140,16 +140,18 @@ def load_shop(
                 log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
         plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
-        max_s = options.get("max_duration")  # a grant's max_s is the tool's longest session
+        rules = tool_rules(tool)
         tools[tool.id] = ToolConfig(
             id=tool.id,
             name=tool.name,
-            rules=tool_rules(tool),
+            rules=rules,
             training=tool.training_id,
             locked=tool.locked,
             hours=weekly,
             scarce=scarce,
-            max_s=int(max_s) if max_s else None,
+            # A grant's max_s is the tool's longest session (12 h unless set): a device
+            # obeys no grant without one, so every grant carries it.
+            max_s=int(rules.max_duration.total_seconds()),
             project=tool.project_id,
             devices=devices,
             plugs=plugs,

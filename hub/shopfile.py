@@ -50,7 +50,8 @@ from sqlalchemy.orm import Session
 from hub import peerconomy as pc
 from hub.access import WeeklyHours
 from hub.config import DEFAULT_SITE, SITE_ID, parse_duration
-from hub.contract import DEVICE_ID, normalize_uid
+from hub.contract import DEVICE_ID, DISCOVERY_PREFIX, normalize_uid
+from hub.credentials import plug_conflict, plug_logins
 from hub.errors import ContractError, ShopFileError
 from hub.models import (
     Badge,
@@ -1084,6 +1085,30 @@ def _check_references(shop: Shop, db: _Stored) -> None:
     problems.raise_if_any()
 
 
+def _check_plugs(
+    shop: Shop, db: _Stored, logins: list[tuple[str, str, str]], discovery_prefix: str
+) -> None:
+    """A plug's topic may not reach a reserved tree or another plug's (CONTRACT.md §2):
+    the hub would take that tree's messages for the plug's, and the plug's login (if it
+    has the same topic) may write it."""
+    problems = _Problems(shop.source)
+    listed = {t.id for t in shop.tools}
+    bound = [(t.id, b.kind, b.ref) for t in shop.tools for b in t.bindings if b.kind != "device"]
+    bound += [
+        (row.tool_id, spec.kind, spec.ref)
+        for spec, row in db.bindings.items()
+        if spec.kind != "device" and row.tool_id not in listed
+    ]
+    for t in shop.tools:
+        for b in t.bindings:
+            if b.kind == "device":
+                continue
+            problem = plug_conflict(b.kind, b.ref, discovery_prefix, logins=logins, bound=bound)
+            if problem is not None:
+                problems.add(t.at("devices"), t.label, problem)
+    problems.raise_if_any()
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "none"
@@ -1505,11 +1530,15 @@ class _Apply:
         return self.changes
 
 
-def apply_shop(session: Session, shop: Shop) -> list[str]:
+def apply_shop(
+    session: Session, shop: Shop, *, discovery_prefix: str = DISCOVERY_PREFIX
+) -> list[str]:
     """Upsert ``shop`` in the caller's transaction; returns the changes as diff lines.
 
-    References the file does not define are checked against the database first, so a
-    :class:`ShopFileError` leaves nothing written.  Lines look like ``+ member ada (Ada L.)``
+    References the file does not define are checked against the database first, and so
+    are its plugs' topics (none may overlap a reserved tree such as ``peershop/`` or
+    ``discovery_prefix/``, or another plug's), so a :class:`ShopFileError` leaves nothing
+    written.  Lines look like ``+ member ada (Ada L.)``
     (added), ``~ tool laser-1: policy tap -> timeout`` (changed) and
     ``- binding laser-1: device old-node`` (a listed tool's device the file no longer has).
     A load that changes anything bumps the shop version, so a running hub reloads.
@@ -1519,6 +1548,7 @@ def apply_shop(session: Session, shop: Shop) -> list[str]:
     """
     db = _Stored.load(session)
     _check_references(shop, db)
+    _check_plugs(shop, db, plug_logins(session), discovery_prefix)
     changes = _Apply(session, shop, db).run()
     if any(is_change(line) for line in changes):
         bump_shop_version(session)  # a running hub reloads members, tools and stations

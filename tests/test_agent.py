@@ -476,7 +476,7 @@ def test_sigterm_cuts_the_relay_and_says_offline(tmp_path, broker):
         listener.wait(lambda ms: any(m.topic.endswith("/status") for m in ms), timeout=20)
         proc.badge(BOB)
         listener.wait(lambda ms: any(m.topic.endswith("/event") for m in ms), timeout=10)
-        hub.send(b'{"re":0,"action":"grant","member":"Bob"}', cmd_topic(device_id))
+        hub.send(b'{"re":0,"action":"grant","member":"Bob","max_s":600}', cmd_topic(device_id))
         hub.flush()
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(20) == 0

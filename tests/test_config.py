@@ -31,6 +31,17 @@ def test_file_then_environment_override(tmp_path):
     assert cfg.source == path
 
 
+def test_broker_limits_and_the_power_range_have_pi_sized_defaults():
+    cfg = load_config(None, env={}, search=())
+    broker = cfg.broker
+    assert (broker.max_packet_size, broker.max_queued_messages) == (1 << 20, 500_000)
+    assert broker.max_queued_bytes == 64 << 20
+    assert (cfg.ingest.min_power_w, cfg.ingest.max_power_w) == (0.0, 100_000.0)
+    assert cfg.ingest.max_wh_total == 1e10
+    wide = load_config(None, env={"PEERSHOP_INGEST_MIN_POWER_W": "-5"}, search=())
+    assert wide.ingest.min_power_w == -5.0  # a plug that reads a little below zero
+
+
 def test_search_order_finds_the_first_existing_file(tmp_path):
     second = tmp_path / "etc.toml"
     second.write_text('[http]\nlisten = "0.0.0.0:9000"\n')
@@ -54,6 +65,17 @@ def test_search_order_finds_the_first_existing_file(tmp_path):
         ('[mqtt]\ntls_ca = "/nonexistent/ca.pem"\n', {}, "mqtt.tls_ca"),
         ("", {"PEERSHOP_MQTT_HOSTNAME": "x"}, "mqtt.hostname"),
         ("[webserver]\nport = 1\n", {}, "webserver"),
+        ("[broker]\nmax_packet_size = 4096\n", {}, "broker.max_packet_size"),
+        ("[broker]\nmax_queued_messages = 0\n", {}, "broker.max_queued_messages"),
+        ("", {"PEERSHOP_BROKER_MAX_QUEUED_BYTES": "0"}, "broker.max_queued_bytes"),
+        (
+            "[broker]\nmax_packet_size = 4000000\nmax_queued_bytes = 2000000\n",
+            {},
+            "broker.max_queued_bytes",
+        ),
+        ("[ingest]\nmax_power_w = 0\n", {}, "ingest.max_power_w"),
+        ("[ingest]\nmin_power_w = 200000\n", {}, "ingest.min_power_w"),
+        ('[ingest]\nmax_wh_total = "lots"\n', {}, "ingest.max_wh_total"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_key(tmp_path, toml, env, key):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from hub.contract import (
     EVENT_TYPES,
+    PowerRange,
     event_to_payload,
     parse_event,
     parse_status,
@@ -69,6 +70,31 @@ def test_unix_seconds_and_missing_ts_are_both_accepted():
 def test_malformed_events_are_rejected_with_a_reason_a_builder_can_act_on(payload, reason):
     with pytest.raises(ContractError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         parse_event("node", payload)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ('"w":1e300', "field 'w' is 1e+300 W, outside the plausible 0 to 100000 W"),
+        ('"w":-1e300', "field 'w' is -1e+300 W, outside the plausible 0 to 100000 W"),
+        ('"w":-0.5', "field 'w' is -0.5 W, outside"),
+        ('"w":100001', "field 'w' is 100001 W, outside"),
+        ('"w":5,"wh_total":1e300', "field 'wh_total' is 1e+300 Wh, outside the plausible 0 to"),
+    ],
+)
+def test_implausible_power_is_rejected_naming_the_field_and_the_config_keys(fields, reason):
+    payload = b'{"boot":1,"seq":1,"type":"power",' + fields.encode() + b"}"
+    with pytest.raises(ContractError) as err:
+        parse_event("node", payload)
+    assert str(err.value).startswith(reason)
+    assert "(ingest." in str(err.value)
+
+
+def test_the_plausible_power_range_is_the_configured_one():
+    wide = PowerRange(min_w=-5, max_w=200_000, max_wh_total=1e12)
+    event = parse_event("n", b'{"boot":1,"seq":1,"type":"power","w":150000,"wh_total":5e11}', wide)
+    assert event.data == {"w": 150000.0, "wh_total": 5e11}
+    assert parse_event("n", b'{"boot":1,"seq":2,"type":"power","w":-0.4}', wide).data["w"] == -0.4
 
 
 def test_oversize_payload_is_rejected_before_parsing():

@@ -235,8 +235,11 @@ def test_mosquitto_config_writes_conf_passwords_and_acl(ops: Path, tmp_path: Pat
     conf = (out / "mosquitto.conf").read_text().splitlines()
     for line in (
         "allow_anonymous false",
+        "use_username_as_clientid true",
         "persistence true",
-        "max_queued_messages 0",
+        "max_packet_size 1048576",
+        "max_queued_messages 500000",
+        "max_queued_bytes 67108864",
         "set_tcp_nodelay true",
         "listener 1999",
         f"password_file {out.resolve() / 'passwords'}",
@@ -301,6 +304,9 @@ def test_tls_listener_needs_cert_and_key(ops: Path, tmp_path: Path):
     conf = (out / "mosquitto.conf").read_text().splitlines()
     tls = conf[conf.index("listener 8883") :]
     assert f"certfile {cert.resolve()}" in tls
+    # Mosquitto 2.0 binds client ids to logins per listener: on both, right after each
+    plain = conf.index("listener 1883")
+    assert conf[plain + 1] == tls[1] == "use_username_as_clientid true"
     assert f"keyfile {key.resolve()}" in tls
     assert "listener 1883" in conf  # the plain listener stays for devices without TLS
 
@@ -313,7 +319,8 @@ def test_acl_lets_a_device_write_only_its_own_topics_and_read_only_its_own_comma
     blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in acl.split("\n\n") if "user " in b}
     blocks = {k.removeprefix("user "): v for k, v in blocks.items() if k.startswith("user ")}
     assert blocks["laser-node"] == [
-        "topic write peershop/dev/laser-node/#",
+        "topic write peershop/dev/laser-node/event",
+        "topic write peershop/dev/laser-node/status",
         "topic read peershop/dev/laser-node/cmd",
         "topic read peershop/dev/laser-node/allowlist",
         "topic read peershop/hub/status",
@@ -336,6 +343,86 @@ def test_plug_topics_cannot_smuggle_wildcards_into_the_acl(ops: Path):
         result = peershop(ops, "device", "add", "sneaky-plug", "--tasmota", bad)
         assert result.exit_code != 0, bad
     assert accounts(db_of(ops)) == {}
+
+
+def test_the_broker_limits_come_from_the_broker_section(tmp_path: Path):
+    config = write_ops_config(tmp_path)
+    with config.open("a") as f:
+        f.write("[broker]\nmax_packet_size = 400000\nmax_queued_messages = 2000\n")
+        f.write('max_queued_bytes = 8000000\n[homeassistant]\nprefix = "ha"\n')
+    out = tmp_path / "broker"
+    assert peershop(config, "mosquitto-config", "--out", str(out)).exit_code == 0
+    conf = (out / "mosquitto.conf").read_text().splitlines()
+    for line in ("max_packet_size 400000", "max_queued_messages 2000", "max_queued_bytes 8000000"):
+        assert line in conf
+    # the hub may publish discovery under the configured prefix, and no longer elsewhere
+    acl = (out / "acl").read_text().splitlines()
+    assert "topic readwrite ha/#" in acl and "topic readwrite homeassistant/#" not in acl
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--shelly", "peershop"), "'peershop' overlaps peershop/"),
+        (("--shelly", "peershop/dev/laser-node"), "overlaps peershop/"),
+        (("--shelly", "homeassistant"), "overlaps homeassistant/"),
+        (("--shelly", "ha/switch"), "overlaps ha/"),  # the configured discovery prefix
+        (("--shelly", "tele"), "'tele' overlaps tele/"),
+        (("--shelly", "cmnd/laser_plug"), "overlaps cmnd/"),
+        (("--tasmota", "tele"), "'tele' overlaps tele/"),
+        (("--tasmota", "cmnd"), "overlaps cmnd/"),
+        (("--tasmota", "homeassistant"), "overlaps homeassistant/"),
+        (("--shelly", "shelly-saw"), "overlaps Shelly prefix 'shelly-saw' of plug saw-plug"),
+        (("--shelly", "shelly-saw/1"), "overlaps Shelly prefix 'shelly-saw' of plug saw-plug"),
+        (("--shelly", "bench"), "overlaps Shelly prefix 'bench/drill' bound to tool drill"),
+        (("--tasmota", "laser_plug"), "'laser_plug' of plug laser-plug"),
+    ],
+)
+def test_a_plug_topic_may_not_reach_reserved_topics_or_another_plugs(
+    ops: Path, args: tuple[str, str], named: str
+):
+    with ops.open("a") as f:
+        f.write('[homeassistant]\nprefix = "ha"\n')
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw")
+    add_device(ops, "laser-plug", "--tasmota", "laser_plug")
+    shop = ops.parent / "shop.yaml"
+    shop.write_text("tools:\n  - {id: drill, name: Drill, devices: [{shelly: bench/drill}]}\n")
+    assert peershop(ops, "load", str(shop)).exit_code == 0
+    before = accounts(db_of(ops))
+
+    result = peershop(ops, "device", "add", "sneaky-plug", *args)
+    assert result.exit_code != 0
+    assert named in result.output and repr(args[1]) in result.output
+    assert accounts(db_of(ops)).keys() == before.keys()  # nothing written
+
+
+def test_the_same_plug_bound_in_the_shop_file_gets_its_login(ops: Path):
+    shop = ops.parent / "shop.yaml"
+    shop.write_text("tools:\n  - {id: saw, name: Saw, devices: [{shelly: shelly-saw}]}\n")
+    assert peershop(ops, "load", str(shop)).exit_code == 0
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw")
+    add_device(ops, "saw-plug", "--shelly", "shelly-saw", "--rotate")  # its own topic again
+
+
+def test_a_stored_plug_with_a_reserved_topic_gets_no_acl_lines(
+    ops: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """An account written before such topics were refused: the next rewrite fences it."""
+    engine = make_engine(db_of(ops))
+    try:
+        with session_factory(engine).begin() as session:
+            session.add(
+                MqttAccount(username="old-plug", kind="shelly", topic="peershop", password_hash="x")
+            )
+    finally:
+        engine.dispose()
+    out = tmp_path / "broker"
+    assert peershop(ops, "mosquitto-config", "--out", str(out)).exit_code == 0
+    acl = (out / "acl").read_text()
+    assert "old-plug" not in acl  # not listed: denied everything
+    assert "old-plug:" in (out / "passwords").read_text()  # its login just reaches nothing
+    assert "plug old-plug may use no topic" in caplog.text
+    assert "'peershop' overlaps peershop/" in caplog.text
 
 
 def test_reload_never_signals_a_process_that_is_not_mosquitto(tmp_path: Path):

@@ -97,7 +97,7 @@ def test_a_day_at_the_shop(shop_config, broker, tmp_path: Path):
 
     # 1. Ada signs in at the door
     door.send(badge(0, ADA))
-    assert await_reply("door", 0) == {"re": 0, "action": "grant", "member": "Ada L."}
+    assert await_reply("door", 0) == {"re": 0, "action": "grant", "member": "Ada L.", "max_s": 5}
 
     # 2. Ada (a trainer) badges at the laser and is granted; the plug is switched on
     laser.send(badge(0, ADA))

@@ -1,7 +1,9 @@
 """The generated broker config against a real Mosquitto: who may log in, write and read.
 
 Every test runs Mosquitto with exactly the files `peershop mosquitto-config` writes,
-started the way the systemd unit starts it (a pid file for reloads).
+started the way the systemd unit starts it (a pid file for reloads).  The attacks of
+docs/threat-model.md's "Tested threats" are tried here, as a device with a valid login
+(or a careless operator) would, against the hub, an agent and a serial node.
 """
 
 from __future__ import annotations
@@ -9,16 +11,30 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from devices.agent import Agent
+from firmware_bridge.bridge import Bridge
+from hub.allowlist import allowlist_payload, build_allowlist, load_or_create_key
 from hub.broker import find_mosquitto, free_port
+from hub.config import Config, load_config
+from hub.contract import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, event_topic
+from hub.models import DeadLetter, Event
 from hub.mqtt import MqttLink, MqttSettings, Received
-from tests.helpers import wait_for
+from hub.outbox import enqueue
+from hub.service import Hub
+from tests.helpers import event_payload, wait_for
+from tests.test_agent import BOB, agent_config, badge
+from tests.test_bridge import PtyNode
 from tests.test_credentials import HUB_PASSWORD, HUB_USER, add_device, peershop, write_ops_config
 
 
@@ -72,10 +88,19 @@ class GeneratedBroker:
         return found[0]
 
     def stop(self) -> None:
+        """SIGTERM, so Mosquitto saves its persistence file.  Mosquitto 2.0.11 loses a
+        SIGTERM that comes just after it says it runs (it sets its run flag after
+        that), so the signal is sent again until it has ended."""
         if self.process is not None:
-            if self.process.poll() is None:
+            for _ in range(10):
+                if self.process.poll() is not None:
+                    break
                 self.process.terminate()
-                self.process.wait(10)
+                try:
+                    self.process.wait(1)
+                except subprocess.TimeoutExpired:
+                    continue
+            assert self.process.poll() is not None, "mosquitto ignored SIGTERM"
             if self._reader is not None:
                 self._reader.join(5)
             assert self.process.stderr is not None
@@ -86,12 +111,19 @@ class GeneratedBroker:
 class Client:
     """An MQTT client with a login; records what it receives and why it was refused."""
 
-    def __init__(self, port: int, username: str | None, password: str | None, *topics: str):
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        *topics: str,
+        client_id: str | None = None,
+    ):
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self.link = MqttLink(
             MqttSettings(port=port, username=username, password=password),
-            f"{username or 'anon'}-{uuid.uuid4().hex[:6]}",
+            client_id or f"{username or 'anon'}-{uuid.uuid4().hex[:6]}",
             on_message=self._on_message,
             subscriptions=topics,
             persistent=False,
@@ -129,16 +161,53 @@ class Client:
 
 @dataclass
 class Shop:
-    config: Path
+    config_path: Path
     broker_dir: Path
     broker: GeneratedBroker
     port: int
     passwords: dict[str, str]
 
-    def client(self, username: str | None, *topics: str, password: str | None = None) -> Client:
+    def client(
+        self,
+        username: str | None,
+        *topics: str,
+        password: str | None = None,
+        client_id: str | None = None,
+    ) -> Client:
         if password is None and username is not None:
             password = self.passwords[username]
-        return Client(self.port, username, password, *topics)
+        return Client(self.port, username, password, *topics, client_id=client_id)
+
+    def config(self, **sections: dict[str, Any]) -> Config:
+        """The hub's config (as ``peershop run`` reads it), with ``sections`` overridden."""
+        return load_config(self.config_path, env={}, overrides=sections)
+
+    def hub(self, **sections: dict[str, Any]) -> Hub:
+        """A running hub with this shop's login, on the generated broker."""
+        hub = Hub(self.config(**sections))
+        hub.start()
+        assert hub.wait_ready(10), hub.link.last_error
+        return hub
+
+    def add(self, device_id: str, *args: str) -> str:
+        """A new login, usable once the broker has reloaded; its password."""
+        mark = len(self.broker.log)
+        password = add_device(self.config_path, device_id, *args).password
+        self.broker.wait_log("Reloading config", "the broker to reload", start=mark)
+        self.passwords[device_id] = password
+        return password
+
+    def restart_broker(self, **sections: dict[str, Any]) -> None:
+        """Rewrite the broker files from the config with ``sections`` overridden, as the
+        systemd unit does at every start, and start Mosquitto on them."""
+        self.broker.stop()
+        with self.config_path.open("a") as f:
+            for name, values in sections.items():
+                f.write(f"[{name}]\n")
+                f.writelines(f"{key} = {value!r}\n" for key, value in values.items())
+        made = peershop(self.config_path, "mosquitto-config", "--out", str(self.broker_dir))
+        assert made.exit_code == 0, made.output
+        self.broker.start()
 
 
 @pytest.fixture
@@ -240,12 +309,7 @@ def test_a_device_cannot_publish_as_another_device(shop: Shop):
     late = shop.client(HUB_USER, "peershop/#")
     try:
         assert late.link.wait_subscribed(10)
-        hub_probe = shop.client(HUB_USER)
-        try:
-            assert hub_probe.link.wait_connected(10)
-            hub_probe.publish("peershop/probe", b"end")
-        finally:
-            hub_probe.close()
+        late.publish("peershop/probe", b"end")  # one login, one connection at a time
         late.wait_topic("peershop/probe")
         assert late.topics() == ["peershop/probe"]
     finally:
@@ -299,7 +363,7 @@ def test_a_revoked_device_is_cut_off_at_the_reload(shop: Shop):
     try:
         assert lathe.link.wait_connected(10)
         mark = len(shop.broker.log)
-        result = peershop(shop.config, "device", "revoke", "lathe-node")
+        result = peershop(shop.config_path, "device", "revoke", "lathe-node")
         assert result.exit_code == 0, result.output
         assert "reloads" in result.stderr  # the command found the broker and signalled it
         shop.broker.wait_log("Reloading config", "the broker to reload", start=mark)
@@ -317,7 +381,7 @@ def test_a_revoked_device_is_cut_off_at_the_reload(shop: Shop):
 
 def test_a_new_device_can_log_in_after_the_reload_without_a_restart(shop: Shop):
     mark = len(shop.broker.log)
-    creds = add_device(shop.config, "saw-node")
+    creds = add_device(shop.config_path, "saw-node")
     shop.broker.wait_log("Reloading config", "the broker to reload", start=mark)
     saw = Client(shop.port, "saw-node", creds.password)
     try:
@@ -375,3 +439,385 @@ def test_the_hubs_queue_loses_nothing_while_it_is_away_even_across_a_broker_rest
         assert done.wait(60), f"only {len({m.payload for m in received})} of {events} arrived"
     finally:
         second.stop()
+
+
+# -- the hub's session belongs to the hub's login (issue 13, item 1) ---------------------
+
+DOOR_TAP = {"type": "badge", "uid": "04A1B2C3"}
+
+
+def stored_seqs(hub: Hub, device_id: str) -> list[int]:
+    with hub.sm() as session:
+        rows = session.scalars(select(Event.seq).where(Event.device_id == device_id))
+        return sorted(rows)
+
+
+def tap(client: Client, device_id: str, seqs: range) -> None:
+    """Door taps, each acknowledged by the broker before this returns."""
+    for seq in seqs:
+        client.publish(event_topic(device_id), event_payload(1, seq, **DOOR_TAP))
+
+
+def take_over_the_hubs_session(shop: Shop) -> Client:
+    """Another device's login, connecting with the hub's client id and a clean start (which
+    wipes a session it takes over): what a device that read the docs could do."""
+    attacker = shop.client("lathe-node", client_id=shop.config().mqtt.client_id)
+    assert attacker.link.wait_connected(10), attacker.link.last_error
+    return attacker
+
+
+def test_a_device_connecting_as_the_hub_loses_no_event_while_the_hub_runs(shop: Shop):
+    hub = shop.hub()
+    door = shop.client("laser-node")
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 5))
+        attacker = take_over_the_hubs_session(shop)
+        try:
+            tap(door, "laser-node", range(5, 10))  # acknowledged while the attacker is on
+        finally:
+            attacker.close()
+        assert hub.wait_ready(10)
+        tap(door, "laser-node", range(10, 15))
+        wait_for(lambda: 14 in stored_seqs(hub, "laser-node"), 20, "the last tap stored")
+        assert stored_seqs(hub, "laser-node") == list(range(15))
+        assert hub.link.counters.disconnects == 0  # the hub was never pushed off
+    finally:
+        door.close()
+        hub.stop()
+
+
+def test_a_device_connecting_as_the_hub_loses_no_event_queued_while_the_hub_is_down(shop: Shop):
+    shop.hub().stop()  # a clean stop: the session and its queue stay at the broker
+    door = shop.client("laser-node")
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 5))  # queued for the hub
+        take_over_the_hubs_session(shop).close()
+        hub = shop.hub()
+        try:
+            tap(door, "laser-node", range(5, 6))  # sent after the hub is back: the marker
+            wait_for(lambda: 5 in stored_seqs(hub, "laser-node"), 20, "the marker stored")
+            assert stored_seqs(hub, "laser-node") == list(range(6))
+        finally:
+            hub.stop()
+    finally:
+        door.close()
+
+
+def test_an_agent_a_serial_node_and_plugs_work_with_their_own_client_ids(
+    shop: Shop, tmp_path: Path
+):
+    """The broker takes each login's username as its client id: whatever id a device is
+    configured with (the agent's is its device id, the bridge's ``bridge-{id}``, a
+    Tasmota's ``DVES_…``), it connects, and only a second connection of the same login
+    replaces it."""
+    tasmota = shop.add("laser-plug", "--tasmota", "laser_plug")
+    hub = shop.client(HUB_USER, "peershop/dev/+/event", "tele/#")
+    agent = device_agent(tmp_path, shop, "laser-node")
+    node = PtyNode("lathe-node", tmp_path / "usb-lathe-node")
+    node.plug()
+    bridge = Bridge(
+        MqttSettings(port=shop.port),
+        [str(node.link)],
+        passwords={"lathe-node": shop.passwords["lathe-node"]},
+    )
+    plug = Client(shop.port, "laser-plug", tasmota, client_id="DVES_4B2A1C")
+    try:
+        assert hub.link.wait_subscribed(10)
+        agent.start()
+        bridge.start()
+        assert plug.link.wait_connected(10), plug.link.last_error
+        wait_for(lambda: agent.can_send, 10, "the agent to connect")
+        agent.emit("button", name="start")
+        node.send("badge", uid="04a1b2c3d4")
+        plug.publish("tele/laser_plug/SENSOR", b'{"ENERGY":{"Power":812,"Total":1.5}}')
+        for topic in (
+            "peershop/dev/laser-node/event",
+            "peershop/dev/lathe-node/event",
+            "tele/laser_plug/SENSOR",
+        ):
+            hub.wait_topic(topic)
+        wait_for(node.all_acked, 10, "the node's badge acked after its PUBACK")
+        assert agent.link.counters.disconnects == plug.link.counters.disconnects == 0
+    finally:
+        plug.close()
+        bridge.stop()
+        node.unplug()
+        agent.close()
+        hub.close()
+
+
+# -- a device cannot switch its own tool on (item 2) --------------------------------------
+
+
+def device_agent(tmp_path: Path, shop: Shop, device_id: str, **extra: Any) -> Agent:
+    """An agent on mock pins with the device's own login on the generated broker."""
+    mqtt = {"host": "127.0.0.1", "port": shop.port, "username": device_id}
+    mqtt["password"] = shop.passwords[device_id]
+    return Agent(agent_config(tmp_path, shop.port, device_id, mqtt=mqtt, **extra))
+
+
+def test_a_device_cannot_switch_its_own_tool_on(shop: Shop, tmp_path: Path):
+    """The agent takes a grant only as the hub's reply to a badge it waits on, with a
+    max_s, and never while locked; and the broker lets no device write its own cmd."""
+    hub = shop.client(HUB_USER, "peershop/dev/laser-node/event")
+    agent = device_agent(tmp_path, shop, "laser-node", decide_timeout=30)
+    cmd = cmd_topic("laser-node")
+    denies: list[float] = []  # the reader's red blinks, as the member sees them
+    show_deny = agent.indicator.deny
+    agent.indicator.deny = lambda: (denies.append(time.monotonic()), show_deny())
+
+    def badge_seq() -> int:
+        """Tap a card; the seq of its badge event, as the hub sees it."""
+        seen = len(hub.messages)
+        badge(agent, BOB)
+        wait_for(lambda: len(hub.messages) > seen, 10, "the badge at the hub")
+        events = [json.loads(m.payload) for m in hub.messages[seen:]]
+        return next(e["seq"] for e in events if e["type"] == "badge")
+
+    def send(command: dict[str, Any]) -> None:
+        hub.publish(cmd, json.dumps(command).encode())
+
+    def blinked(times: int) -> None:
+        wait_for(lambda: len(denies) == times, 10, f"deny blink {times}")
+
+    try:
+        assert hub.link.wait_subscribed(10)
+        hub.publish(HUB_STATUS_TOPIC, b'{"state":"online"}', retain=True)
+        agent.start()
+        wait_for(lambda: agent.can_send, 10, "the agent to connect")
+
+        # 1. The device answers its own badge, on its own connection; then the hub denies.
+        seq = badge_seq()
+        forged = json.dumps({"re": seq, "action": "grant", "max_s": 3600}).encode()
+        info = agent.link.publish(cmd, forged, qos=1)
+        wait_for(
+            lambda: info.is_published() or agent.link.counters.disconnects,
+            10,
+            "the broker's answer to the forged grant",
+        )
+        send({"re": seq, "action": "deny", "reason": "locked_out"})
+        blinked(1)  # the hub's answer counts: nothing answered the badge before it
+        assert not agent.interlock.is_enabled
+
+        # 2. A grant that answers no badge: none at all, and one of a badge never sent.
+        send({"action": "grant", "member": "Nobody", "max_s": 3600})
+        send({"re": 999, "action": "grant", "member": "Nobody", "max_s": 3600})
+        send({"action": "deny"})  # blinks once everything before it was handled
+        blinked(2)
+        assert not agent.interlock.is_enabled
+
+        # 3. A grant while the tool is locked for maintenance, for a badge tapped before.
+        seq = badge_seq()
+        send({"action": "lock"})
+        send({"re": seq, "action": "grant", "max_s": 3600})
+        send({"action": "deny"})
+        blinked(3)
+        assert not agent.interlock.is_enabled and agent.indicator.state == "locked"
+        send({"action": "unlock"})
+        wait_for(lambda: agent.indicator.state == "ready", 10, "the unlock")
+
+        # 4. A grant with no time limit: refused, the member sees a deny.
+        seq = badge_seq()
+        send({"re": seq, "action": "grant", "member": "Bob"})
+        send({"action": "deny"})
+        blinked(5)
+        assert not agent.interlock.is_enabled
+
+        # The hub's reply to a badge, with its max_s, switches the tool on.
+        seq = badge_seq()
+        send({"re": seq, "action": "grant", "member": "Bob", "max_s": 3600})
+        wait_for(lambda: agent.interlock.is_enabled, 10, "the hub's grant")
+    finally:
+        agent.close()
+        hub.close()
+
+
+# -- plug prefixes (item 5) ----------------------------------------------------------------
+
+
+def test_a_plug_cannot_be_given_the_hubs_topics(shop: Shop):
+    """`device add X --shelly peershop` would have let plug X write `peershop/#`: every
+    device's events and commands.  It is refused, and the login never exists."""
+    mark = len(shop.broker.log)
+    result = peershop(shop.config_path, "device", "add", "rogue-plug", "--shelly", "peershop")
+    assert result.exit_code != 0 and "'peershop' overlaps peershop/" in result.output
+    assert "rogue-plug" not in (shop.broker_dir / "passwords").read_text()
+    assert "rogue-plug" not in (shop.broker_dir / "acl").read_text()
+    assert not any("Reloading config" in line for line in shop.broker.log[mark:])
+
+
+# -- the broker's limits (item 8) ------------------------------------------------------------
+
+
+def broker_rss_mb(shop: Shop) -> float:
+    assert shop.broker.process is not None
+    status = Path(f"/proc/{shop.broker.process.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_packet_over_the_cap_is_refused_and_never_queued_for_the_hub(shop: Shop):
+    shop.hub().stop()  # the hub is away; its session would queue what comes
+    before = broker_rss_mb(shop)
+    big = bytes(10 << 20)  # 10 MB, ten times broker.max_packet_size
+    for _ in range(5):
+        flooder = shop.client("laser-node")
+        try:
+            assert flooder.link.wait_connected(10)
+            # its own client, not one that keeps to the broker's maximum as ours does
+            info = flooder.link.client.publish(event_topic("laser-node"), big, qos=1)
+            wait_for(
+                lambda info=info, f=flooder: info.is_published() or f.link.counters.disconnects,
+                20,
+                "the broker's answer to 10 MB",
+            )
+            assert not info.is_published()  # refused: the broker dropped the connection
+        finally:
+            flooder.close()
+    assert broker_rss_mb(shop) - before < 20  # 5 x 10 MB queued would be over 50
+    door = shop.client("laser-node")
+    hub = shop.hub()
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 1))
+        wait_for(lambda: stored_seqs(hub, "laser-node") == [0], 20, "the tap after the flood")
+        with hub.sm() as session:  # the hub never got any of it, not even as a dead letter
+            assert session.scalar(select(func.count(DeadLetter.id))) == 0
+    finally:
+        hub.stop()
+        door.close()
+
+
+def test_the_queue_kept_for_an_absent_hub_is_capped(shop: Shop):
+    limit = 4 << 20
+    shop.restart_broker(broker={"max_queued_bytes": limit})
+    shop.hub().stop()
+    before = broker_rss_mb(shop)
+    mark = len(shop.broker.log)
+    flooder = shop.client("laser-node")
+    try:
+        assert flooder.link.wait_connected(10)
+        for _ in range(20):  # 20 x 900 KB: under the packet cap, five times the queue cap
+            flooder.publish(event_topic("laser-node"), bytes(900_000))
+    finally:
+        flooder.close()
+    # Mosquitto says whose messages it drops: the hub's, by its login.
+    shop.broker.wait_log(
+        f"Outgoing messages are being dropped for client {HUB_USER}", "the drop", start=mark
+    )
+    assert broker_rss_mb(shop) - before < 12  # 18 MB held before the cap
+    hub = shop.hub()
+    door = shop.client("laser-node")
+    try:
+        assert door.link.wait_connected(10)
+        tap(door, "laser-node", range(0, 1))
+        wait_for(lambda: stored_seqs(hub, "laser-node") == [0], 20, "a tap after the hub is back")
+        with hub.sm() as session:  # what was queued reached the hub as dead letters
+            held = session.scalar(select(func.sum(DeadLetter.size))) or 0
+        assert 0 < held <= limit + 1_048_576  # Mosquitto takes one more while below the cap
+    finally:
+        door.close()
+        hub.stop()
+
+
+def test_a_big_shops_signed_allow_list_fits_under_the_packet_cap(shop: Shop, tmp_path: Path):
+    """The hub's largest message: 5,000 members' badges in one signed list (~320 KB)."""
+    key = load_or_create_key(tmp_path / "hub.key")
+    now = datetime.now(UTC)
+    uids = [f"{n:08X}" for n in range(5000)]
+    payload = allowlist_payload(
+        build_allowlist("laser-1", 1, uids, now, now + timedelta(days=7), key)
+    )
+    assert len(payload) > 300_000
+    device = shop.client("laser-node", allowlist_topic("laser-node"))
+    hub = shop.client(HUB_USER)
+    try:
+        assert device.link.wait_subscribed(10) and hub.link.wait_connected(10)
+        hub.publish(allowlist_topic("laser-node"), payload, retain=True)
+        device.wait_topic(allowlist_topic("laser-node"))
+        assert device.messages[0].payload == payload
+    finally:
+        hub.close()
+        device.close()
+
+
+def test_a_message_too_big_for_the_broker_does_not_cut_the_hub_off(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+):
+    """An allow-list over broker.max_packet_size: sent, Mosquitto would drop the hub's
+    connection, and the hub would send it again at every reconnect: ingest would stop."""
+    shop.restart_broker(broker={"max_packet_size": 65_536, "max_queued_bytes": 1 << 20})
+    listener = shop.client("laser-node", allowlist_topic("laser-node"), cmd_topic("laser-node"))
+    hub = shop.hub()  # it learns the broker's maximum from its CONNACK
+    try:
+        assert listener.link.wait_subscribed(10)
+        with hub.sm.begin() as session:
+            enqueue(session, allowlist_topic("laser-node"), bytes(70_000), retain=True)
+            enqueue(session, cmd_topic("laser-node"), b'{"action":"unlock"}')
+        hub.outbox.notify()
+        listener.wait_topic(cmd_topic("laser-node"))
+        assert listener.topics() == [cmd_topic("laser-node")]
+        assert hub.link.counters.disconnects == 0 and hub.outbox.too_large == 1
+        assert "over the broker's maximum packet size of 65536 bytes" in caplog.text
+        wait_for(lambda: hub.outbox.pending() == 0, 10, "the outbox to empty")
+    finally:
+        hub.stop()
+        listener.close()
+
+
+# -- implausible power readings (item 13) ----------------------------------------------------
+
+
+def test_implausible_power_readings_are_dead_letters_with_the_reason(shop: Shop):
+    tasmota = shop.add("laser-plug", "--tasmota", "laser_plug")
+    shelly = shop.add("saw-plug", "--shelly", "shelly-saw")
+    shop_file = shop.config_path.parent / "shop.yaml"
+    shop_file.write_text(
+        "tools:\n"
+        "  - {id: laser-1, devices: [laser-node, {tasmota: laser_plug}]}\n"
+        "  - {id: saw-1, devices: [{shelly: shelly-saw}]}\n"
+    )
+    assert peershop(shop.config_path, "load", str(shop_file)).exit_code == 0
+    hub = shop.hub()
+    node = shop.client("laser-node")
+    plug = Client(shop.port, "laser-plug", tasmota)
+    saw = Client(shop.port, "saw-plug", shelly)
+    try:
+        for client in (node, plug, saw):
+            assert client.link.wait_connected(10)
+        node.publish(event_topic("laser-node"), event_payload(1, 0, w=1e300))
+        node.publish(event_topic("laser-node"), event_payload(1, 1, w=-1e300))
+        node.publish(event_topic("laser-node"), event_payload(1, 2, w=800.0, wh_total=1e300))
+        node.publish(event_topic("laser-node"), event_payload(1, 3, w=800.0, wh_total=1500.0))
+        plug.publish("tele/laser_plug/SENSOR", b'{"ENERGY":{"Power":1e300,"Total":1.5}}')
+        saw.publish("shelly-saw/status/switch:0", b'{"apower":40,"aenergy":{"total":1e300}}')
+        plug.publish("tele/laser_plug/SENSOR", b'{"ENERGY":{"Power":812,"Total":1.6}}')
+        saw.publish("shelly-saw/status/switch:0", b'{"apower":40,"aenergy":{"total":10}}')
+        wait_for(lambda: hub.counters.dead_letters >= 5, 20, "five dead letters")
+        wait_for(lambda: count_events(hub) == 3, 20, "the three plausible readings")
+        with hub.sm() as session:
+            reasons = sorted(session.scalars(select(DeadLetter.reason)))
+            watts = [data["w"] for data in session.scalars(select(Event.data))]
+        assert sorted(watts) == [40.0, 800.0, 812.0]
+    finally:
+        for client in (node, plug, saw):
+            client.close()
+        hub.stop()
+    watts = "W, outside the plausible 0 to 100000 W (ingest.min_power_w, ingest.max_power_w)"
+    counter = "Wh, outside the plausible 0 to 1e+10 Wh (ingest.max_wh_total)"
+    assert reasons == sorted(
+        [
+            f"field 'w' is 1e+300 {watts}",
+            f"field 'w' is -1e+300 {watts}",
+            f"field 'wh_total' is 1e+300 {counter}",
+            f"ENERGY.Power is 1e+300 {watts}",
+            f"aenergy.total is 1e+300 {counter}",
+        ]
+    )
+
+
+def count_events(hub: Hub) -> int:
+    with hub.sm() as session:
+        return session.scalar(select(func.count(Event.id))) or 0

@@ -338,17 +338,24 @@ def test_relay_is_off_at_boot_whatever_the_pin_held():
     assert pin.level == 1
 
 
-def test_grant_switches_on_and_release_switches_off(tool):
-    tool.node.feed(cmd(1, re=0, action="grant", member="Ada L."))
+def tapped(tool, link, uid: str = "0F00C1D1E2") -> int:
+    """Present a card: the seq of the badge event the node sent."""
+    tool.read_rfid(rfid_frame(uid))
+    return next(f["seq"] for f in link.take() if f.get("type") == "badge")
+
+
+def test_grant_switches_on_and_release_switches_off(tool, link):
+    seq = tapped(tool, link)
+    tool.node.feed(cmd(1, re=seq, action="grant", member="Ada L.", max_s=3600))
     assert tool.relay.is_on
-    tool.node.feed(cmd(2, re=1, action="deny", reason="tool_in_use"))
+    tool.node.feed(cmd(2, re=seq + 1, action="deny", reason="tool_in_use"))
     assert tool.relay.is_on  # someone else was refused; Ada keeps the tool
     tool.node.feed(cmd(3, action="release"))
     assert not tool.relay.is_on
 
 
-def test_a_grant_ends_by_itself_after_max_s(tool, clock):
-    tool.node.feed(cmd(1, re=0, action="grant", max_s=60))
+def test_a_grant_ends_by_itself_after_max_s(tool, clock, link):
+    tool.node.feed(cmd(1, re=tapped(tool, link), action="grant", max_s=60))
     clock.advance(59_999)
     tool.poll()
     assert tool.relay.is_on
@@ -357,13 +364,41 @@ def test_a_grant_ends_by_itself_after_max_s(tool, clock):
     assert not tool.relay.is_on
 
 
-def test_lock_switches_off_and_refuses_grants_until_unlock(tool):
-    tool.node.feed(cmd(1, re=0, action="grant"))
+def test_lock_switches_off_and_refuses_grants_until_unlock(tool, clock, link):
+    tool.node.feed(cmd(1, re=tapped(tool, link), action="grant", max_s=60))
     tool.node.feed(cmd(2, action="lock"))
     assert not tool.relay.is_on
-    tool.node.feed(cmd(3, re=1, action="grant"))
+    clock.advance(1000)  # the card leaves, and comes again
+    tool.poll()
+    tool.node.feed(cmd(3, re=tapped(tool, link), action="grant", max_s=60))
     assert not tool.relay.is_on
-    tool.node.feed(cmd(4, action="unlock") + cmd(5, re=2, action="grant"))
+    tool.poll()
+    clock.advance(1000)
+    tool.poll()
+    tool.node.feed(
+        cmd(4, action="unlock") + cmd(5, re=tapped(tool, link), action="grant", max_s=60)
+    )
+    assert tool.relay.is_on
+
+
+def test_only_a_timely_bounded_reply_to_a_badge_switches_the_relay_on(tool, clock, link):
+    """As the agent: a grant is the answer to a badge this node sent and still waits on."""
+    tool.node.feed(cmd(1, action="grant", max_s=60))  # answers nothing
+    tool.node.feed(cmd(2, re=0, action="grant", max_s=60))  # a badge never sent
+    assert not tool.relay.is_on
+    seq = tapped(tool, link)
+    tool.node.feed(cmd(3, re=seq, action="grant", member="Ada L."))  # no time limit
+    tool.node.feed(cmd(4, re=seq, action="grant", max_s=60))  # answered already
+    assert not tool.relay.is_on
+    clock.advance(1000)
+    tool.poll()
+    seq = tapped(tool, link)
+    clock.advance(firmware_main.SETTINGS["reply_ms"] + 1)  # nobody waits any more
+    tool.node.feed(cmd(5, re=seq, action="grant", max_s=60))
+    assert not tool.relay.is_on
+    tool.poll()
+    seq = tapped(tool, link)
+    tool.node.feed(cmd(6, re=seq, action="grant", max_s=60))
     assert tool.relay.is_on
 
 

@@ -21,6 +21,7 @@ from hub.models import (
     Badge,
     Device,
     Member,
+    MqttAccount,
     ParticipationFactor,
     Project,
     Station,
@@ -408,6 +409,48 @@ def test_a_stored_station_cannot_become_a_tools_reader(engine):
     assert problems(exc) == [
         "shop.yaml:2: tools[0] (door-1): device 'door-reader' is a sign_in station (stored)"
     ]
+
+
+def test_a_plug_topic_may_not_reach_reserved_topics_or_another_plugs(engine):
+    load(engine, "tools:\n  - {id: saw, devices: [{shelly: shop/saw}]}\n")
+    with session_factory(engine).begin() as session:
+        session.add(
+            MqttAccount(username="drill-plug", kind="tasmota", topic="drill", password_hash="x")
+        )
+    before = counts(engine)
+    text = """\
+tools:
+  - {id: laser-1, devices: [{shelly: peershop}]}
+  - {id: lathe-1, devices: [{tasmota: tele}]}
+  - {id: printer-1, devices: [{shelly: ha/printer}]}
+  - {id: press-1, devices: [{shelly: homeassistant}]}
+  - {id: fan-1, devices: [{shelly: shop}]}
+  - {id: drill-1, devices: [{tasmota: drill/press}]}
+  - {id: bench-1, devices: [{shelly: bench}, {shelly: bench/light}]}
+"""
+    with session_factory(engine)() as session, session.begin():
+        with pytest.raises(ShopFileError) as exc:
+            apply_shop(session, parse_shop(text), discovery_prefix="ha")
+    reserved = "which is reserved (peershop/, tele/, stat/, cmnd/, homeassistant/, ha/ and $ "
+    reserved += "topics are not a plug's)"
+    assert problems(exc) == [
+        f"shop.yaml:2: tools[0] (laser-1): Shelly prefix 'peershop' overlaps peershop/, {reserved}",
+        f"shop.yaml:3: tools[1] (lathe-1): Tasmota topic 'tele' overlaps tele/, {reserved}",
+        f"shop.yaml:4: tools[2] (printer-1): Shelly prefix 'ha/printer' overlaps ha/, {reserved}",
+        "shop.yaml:5: tools[3] (press-1): Shelly prefix 'homeassistant' overlaps "
+        f"homeassistant/, {reserved}",
+        "shop.yaml:6: tools[4] (fan-1): Shelly prefix 'shop' overlaps Shelly prefix "
+        "'shop/saw' bound to tool saw",
+        "shop.yaml:7: tools[5] (drill-1): Tasmota topic 'drill/press' overlaps Tasmota topic "
+        "'drill' of plug drill-plug",
+        "shop.yaml:8: tools[6] (bench-1): Shelly prefix 'bench' overlaps Shelly prefix "
+        "'bench/light' bound to tool bench-1",
+        "shop.yaml:8: tools[6] (bench-1): Shelly prefix 'bench/light' overlaps Shelly prefix "
+        "'bench' bound to tool bench-1",
+    ]
+    assert counts(engine) == before  # nothing written
+    # the plug's own login and the plug it was added for are the same plug: no conflict
+    load(engine, "tools:\n  - {id: drill-1, devices: [{tasmota: drill}]}\n")
 
 
 def test_grant_expiry_is_the_end_of_the_day_given(engine):

@@ -23,7 +23,8 @@ def test_agent_station_badge_and_power_go_through_the_agent(tmp_path, broker):
         )
         event = badges[0]
         assert event.data == {"uid": "5E2A9C11"}
-        hub.send(json.dumps({"re": event.seq, "action": "grant"}).encode(), cmd_topic("sim-drill"))
+        grant = {"re": event.seq, "action": "grant", "max_s": 600}
+        hub.send(json.dumps(grant).encode(), cmd_topic("sim-drill"))
         wait_for(lambda: station.granted, 10, "the grant")
         station.set_watts(800)  # the simulated mains wave through the real CurrentSensor
         power = listener.wait(

@@ -3,8 +3,10 @@
 MicroPython runs this file at boot.  It talks CONTRACT.md §4 to ``peershop bridge``
 over USB (or a UART), reports badges and power, and switches the tool's relay on a
 ``grant``.  The relay is off from the first instruction of :func:`run`, goes on only
-on a grant, and off again on ``release``, ``lock``, the grant's ``max_s``, or any
-crash of the main loop.  Pins and settings are in ``SETTINGS`` below; see README.md.
+on a grant that answers a badge this node sent within ``reply_ms``, carries a
+``max_s`` and comes while the tool is not locked; and off again on ``release``,
+``lock``, the grant's ``max_s``, or any crash of the main loop.  Pins and settings are
+in ``SETTINGS`` below; see README.md.
 
 Everything but :func:`run` is free of hardware and real time, so the tests drive
 :class:`ToolNode` under CPython with fake pins and a fake clock.
@@ -30,6 +32,7 @@ SETTINGS = {
     "power_report_ms": 300000,  # a power event at least this often
     "power_delta_w": 10.0,  # and whenever the reading moves this much (and 10 %)
     "watchdog_ms": 0,  # e.g. 8000 in production; 0 while developing (mpremote stops main)
+    "reply_ms": 5000,  # a grant counts only this soon after its badge; later, nobody waits
     "pins": {
         "esp32": {"rfid_uart": 2, "rfid_rx": 16, "relay": 26, "adc": 34, "led": 25},
         "rp2": {"rfid_uart": 0, "rfid_rx": 1, "relay": 15, "adc": 26, "led": "LED"},
@@ -39,6 +42,10 @@ SETTINGS = {
 
 def _subtract(a, b):
     return a - b
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Relay:
@@ -81,11 +88,17 @@ class ToolNode:
     ...         if v is None:
     ...             return self.level
     ...         self.level = v
-    >>> clock = [0]
-    >>> node = protocol.Node("lathe-node", FW, print, protocol.MemoryStore(), lambda: clock[0])
-    >>> tool = ToolNode(node, Relay(Pin()), lambda: clock[0])
+    >>> clock, frames = [0], []
+    >>> now = lambda: clock[0]
+    >>> node = protocol.Node("lathe-node", FW, frames.append, protocol.MemoryStore(), now)
+    >>> tool = ToolNode(node, Relay(Pin()), now)
     >>> tool.relay.is_on
     False
+    >>> tool.on_command({"re": 0, "action": "grant", "max_s": 60})  # no badge waits for it
+    >>> tool.relay.is_on
+    False
+    >>> node.start()
+    >>> tool.badge("0F00C1D1E2")
     >>> tool.on_command({"re": 0, "action": "grant", "max_s": 60})
     >>> tool.relay.is_on
     True
@@ -107,19 +120,30 @@ class ToolNode:
         self._reported_at = None
         self._reported_w = None
         self._wh_total = 0.0
+        self._waiting = {}  # seq of a badge sent -> when, until its reply or reply_ms
         node.on_command = self.on_command
 
     def on_command(self, command):
-        """A command of CONTRACT.md §2 from the hub (the protocol drops duplicates)."""
+        """A command of CONTRACT.md §2 from the hub (the protocol drops duplicates).
+
+        A ``grant`` switches the relay on only as the reply (``re``) to a badge this node
+        sent at most ``reply_ms`` ago and has had no reply for, never while locked, and
+        only with a positive ``max_s``: anything else that says grant is not obeyed.
+        """
         action = command.get("action")
+        re = command.get("re")
+        sent = self._waiting.pop(re, None) if _is_number(re) else None
         if action == "grant":
+            if sent is None or self._diff(self._now(), sent) > SETTINGS["reply_ms"]:
+                return  # answers no badge waiting for a reply
             if self.locked:
                 return  # maintenance lock: the hub should not grant, and we do not obey
+            max_s = command.get("max_s")
+            if not _is_number(max_s) or not 0 < max_s < 1e9:
+                return  # a grant with no time limit
             self.relay.on()
             self._granted_at = self._now()
-            max_s = command.get("max_s")
-            ok = isinstance(max_s, (int, float)) and not isinstance(max_s, bool) and max_s > 0
-            self._grant_ms = int(max_s * 1000) if ok else None
+            self._grant_ms = int(max_s * 1000)
         elif action == "release" or action == "lock":
             self._end_session()
             self.locked = action == "lock"
@@ -136,7 +160,15 @@ class ToolNode:
     def read_rfid(self, data):
         """Bytes from the RDM6300's UART: each new card is a ``badge`` event."""
         for uid in self.reader.feed(data, self._now()):
-            self.node.send_event("badge", uid=uid)
+            self.badge(uid)
+
+    def badge(self, uid):
+        """Send a ``badge`` event and wait (``reply_ms``) for the hub's reply to it."""
+        now = self._now()
+        for seq in list(self._waiting):  # no reply in time: nobody waits any more
+            if self._diff(now, self._waiting[seq]) > SETTINGS["reply_ms"]:
+                del self._waiting[seq]
+        self._waiting[self.node.send_event("badge", uid=uid)] = now
 
     def poll(self):
         """Timers: the grant's ``max_s``, cards leaving the reader, power samples."""
