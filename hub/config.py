@@ -228,6 +228,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "period": {
         "length": Key(parse_duration, "7d"),
         "anchor": Key(_anchor, "monday 00:00"),
+        # `peershop period close` refuses to end a period younger than this (--force
+        # does it anyway): closing twice in a row made a period of one second
+        "min_length": Key(parse_duration, "1h"),
     },
     "presence": {
         # forgotten sign-outs (and task-station efforts) close at this local time

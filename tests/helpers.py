@@ -1,5 +1,6 @@
-"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes,
-a reader for the database such a hub writes, and a client of the web view's event stream."""
+"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes
+and commands, a reader for the database such a hub writes, and a client of the web view's
+event stream."""
 
 from __future__ import annotations
 
@@ -171,6 +172,19 @@ class StoredRows:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def peershop_command(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``peershop --config CONFIG ARGS...`` as its own process, as an operator runs it:
+    its exit code and output (text), never raising on a failure."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class HubProcess:

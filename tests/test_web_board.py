@@ -165,6 +165,20 @@ def test_coordinator_closes_the_period_now_after_confirming(client, sm):
     assert "closed" in client.get(response.location).get_data(as_text=True)
 
 
+def test_a_period_that_just_began_is_not_closed_from_the_page(client, sm):
+    """Issue 13, item 16: a second click (or a second coordinator) right after a close
+    would close a period of seconds; the page refuses and says why."""
+    now = datetime.now(UTC)
+    with sm.begin() as s:  # the period a close a minute ago began
+        s.add(Period(start=now - timedelta(minutes=1), end=now + timedelta(days=6)))
+    login(client, "cora")
+    response = post_form(client, "/periods", "/periods/close", confirm="y")
+    assert response.status_code == 302
+    assert "period.min_length" in client.get("/periods").get_data(as_text=True)
+    with sm() as s:
+        assert s.scalar(select(Period).where(Period.closed_at.is_not(None))) is None
+
+
 # --- the board ---------------------------------------------------------------------------------
 
 
