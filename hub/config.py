@@ -149,6 +149,27 @@ def _db_url(value: Any) -> str:
     return text
 
 
+def _sqlite_folder_exists(url: str) -> None:
+    """A SQLite file set in ``db.url`` must be in a folder that exists.
+
+    SQLite makes a missing file, and the hub made a missing folder, so a typo in the path
+    gave an empty database and a hub that denied every badge.  ``site.data_dir``'s default
+    database is still made on first use: that folder is peershop's own.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(
+            "db.url",
+            f"the folder {folder} of the SQLite database does not exist (a typo? create "
+            "the folder first if a new database is meant)",
+        )
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     """Addresses or CIDRs: a TOML list, or a comma-separated string (environment)."""
     import ipaddress
@@ -366,6 +387,8 @@ def load_config(
     if parsed["db"]["url"] is None:
         data_dir = parsed["site"]["data_dir"].resolve()
         parsed["db"]["url"] = f"sqlite:///{data_dir / 'peershop.db'}"
+    else:
+        _sqlite_folder_exists(parsed["db"]["url"])
     if parsed["mqtt"]["password"] and not parsed["mqtt"]["username"]:
         raise ConfigError("mqtt.username", "is required when mqtt.password is set")
     http = parsed["http"]

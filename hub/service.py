@@ -154,6 +154,7 @@ class Hub:
         self.hooks: list[BatchHook] = []
         self.started_at = datetime.now(UTC)
         self.db_error: str | None = None
+        self.empty_shop: str | None = None  # why the shop is empty, while it is
         self._queue: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
         self._rules_lock = threading.Lock()
@@ -212,7 +213,26 @@ class Hub:
         if not data.tools and not data.stations and self._other_site_devices:
             # a central view's hub, or a site.id the shop file does not use (a typo?)
             log.info("site %s runs no tools or stations; the shop file has them elsewhere", site)
+        self._note_empty_shop(data)
         return data
+
+    def _note_empty_shop(self, data: ShopData) -> None:
+        """A database without members denies every badge: most likely ``db.url`` names
+        the wrong database (a typo made a new one), or the shop file was never loaded.
+        Say so loudly, in the log and on ``/healthz``, until members arrive."""
+        was = self.empty_shop
+        if data.members:
+            self.empty_shop = None
+            if was:
+                log.info("the shop has %d members now: badges are decided again", len(data.members))
+            return
+        where = self.engine.url.render_as_string(hide_password=True)
+        self.empty_shop = (
+            f"the database holds no members, so every badge is denied: is db.url right "
+            f"({where})? Load the shop file with `peershop load FILE`"
+        )
+        if not was:
+            log.error("%s", self.empty_shop)
 
     def _enqueue(self, session: Session, message: Message) -> None:
         enqueue(
@@ -261,13 +281,15 @@ class Hub:
         return self.link.wait_connected(timeout) and self.link.wait_subscribed(timeout)
 
     def health(self) -> tuple[bool, str]:
-        """What ``/healthz`` reports: ingest, database and broker."""
+        """What ``/healthz`` reports: ingest, database, broker, and a shop with members."""
         if not self._thread.is_alive() and not self._stop.is_set():
             return False, "ingest thread is not running"
         if self.db_error:
             return False, f"database: {self.db_error}"
         if not self.link.is_connected:
             return False, f"broker: {self.link.last_error or 'not connected'}"
+        if self.empty_shop:
+            return False, self.empty_shop
         return True, "ok"
 
     # -- callbacks ---------------------------------------------------------------------

@@ -22,7 +22,8 @@ from sqlalchemy import text
 
 from hub.broker import free_port
 from hub.contract import event_topic
-from hub.db import make_engine
+from hub.db import make_engine, migrate, session_factory
+from hub.models import Member
 from hub.mqtt import MqttLink, MqttSettings, Received
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +156,18 @@ def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_i
         )
     )
     return path
+
+
+def add_member(url: str, handle: str = "ada") -> None:
+    """A member in the database at ``url`` (migrated): a hub on a database without
+    members reports an empty shop on /healthz, which tests of ingest health do not want."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            session.add(Member(handle=handle, name=handle))
+    finally:
+        engine.dispose()
 
 
 class StoredRows:
