@@ -48,6 +48,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from hub.contract import DEVICE_ID, normalize_uid, parse_timestamp
 from hub.errors import ContractError
+from hub.private_files import private_folder
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"version", "tool", "issued", "expires", "uids", "sig"}
@@ -63,7 +64,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> SigningKey:
     :class:`ValueError` if it does not hold a key.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

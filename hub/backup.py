@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 
 from hub.db import make_engine, migrate
 from hub.errors import PeershopError
+from hub.private_files import private_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PGDUMP_MAGIC = b"PGDMP"
@@ -87,9 +88,9 @@ def _sqlite_backup(db: Path, dest: Path) -> None:
         raise BackupError(f"database {db} does not exist")
     if dest.resolve() == db:
         raise BackupError(f"{dest} is the live database; write the backup somewhere else")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
     tmp.unlink(missing_ok=True)
+    private_file(tmp)  # the backup holds what the database holds: the owner's alone
     try:
         source = sqlite3.connect(db, timeout=30)
         try:
@@ -120,7 +121,7 @@ def _sqlite_restore(src: Path, db: Path) -> None:
             tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master")}
             if "alembic_version" not in tables:
                 raise BackupError(f"{src} is a SQLite file but not a peershop database")
-            db.parent.mkdir(parents=True, exist_ok=True)
+            private_file(db)  # a new database is private; an existing one keeps its mode
             target = sqlite3.connect(db, timeout=30)
             try:
                 # All pages in one step: other connections see the old or the new
@@ -169,8 +170,9 @@ def _run(args: list[str], env: dict[str, str], what: str, **kwargs) -> subproces
 
 def _pg_dump(url: URL, dest: Path) -> None:
     dsn, env = _pg_connection(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
+    tmp.unlink(missing_ok=True)
+    private_file(tmp)  # pg_dump writes into it and keeps its mode
     try:
         _run(
             [
