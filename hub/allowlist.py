@@ -131,6 +131,24 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def next_version(previous: int | None, now: datetime) -> int:
+    """The version of a tool's next list: the milliseconds since 1970 at ``now``, or one
+    above ``previous`` when that is higher (two lists in one millisecond, a clock set back).
+
+    Counting from the clock, not from the last stored list, keeps versions growing across
+    a restore: a restored database knows only the versions of its backup, while devices
+    hold newer ones and refuse anything not newer (``newer_than``); a device would then
+    ignore every list, revocations included, until its own expired.
+
+    >>> next_version(12, datetime(2026, 11, 26, 10, tzinfo=UTC))
+    1795687200000
+    >>> next_version(1795687200000, datetime(2026, 11, 26, 10, tzinfo=UTC))
+    1795687200001
+    """
+    clock = int(now.timestamp() * 1000)
+    return clock if previous is None else max(previous + 1, clock)
+
+
 def build_allowlist(
     tool: str,
     version: int,

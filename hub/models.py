@@ -391,7 +391,8 @@ class AllowlistVersion(Base):
 
     __tablename__ = "allowlists"
     tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    # from the clock, in milliseconds (hub.allowlist.next_version): past 32 bits
+    version: Mapped[int] = mapped_column(BigInteger)
     digest: Mapped[str] = mapped_column(String(64))
     issued: Mapped[datetime] = mapped_column(UTCDateTime)
     expires: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -38,6 +38,7 @@ from hub import __version__
 from hub.config import Config
 from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent
 from hub.db import make_engine, migrate, session_factory
+from hub.db_lock import hold_for_hub
 from hub.errors import ContractError
 from hub.homeassistant import birth_topic, discovery_messages
 from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
@@ -147,6 +148,15 @@ class Hub:
 
     def __init__(self, cfg: Config, *, engine: Engine | None = None):
         self.cfg = cfg
+        # Held until stop(): `peershop restore` refuses while any hub holds it.
+        self.db_lock = hold_for_hub(cfg.db.url, cfg.site.id)
+        try:
+            self._setup(cfg, engine)
+        except BaseException:
+            self.db_lock.release()
+            raise
+
+    def _setup(self, cfg: Config, engine: Engine | None) -> None:
         self.engine = engine or make_engine(cfg.db.url)
         migrate(self.engine)
         self.sm = session_factory(self.engine)
@@ -261,6 +271,7 @@ class Hub:
                 log.warning("could not publish the offline status before disconnecting")
         self.link.stop()
         self.engine.dispose()
+        self.db_lock.release()
 
     def tool_states(self, now: datetime) -> dict[str, ToolStateChanged]:
         """Every tool's live state, read consistently (for the web view)."""
