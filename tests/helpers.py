@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -190,14 +191,34 @@ class StoredRows:
 def peershop_command(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``peershop --config CONFIG ARGS...`` as its own process, as an operator runs it:
     its exit code and output (text), never raising on a failure."""
+    # the installed script, not `python -m hub.cli`: run as __main__, hub.cli's Context
+    # is a second class, which the commands living in web/ do not find
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli", "--config", str(config), *args],
+        [str(Path(sys.executable).with_name("peershop")), "--config", str(config), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=timeout,
         check=False,
     )
+
+
+def web_base(config: Path) -> str:
+    """``http://host:port`` of the web view of the hub running with ``config`` (a file
+    from :func:`write_config`), once it answers: the hub's birth comes before its web."""
+    listen = re.search(r'^listen = "([^"]+)"', config.read_text(), re.MULTILINE)
+    assert listen, f"no http.listen in {config}"
+    base = f"http://{listen.group(1)}"
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(tuple(listen.group(1).rsplit(":", 1)), timeout=5):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, 30, f"the web view at {base}")
+    return base
 
 
 class HubProcess:
