@@ -26,6 +26,7 @@ from hub.contract import event_topic
 from hub.db import make_engine, migrate, session_factory
 from hub.models import Member
 from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.shopfile import apply_shop, parse_shop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -201,6 +202,30 @@ def peershop_command(config: Path, *args: str, timeout: float = 120) -> subproce
         timeout=timeout,
         check=False,
     )
+
+
+def hub_process(
+    tmp_path: Path, port: int, db_url: str, shop: str | None = None
+) -> tuple[Path, HubProcess]:
+    """A config for `peershop run` on ``db_url`` and the broker at ``port`` (data in
+    ``tmp_path / "data"``, a client id of its own), the shop file text ``shop`` loaded
+    into the database, and the hub's process, not started."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        if shop is not None:
+            with session_factory(engine).begin() as session:
+                apply_shop(session, parse_shop(shop))
+    finally:
+        engine.dispose()
+    config = write_config(
+        tmp_path / "peershop.toml",
+        data_dir=tmp_path / "data",
+        port=port,
+        db_url=db_url,
+        client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
+    )
+    return config, HubProcess(config, tmp_path / "hub.log")
 
 
 def web_base(config: Path) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,7 @@ from hub.db import make_engine, migrate, session_factory
 from hub.ingest import Inbound, store_batch
 from hub.models import UsageSession
 from tests.conftest import database_url
-from tests.helpers import (
-    HubProcess,
-    event_payload,
-    peershop_command,
-    wait_for,
-    web_base,
-    write_config,
-)
+from tests.helpers import event_payload, hub_process, peershop_command, wait_for, web_base
 
 
 def test_stats_counts_what_is_stored(tmp_path):
@@ -96,15 +88,7 @@ tools:
 def test_run_on_an_empty_database_says_so_in_the_log_and_healthz(tmp_path: Path, broker):
     """Issue 13, item 14: a hub on a database that holds no members denies every badge;
     it says so at start and on /healthz (503) until a shop file is loaded."""
-    data = tmp_path / "data"
-    config = write_config(
-        tmp_path / "peershop.toml",
-        data_dir=data,
-        port=broker.port,
-        db_url=database_url(data),
-        client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
-    )
-    hub = HubProcess(config, tmp_path / "hub.log")
+    config, hub = hub_process(tmp_path, broker.port, database_url(tmp_path / "data"))
     hub.start(broker.port)
     try:
         status, body = health(config)

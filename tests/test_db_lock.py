@@ -10,7 +10,6 @@ expired (up to 7 days).  Both run here against real processes: `peershop run`,
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,12 @@ from sqlalchemy import select
 
 from devices.agent import Agent
 from hub.allowlist import load_or_create_key, public_key_b64, uid_allowed
-from hub.db import make_engine, migrate, session_factory
+from hub.db import make_engine, session_factory
 from hub.db_lock import DatabaseInUseError, hold_for_restore, hub_holds
 from hub.models import Member
 from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
 from tests.conftest import make_config
-from tests.helpers import HubProcess, peershop_command, wait_for, write_config
+from tests.helpers import hub_process, peershop_command, wait_for
 from tests.test_agent import agent_config
 
 BOB, CY = "5E2A9C11", "8A11F0C3"
@@ -47,28 +45,10 @@ def members(url: str) -> list[str]:
         engine.dispose()
 
 
-def shop_hub(tmp_path: Path, broker, db_url: str) -> tuple[Path, HubProcess]:
-    """A config for `peershop run` on ``db_url`` holding :data:`SHOP`, and its process
-    (not started)."""
-    engine = make_engine(db_url)
-    migrate(engine)
-    with session_factory(engine).begin() as s:
-        apply_shop(s, parse_shop(SHOP))
-    engine.dispose()
-    config = write_config(
-        tmp_path / "peershop.toml",
-        data_dir=tmp_path / "data",
-        port=broker.port,
-        db_url=db_url,
-        client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
-    )
-    return config, HubProcess(config, tmp_path / "hub.log")
-
-
 def test_restore_is_refused_while_a_hub_runs_but_not_after_it_was_killed(
     tmp_path: Path, broker, db_url: str
 ):
-    config, hub = shop_hub(tmp_path, broker, db_url)
+    config, hub = hub_process(tmp_path, broker.port, db_url, SHOP)
     backup = tmp_path / "before-cy.backup"
     assert peershop_command(config, "backup", str(backup)).returncode == 0
     shop = tmp_path / "shop.yaml"
@@ -120,7 +100,7 @@ def test_no_hub_starts_while_a_restore_holds_the_database(tmp_path: Path, broker
 def test_a_restored_hub_s_allowlists_reach_an_agent_that_held_a_newer_one(
     tmp_path: Path, broker, db_url: str
 ):
-    config, hub = shop_hub(tmp_path, broker, db_url)
+    config, hub = hub_process(tmp_path, broker.port, db_url, SHOP)
     hub.start(broker.port)
     key = public_key_b64(load_or_create_key(tmp_path / "data" / "hub-signing.key"))
     agent = Agent(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.db import make_engine, migrate, session_factory
 from hub.models import EffortRecord, Period, PeriodBalance, PresenceChange, Project, Task
 from hub.periods import close_due_periods, open_period
-from hub.shopfile import apply_shop, parse_shop
 from hub.taskboard import (
     ClaimStatus,
     NotAllowedError,
@@ -38,7 +36,7 @@ from hub.taskboard import (
     unclaim,
     want,
 )
-from tests.helpers import HubProcess, peershop_command, web_base, write_config
+from tests.helpers import hub_process, peershop_command, web_base
 from tests.test_periods import NEXT_WEEK, WEEK, add_members, berlin
 
 NOW = WEEK + timedelta(days=2)
@@ -304,27 +302,18 @@ def test_one_member_cannot_rewrite_everyones_balance(tmp_path: Path, broker, db_
     token, claim every slot of a task posted at 0.75 h and report done with 1000 h each.
     That made the member +2400 and everyone else -600 at the close."""
     now = datetime.now(UTC)
+    config, hub = hub_process(tmp_path, broker.port, db_url, ATTACK_SHOP)
     engine = make_engine(db_url)
-    migrate(engine)
     with session_factory(engine).begin() as s:
-        apply_shop(s, parse_shop(ATTACK_SHOP))
         s.add(Period(start=now - timedelta(days=1), end=now + timedelta(days=6)))
         for m in ("bob", "cy", "dan", "eve"):  # they came in this week
             sign_in(s, m, now - timedelta(hours=5), now - timedelta(hours=4))
     engine.dispose()
-    config = write_config(
-        tmp_path / "peershop.toml",
-        data_dir=tmp_path / "data",
-        port=broker.port,
-        db_url=db_url,
-        client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
-    )
     made = peershop_command(
         config, "token", "create", "--role", "member", "--name", "ada", "--member", "ada"
     )
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
-    hub = HubProcess(config, tmp_path / "hub.log")
     hub.start(broker.port)
     try:
         answers = []

@@ -391,39 +391,34 @@ def _claim_id(task_id: str) -> int:
     return claim
 
 
-@bp.post("/tasks/<task_id>/confirm")
-@require_role("member")
-def confirm_claim(task_id: str) -> Any:
+def _review(task_id: str, review: Any) -> Any:
+    """Confirm or reject the claim the body names: ``review(session, handle, claim)``."""
     session, handle = _actor(task_id)
     claim = _claim_id(task_id)
     try:
         with committing(session):
-            view = taskboard.confirm(
-                session,
-                claim,
-                handle,
-                datetime.now(UTC),
-                _state().cfg,
-                coordinator=current_user.is_coordinator,
-            )
+            view = review(session, handle, claim)
     except taskboard.TaskBoardError as exc:
         return _refused(exc)
     _state().changed()
     return jsonify({"claim": _claim(view)})
+
+
+@bp.post("/tasks/<task_id>/confirm")
+@require_role("member")
+def confirm_claim(task_id: str) -> Any:
+    now, cfg, coordinator = datetime.now(UTC), _state().cfg, current_user.is_coordinator
+    return _review(
+        task_id,
+        lambda s, me, claim: taskboard.confirm(s, claim, me, now, cfg, coordinator=coordinator),
+    )
 
 
 @bp.post("/tasks/<task_id>/reject")
 @require_role("coordinator")
 def reject_claim(task_id: str) -> Any:
-    session, handle = _actor(task_id)
-    claim = _claim_id(task_id)
-    try:
-        with committing(session):
-            view = taskboard.reject(session, claim, handle, datetime.now(UTC))
-    except taskboard.TaskBoardError as exc:
-        return _refused(exc)
-    _state().changed()
-    return jsonify({"claim": _claim(view)})
+    now = datetime.now(UTC)
+    return _review(task_id, lambda s, me, claim: taskboard.reject(s, claim, me, now))
 
 
 @bp.post("/tasks/<task_id>/want")
