@@ -48,6 +48,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from hub.contract import DEVICE_ID, normalize_uid, parse_timestamp
 from hub.errors import ContractError
+from hub.private_files import private_folder
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"version", "tool", "issued", "expires", "uids", "sig"}
@@ -63,7 +64,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> SigningKey:
     :class:`ValueError` if it does not hold a key.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -128,6 +129,24 @@ def _iso(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("allow-list times must be timezone aware")
     return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def next_version(previous: int | None, now: datetime) -> int:
+    """The version of a tool's next list: the milliseconds since 1970 at ``now``, or one
+    above ``previous`` when that is higher (two lists in one millisecond, a clock set back).
+
+    Counting from the clock, not from the last stored list, keeps versions growing across
+    a restore: a restored database knows only the versions of its backup, while devices
+    hold newer ones and refuse anything not newer (``newer_than``); a device would then
+    ignore every list, revocations included, until its own expired.
+
+    >>> next_version(12, datetime(2026, 11, 26, 10, tzinfo=UTC))
+    1795687200000
+    >>> next_version(1795687200000, datetime(2026, 11, 26, 10, tzinfo=UTC))
+    1795687200001
+    """
+    clock = int(now.timestamp() * 1000)
+    return clock if previous is None else max(previous + 1, clock)
 
 
 def build_allowlist(

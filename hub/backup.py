@@ -18,11 +18,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import delete, inspect
 from sqlalchemy.engine import URL, make_url
 
 from hub.db import make_engine, migrate
+from hub.db_lock import hold_for_restore
 from hub.errors import PeershopError
+from hub.models import AllowlistVersion
+from hub.private_files import private_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PGDUMP_MAGIC = b"PGDMP"
@@ -49,7 +52,11 @@ def backup(url: str, dest: Path) -> str:
 def restore(url: str, src: Path) -> None:
     """Replace the database at ``url`` with the backup ``src``, then migrate to head.
 
-    Stop the hub first: a restore takes the database from under a running hub.
+    Refused (:class:`~hub.db_lock.DatabaseInUseError`) while a hub runs on the database:
+    its memory would no longer match the tables.  The restored database forgets which
+    offline allow-lists were signed, so the next hub start signs a new one for every
+    tool, whose version (from the clock, :func:`hub.shop_store.issue_allowlists`) is
+    above any the devices kept from before the restore.
     """
     parsed = make_url(url)
     src = Path(src)
@@ -61,16 +68,20 @@ def restore(url: str, src: Path) -> None:
     if parsed.get_backend_name() == "sqlite":
         if head != SQLITE_MAGIC:
             raise BackupError(f"{src} is not a SQLite backup (db.url is a SQLite database)")
-        _sqlite_restore(src, _sqlite_path(parsed))
-    else:
-        if not head.startswith(PGDUMP_MAGIC):
-            raise BackupError(f"{src} is not a pg_dump custom-format backup (db.url is PostgreSQL)")
-        _pg_restore(url, parsed, src)
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
+    elif not head.startswith(PGDUMP_MAGIC):
+        raise BackupError(f"{src} is not a pg_dump custom-format backup (db.url is PostgreSQL)")
+    with hold_for_restore(url):
+        if parsed.get_backend_name() == "sqlite":
+            _sqlite_restore(src, _sqlite_path(parsed))
+        else:
+            _pg_restore(url, parsed, src)
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            with engine.begin() as conn:
+                conn.execute(delete(AllowlistVersion))
+        finally:
+            engine.dispose()
 
 
 # -- SQLite --------------------------------------------------------------------------------
@@ -87,9 +98,9 @@ def _sqlite_backup(db: Path, dest: Path) -> None:
         raise BackupError(f"database {db} does not exist")
     if dest.resolve() == db:
         raise BackupError(f"{dest} is the live database; write the backup somewhere else")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
     tmp.unlink(missing_ok=True)
+    private_file(tmp)  # the backup holds what the database holds: the owner's alone
     try:
         source = sqlite3.connect(db, timeout=30)
         try:
@@ -120,7 +131,7 @@ def _sqlite_restore(src: Path, db: Path) -> None:
             tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master")}
             if "alembic_version" not in tables:
                 raise BackupError(f"{src} is a SQLite file but not a peershop database")
-            db.parent.mkdir(parents=True, exist_ok=True)
+            private_file(db)  # a new database is private; an existing one keeps its mode
             target = sqlite3.connect(db, timeout=30)
             try:
                 # All pages in one step: other connections see the old or the new
@@ -169,8 +180,9 @@ def _run(args: list[str], env: dict[str, str], what: str, **kwargs) -> subproces
 
 def _pg_dump(url: URL, dest: Path) -> None:
     dsn, env = _pg_connection(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
+    tmp.unlink(missing_ok=True)
+    private_file(tmp)  # pg_dump writes into it and keeps its mode
     try:
         _run(
             [

@@ -176,6 +176,27 @@ def _db_url(value: Any) -> str:
     return text
 
 
+def _sqlite_folder_exists(url: str) -> None:
+    """A SQLite file set in ``db.url`` must be in a folder that exists.
+
+    SQLite makes a missing file, and the hub made a missing folder, so a typo in the path
+    gave an empty database and a hub that denied every badge.  ``site.data_dir``'s default
+    database is still made on first use: that folder is peershop's own.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(
+            "db.url",
+            f"the folder {folder} of the SQLite database does not exist (a typo? create "
+            "the folder first if a new database is meant)",
+        )
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     """Addresses or CIDRs: a TOML list, or a comma-separated string (environment)."""
     import ipaddress
@@ -263,6 +284,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "period": {
         "length": Key(parse_duration, "7d"),
         "anchor": Key(_anchor, "monday 00:00"),
+        # `peershop period close` refuses to end a period younger than this (--force
+        # does it anyway): closing twice in a row made a period of one second
+        "min_length": Key(parse_duration, "1h"),
     },
     "presence": {
         # forgotten sign-outs (and task-station efforts) close at this local time
@@ -416,6 +440,8 @@ def load_config(
     if parsed["db"]["url"] is None:
         data_dir = parsed["site"]["data_dir"].resolve()
         parsed["db"]["url"] = f"sqlite:///{data_dir / 'peershop.db'}"
+    else:
+        _sqlite_folder_exists(parsed["db"]["url"])
     if parsed["mqtt"]["password"] and not parsed["mqtt"]["username"]:
         raise ConfigError("mqtt.username", "is required when mqtt.password is set")
     http = parsed["http"]

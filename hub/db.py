@@ -13,6 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.private_files import private_file
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -28,11 +30,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; a SQLite file's folder is created when missing."""
+    """An engine for ``url``.  A SQLite file missing is made, mode 0600 in a folder made
+    0700 if missing too (:mod:`hub.private_files`), before SQLite makes it world-readable;
+    its ``-wal`` and ``-shm`` files take the same mode."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_file(parsed.database)
         engine = create_engine(url, connect_args={"timeout": 10}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -411,7 +412,8 @@ class AllowlistVersion(Base):
 
     __tablename__ = "allowlists"
     tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    # from the clock, in milliseconds (hub.allowlist.next_version): past 32 bits
+    version: Mapped[int] = mapped_column(BigInteger)
     digest: Mapped[str] = mapped_column(String(64))
     issued: Mapped[datetime] = mapped_column(UTCDateTime)
     expires: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -513,7 +515,11 @@ class TaskWeightHistory(Base):
 
 
 class TaskClaim(Base):
-    """A member took a slot of a task on the board, at the weight posted then."""
+    """A member took a slot of a task on the board, at the weight posted then.
+
+    Marked done, it keeps the ``hours`` the member reported.  A big claim (more than
+    half again the task's posted hours, PEERCONOMY.md (j)) is credited at the posted
+    hours until ``confirmations_needed`` members confirm it (:class:`ClaimReview`)."""
 
     __tablename__ = "task_claims"
     __table_args__ = (Index("ix_task_claims_task_period", "task_id", "period_id"),)
@@ -525,6 +531,36 @@ class TaskClaim(Base):
     weight: Mapped[Decimal] = mapped_column(ExactDecimal)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     effort_key: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    hours: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)  # reported
+    confirmations_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Verdict(StrEnum):
+    """What a review of a big claim says."""
+
+    CONFIRM = "confirm"
+    REJECT = "reject"
+
+
+class Standing(StrEnum):
+    """Why the reviewer may review: a coordinator, or a member who was there."""
+
+    COORDINATOR = "coordinator"
+    PRESENT = "present"
+
+
+class ClaimReview(Base):
+    """One member's confirmation (or a coordinator's rejection) of a big claim: rows,
+    not a flag, so a claim can need several confirmations."""
+
+    __tablename__ = "claim_reviews"
+    __table_args__ = (UniqueConstraint("claim_id", "member", name="uq_claim_reviews_entry"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    claim_id: Mapped[int] = mapped_column(ForeignKey("task_claims.id", ondelete="CASCADE"))
+    member: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(max(map(len, Verdict))))
+    standing: Mapped[str] = mapped_column(String(max(map(len, Standing))))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TaskWant(Base):

@@ -274,7 +274,8 @@ def backup_command(obj: Any, file: Path) -> None:
 def restore_command(obj: Any, file: Path, yes: bool) -> None:
     """Replace the whole database with the backup FILE, then migrate it.
 
-    Stop the hub first (`sudo systemctl stop peershop`).
+    Refused while a hub runs on the database: stop it first (`sudo systemctl stop
+    peershop`, and every other site's hub on a shared PostgreSQL).
     """
     from hub.backup import restore
 

@@ -10,7 +10,8 @@ Three rules:
 * (b) sharing models: :func:`share` turns a period's effort and use into every member's
   credited and expected contribution and balance, :func:`pool_report` shows a
   distribution pool per project;
-* (c) preference weighting: :func:`clear_auction` settles contested scarce units.
+* (c) preference weighting: :func:`clear_auction` settles contested scarce units;
+* (j) big claims: :func:`confirmations_needed` says when a done waits for a confirmation.
 
 Exactness: amounts are :class:`~decimal.Decimal`; every division is done on
 :class:`~fractions.Fraction`, so nothing is lost inside.  A share such as 20/3 has no
@@ -267,6 +268,28 @@ def weight_at(
         return w_d
     days = (at - period_start) // timedelta(days=1)
     return _post_weight(Fraction(w_d) * (1 + k_f * days / 7), lo_d, hi_d)
+
+
+BIG_CLAIM = Decimal("1.5")
+"""A done whose hours exceed this many times the task's posted hours waits (rule (j))."""
+
+
+def confirmations_needed(hours: Any, posted: Any) -> int:
+    """How many confirmations a done of ``hours`` on a task posted at ``posted`` hours
+    waits for before its hours count (PEERCONOMY.md (j), "Big claims are confirmed").
+
+    A done whose hours exceed the posted hours by more than half waits for one, by a
+    coordinator or by another member who was there; until then it is credited at the
+    posted hours.  Any other done counts as given (0).  So a member alone can never be
+    credited more than a task's posted hours per slot taken.
+
+    >>> confirmations_needed("0.75", "0.5"), confirmations_needed("1000", "0.75")
+    (0, 1)
+    """
+    h, p = to_decimal(hours, "hours"), to_decimal(posted, "posted hours")
+    if h <= 0 or p <= 0:
+        raise ValueError("hours and posted hours must be positive")
+    return 1 if h > p * BIG_CLAIM else 0
 
 
 def hours_to_earn(weighted_hours: Any, weight: Any) -> Decimal:

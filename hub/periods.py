@@ -642,6 +642,20 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
     )
 
 
+def _age(span: timedelta) -> str:
+    """A span as people read it: ``3 s``, ``12 min``, ``2 h 5 min``, ``1 d 4 h``."""
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(seconds // 3600, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def close_due_periods(session: Session, cfg: Config, now: datetime) -> list[ClosedPeriod]:
     """Close every period whose end has passed, oldest first, and open the next ones.
 
@@ -678,12 +692,20 @@ def close_due_periods(session: Session, cfg: Config, now: datetime) -> list[Clos
     return closed
 
 
-def close_period(session: Session, cfg: Config, at: datetime) -> list[ClosedPeriod]:
-    """``peershop period close [--at]``: close the period running at ``at`` early, at ``at``.
+def close_period(
+    session: Session, cfg: Config, at: datetime, *, force: bool = False
+) -> list[ClosedPeriod]:
+    """``peershop period close [--at] [--force]``: close the period running at ``at``
+    early, at ``at``.
 
     Periods whose end has passed by ``at`` are closed first.  The period running at ``at``
     then ends at ``at``; the next one runs from ``at`` to the regular boundary.  Returns
     the periods closed, oldest first.
+
+    A period that began less than ``period.min_length`` before ``at`` is left running
+    unless ``force``: a close repeated by mistake (a second command, a second click)
+    would make a period of a few seconds, whose balances count almost nothing.  Raises
+    :class:`PeriodError` when that leaves nothing closed.
     """
     at = _utc(at)
     closed = close_due_periods(session, cfg, at)
@@ -694,6 +716,16 @@ def close_period(session: Session, cfg: Config, at: datetime) -> list[ClosedPeri
         raise PeriodError(f"the period starting {at.isoformat()} has nothing to close yet")
     if period.closed_at is not None:
         raise PeriodError(f"period {period.id} is closed already")
+    minimum: timedelta = cfg.period.min_length
+    if not force and at - period.start < minimum:
+        if closed:
+            return closed
+        age = _age(at - period.start)
+        raise PeriodError(
+            f"period {period.id} began {age} ago ({period.start.isoformat()}), less than "
+            f"period.min_length ({_age(minimum)}): closing it now makes a period of {age} "
+            "(`peershop period close --force` closes it anyway)"
+        )
     regular_end = period.end
     period.end = at
     session.flush()
@@ -809,8 +841,9 @@ def period_group() -> None:
 
 @period_group.command("close")
 @click.option("--at", "at", help="Close at this ISO instant instead of now.")
+@click.option("--force", is_flag=True, help="Close even a period younger than period.min_length.")
 @click.pass_obj
-def close_command(obj: Any, at: str | None) -> None:
+def close_command(obj: Any, at: str | None, force: bool) -> None:
     """Close the current accounting period now (also runs on schedule)."""
     from hub.cli import _database
 
@@ -819,7 +852,7 @@ def close_command(obj: Any, at: str | None) -> None:
     try:
         with sm.begin() as session:
             try:
-                closed = close_period(session, obj.config(), when)
+                closed = close_period(session, obj.config(), when, force=force)
             except PeriodError as exc:
                 raise click.ClickException(str(exc)) from None
             for c in closed:

@@ -101,6 +101,44 @@ def state_from_changes(
     return present, last_toggle
 
 
+Stay = tuple[datetime, datetime | None]
+"""``[in, out)``: a member signed in at one site; ``None`` while still signed in."""
+
+
+def stays(changes: Iterable[tuple[datetime, str]]) -> list[Stay]:
+    """A member's stays at one site from their presence changes ``(at, state)`` there,
+    in the order recorded (a change before the time of interest may come first)."""
+    out: list[Stay] = []
+    since: datetime | None = None
+    for at, state in changes:
+        if state == "in":
+            since = at if since is None else since
+        elif since is not None:
+            out.append((since, at))
+            since = None
+    if since is not None:
+        out.append((since, None))
+    return out
+
+
+def met(a: Iterable[Stay], b: Iterable[Stay], start: datetime, end: datetime) -> bool:
+    """Whether two members' stays at one site overlap at some instant of ``[start, end]``.
+
+    >>> from datetime import UTC, datetime
+    >>> t = [datetime(2026, 11, 26, h, tzinfo=UTC) for h in range(24)]
+    >>> ada, bob = [(t[10], t[12])], [(t[11], None)]  # Bob is still in
+    >>> met(ada, bob, t[9], t[9]), met(ada, bob, t[9], t[20]), met(ada, bob, t[12], t[20])
+    (False, True, False)
+    """
+    b = list(b)
+    for s1, e1 in a:
+        for s2, e2 in b:
+            at = max(s1, s2, start)  # the first instant both are in, within the window
+            if at <= end and (e1 is None or at < e1) and (e2 is None or at < e2):
+                return True
+    return False
+
+
 class Presence:
     """The sign-in state of the space.  ``present`` maps member to signed-in time."""
 

@@ -38,6 +38,7 @@ from hub import __version__
 from hub.config import Config
 from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
 from hub.db import make_engine, migrate, session_factory
+from hub.db_lock import hold_for_hub
 from hub.errors import ContractError
 from hub.homeassistant import birth_topic, discovery_messages
 from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
@@ -147,6 +148,15 @@ class Hub:
 
     def __init__(self, cfg: Config, *, engine: Engine | None = None):
         self.cfg = cfg
+        # Held until stop(): `peershop restore` refuses while any hub holds it.
+        self.db_lock = hold_for_hub(cfg.db.url, cfg.site.id)
+        try:
+            self._setup(cfg, engine)
+        except BaseException:
+            self.db_lock.release()
+            raise
+
+    def _setup(self, cfg: Config, engine: Engine | None) -> None:
         self.engine = engine or make_engine(cfg.db.url)
         migrate(self.engine)
         self.sm = session_factory(self.engine)
@@ -154,6 +164,7 @@ class Hub:
         self.hooks: list[BatchHook] = []
         self.started_at = datetime.now(UTC)
         self.db_error: str | None = None
+        self.empty_shop: str | None = None  # why the shop is empty, while it is
         self._queue: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
         self._rules_lock = threading.Lock()
@@ -216,7 +227,26 @@ class Hub:
         if not data.tools and not data.stations and self._other_site_devices:
             # a central view's hub, or a site.id the shop file does not use (a typo?)
             log.info("site %s runs no tools or stations; the shop file has them elsewhere", site)
+        self._note_empty_shop(data)
         return data
+
+    def _note_empty_shop(self, data: ShopData) -> None:
+        """A database without members denies every badge: most likely ``db.url`` names
+        the wrong database (a typo made a new one), or the shop file was never loaded.
+        Say so loudly, in the log and on ``/healthz``, until members arrive."""
+        was = self.empty_shop
+        if data.members:
+            self.empty_shop = None
+            if was:
+                log.info("the shop has %d members now: badges are decided again", len(data.members))
+            return
+        where = self.engine.url.render_as_string(hide_password=True)
+        self.empty_shop = (
+            f"the database holds no members, so every badge is denied: is db.url right "
+            f"({where})? Load the shop file with `peershop load FILE`"
+        )
+        if not was:
+            log.error("%s", self.empty_shop)
 
     def _enqueue(self, session: Session, message: Message) -> None:
         enqueue(
@@ -245,6 +275,7 @@ class Hub:
                 log.warning("could not publish the offline status before disconnecting")
         self.link.stop()
         self.engine.dispose()
+        self.db_lock.release()
 
     def tool_states(self, now: datetime) -> dict[str, ToolStateChanged]:
         """Every tool's live state, read consistently (for the web view)."""
@@ -265,13 +296,15 @@ class Hub:
         return self.link.wait_connected(timeout) and self.link.wait_subscribed(timeout)
 
     def health(self) -> tuple[bool, str]:
-        """What ``/healthz`` reports: ingest, database and broker."""
+        """What ``/healthz`` reports: ingest, database, broker, and a shop with members."""
         if not self._thread.is_alive() and not self._stop.is_set():
             return False, "ingest thread is not running"
         if self.db_error:
             return False, f"database: {self.db_error}"
         if not self.link.is_connected:
             return False, f"broker: {self.link.last_error or 'not connected'}"
+        if self.empty_shop:
+            return False, self.empty_shop
         return True, "ok"
 
     # -- callbacks ---------------------------------------------------------------------

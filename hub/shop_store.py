@@ -580,7 +580,7 @@ def issue_allowlists(
     import hashlib
     import json
 
-    from hub.allowlist import allowlist_payload, build_allowlist, uid_hash
+    from hub.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
     from hub.contract import allowlist_topic
     from hub.models import AllowlistVersion
     from hub.outbox import enqueue
@@ -599,7 +599,7 @@ def issue_allowlists(
         row = current.get(tool_id)
         if row is not None and row.digest == digest and row.expires - now > ALLOWLIST_RENEW:
             continue
-        version = 1 if row is None else row.version + 1
+        version = next_version(None if row is None else row.version, now)
         payload = allowlist_payload(build_allowlist(tool_id, version, uids, now, now + ttl, key))
         values = {
             "version": version,

@@ -22,6 +22,21 @@ a project whose rule (a) runs in ``clock`` mode (:class:`~hub.models.ProjectRule
 inside the period (:func:`hub.peerconomy.weight_at`); :func:`board` shows, and
 :func:`claim` records, that weight at ``now``.  :func:`slot_takes` says which slots are
 taken; the live hub's task stations read the same (``hub.shop_store.load_shop``).
+
+**Big claims** (PEERCONOMY.md (j)): a done whose hours exceed the task's posted hours by
+more than half is credited at the posted hours and waits (:data:`ClaimStatus.PENDING`)
+until a coordinator, or another member who was there, confirms it (:func:`confirm`);
+a coordinator may reject it instead (:func:`reject`), and it stays at the posted hours.
+The confirmation that completes it adds an effort record of the rest of the hours at the
+claim's weight, dated then, so it counts in the period that is open when it comes: the
+same period as the done when confirmed before the close, else the next one, as a
+correction (a closed period never changes).  "Was there" is read from the sign-ins
+(``presence_changes``): the confirmer and the claimant were signed in at the same site
+at the same time, some time between the claim and the done (:func:`was_there`).
+
+A member may take every slot of a task, one at a time (claim, done, claim again): one
+person may sweep the floor every day of the week.  What that credits is bounded all the
+same: each done counts at most the posted hours until someone else confirms more.
 """
 
 from __future__ import annotations
@@ -30,24 +45,30 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from hub import peerconomy as pc
 from hub.errors import PeershopError
 from hub.models import (
+    ClaimReview,
     EffortRecord,
     Member,
+    PresenceChange,
     Project,
     ProjectRules,
+    Standing,
     Task,
     TaskClaim,
     TaskState,
     TaskWant,
+    Verdict,
 )
 from hub.periods import open_period
+from hub.presence import met, stays
 from hub.shop_store import bump_shop_version
 
 if TYPE_CHECKING:
@@ -58,6 +79,39 @@ STATUSES = ("proposed", "open", "retired")
 
 class TaskBoardError(PeershopError, ValueError):
     """A board action that cannot be done (no such task, no slot left, not claimed)."""
+
+
+class NotAllowedError(TaskBoardError):
+    """The member may not do this (confirm a claim they did not witness, or their own)."""
+
+
+class ClaimStatus(StrEnum):
+    """Where a claim stands."""
+
+    CLAIMED = "claimed"  # a slot taken, not done yet
+    CREDITED = "credited"  # done, credited as reported
+    PENDING = "pending"  # a big claim: credited at the posted hours, waiting
+    CONFIRMED = "confirmed"  # a big claim confirmed: credited as reported
+    REJECTED = "rejected"  # a big claim a coordinator rejected: the posted hours for good
+
+
+@dataclass(frozen=True)
+class ClaimView:
+    """A claim as the board and the API show it."""
+
+    id: int
+    task: str
+    title: str
+    member: str
+    weight: Decimal
+    claimed_at: datetime
+    done_at: datetime | None
+    hours: Decimal | None  # reported when marked done
+    credited_hours: Decimal | None  # what counts now: the posted hours while pending
+    status: ClaimStatus
+    confirmed_by: tuple[str, ...]
+    rejected_by: str | None
+    confirmations_needed: int
 
 
 @dataclass(frozen=True)
@@ -308,6 +362,8 @@ def done(
     if h <= 0:
         raise TaskBoardError("hours must be positive")
     open_period(session, cfg or _default_config(), now)  # the effort lands in the open one
+    # A big claim counts the posted hours until it is confirmed (module docstring).
+    needed = pc.confirmations_needed(h, task.hours)
     record = EffortRecord(
         key=f"board:{c.id}",
         member=member,
@@ -315,15 +371,239 @@ def done(
         project_id=task.project_id,
         start=now,
         end=now,
-        hours=h,
+        hours=task.hours if needed else h,
         weight=c.weight,
         source="board",
     )
     session.add(record)
     c.done_at = now
     c.effort_key = record.key
+    c.hours = h
+    c.confirmations_needed = needed
     session.flush()
     return record
+
+
+# --- big claims --------------------------------------------------------------------------
+
+
+def _views(session: Session, claims: list[TaskClaim]) -> list[ClaimView]:
+    """Claims with their reviews and credited hours, in the order given."""
+    if not claims:
+        return []  # the board asks on every view; most of the time nothing waits
+    ids = [c.id for c in claims]
+    reviews: dict[int, list[ClaimReview]] = {}
+    for r in session.scalars(
+        select(ClaimReview).where(ClaimReview.claim_id.in_(ids)).order_by(ClaimReview.id)
+    ):
+        reviews.setdefault(r.claim_id, []).append(r)
+    keys = [c.effort_key for c in claims if c.effort_key]
+    credited = dict(
+        session.execute(
+            select(EffortRecord.key, EffortRecord.hours).where(EffortRecord.key.in_(keys))
+        ).all()
+    )
+    titles = dict(
+        session.execute(
+            select(Task.id, Task.title).where(Task.id.in_({c.task_id for c in claims}))
+        ).all()
+    )
+    out = []
+    for c in claims:
+        mine = reviews.get(c.id, [])
+        confirmed = tuple(r.member for r in mine if r.verdict == Verdict.CONFIRM)
+        rejected = next((r.member for r in mine if r.verdict == Verdict.REJECT), None)
+        hours = c.hours
+        if c.done_at is None:
+            status, counted = ClaimStatus.CLAIMED, None
+        elif c.confirmations_needed == 0:
+            status, counted = ClaimStatus.CREDITED, credited.get(c.effort_key or "", hours)
+        elif rejected is not None:
+            status, counted = ClaimStatus.REJECTED, credited.get(c.effort_key or "")
+        elif len(confirmed) >= c.confirmations_needed:
+            status, counted = ClaimStatus.CONFIRMED, hours
+        else:
+            status, counted = ClaimStatus.PENDING, credited.get(c.effort_key or "")
+        out.append(
+            ClaimView(
+                id=c.id,
+                task=c.task_id,
+                title=titles.get(c.task_id, c.task_id),
+                member=c.member,
+                weight=c.weight,
+                claimed_at=c.claimed_at,
+                done_at=c.done_at,
+                hours=hours,
+                credited_hours=counted,
+                status=status,
+                confirmed_by=confirmed,
+                rejected_by=rejected,
+                confirmations_needed=c.confirmations_needed,
+            )
+        )
+    return out
+
+
+def claim_view(session: Session, claim_id: int) -> ClaimView:
+    """One claim as the board shows it; :class:`TaskBoardError` if there is none."""
+    c = session.get(TaskClaim, claim_id)
+    if c is None:
+        raise TaskBoardError(f"no claim {claim_id}")
+    return _views(session, [c])[0]
+
+
+def claim_of(session: Session, record: EffortRecord) -> ClaimView:
+    """The claim a done's effort record was made for (what :func:`done` returned)."""
+    c = session.scalar(select(TaskClaim).where(TaskClaim.effort_key == record.key))
+    if c is None:
+        raise TaskBoardError(f"effort {record.key} was not made by a claim on the board")
+    return _views(session, [c])[0]
+
+
+def pending_claims(session: Session) -> list[ClaimView]:
+    """Every big claim still waiting for a confirmation, oldest done first."""
+    confirms = (
+        select(func.count())
+        .where(ClaimReview.claim_id == TaskClaim.id, ClaimReview.verdict == Verdict.CONFIRM)
+        .scalar_subquery()
+    )
+    rejected = (
+        select(ClaimReview.id)
+        .where(ClaimReview.claim_id == TaskClaim.id, ClaimReview.verdict == Verdict.REJECT)
+        .exists()
+    )
+    claims = session.scalars(
+        select(TaskClaim)
+        .where(
+            TaskClaim.confirmations_needed > 0,
+            TaskClaim.done_at.is_not(None),
+            ~rejected,
+            confirms < TaskClaim.confirmations_needed,
+        )
+        .order_by(TaskClaim.done_at, TaskClaim.id)
+    ).all()
+    return _views(session, list(claims))
+
+
+def was_there(session: Session, member: str, claim: TaskClaim | ClaimView) -> bool:
+    """Whether ``member`` was signed in at the same site as the claimant, at the same
+    time, some time between the claim and the done: the records' own witness of the
+    work.  A claimant who never signed in then has no witness but a coordinator."""
+    start = claim.claimed_at
+    end = claim.done_at or start
+    pc_ = PresenceChange
+    who = (member, claim.member)
+    # each one's last change before the claim (were they in already?), and those during
+    before = (
+        select(func.max(pc_.id))
+        .where(pc_.member.in_(who), pc_.at < start)
+        .group_by(pc_.member, pc_.site)
+    ).scalar_subquery()
+    rows = session.execute(
+        select(pc_.member, pc_.site, pc_.at, pc_.state)
+        .where(
+            pc_.member.in_(who),
+            or_(pc_.id.in_(before), and_(pc_.at >= start, pc_.at <= end)),
+        )
+        .order_by(pc_.id)
+    ).all()
+    changes: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+    for m, site, at, state in rows:
+        changes.setdefault((m, site), []).append((at, state))
+    return any(
+        met(stays(mine), stays(changes.get((claim.member, site), [])), start, end)
+        for (m, site), mine in changes.items()
+        if m == member
+    )
+
+
+def may_confirm(session: Session, claim: ClaimView, member: str | None, coordinator: bool) -> bool:
+    """Whether ``member`` may confirm ``claim`` now: it is pending, not their own, and
+    they are a coordinator or were there (:func:`was_there`)."""
+    if member is None or claim.status != ClaimStatus.PENDING or member == claim.member:
+        return False
+    if member in claim.confirmed_by:
+        return False
+    return coordinator or was_there(session, member, claim)
+
+
+def _pending(session: Session, claim_id: int, member: str) -> tuple[TaskClaim, ClaimView]:
+    _member(session, member)
+    c = session.get(TaskClaim, claim_id)
+    if c is None:
+        raise TaskBoardError(f"no claim {claim_id}")
+    view = _views(session, [c])[0]
+    if view.status != ClaimStatus.PENDING:
+        raise TaskBoardError(f"claim {claim_id} is not waiting for a confirmation ({view.status})")
+    if member == c.member:
+        raise NotAllowedError("nobody confirms or rejects their own claim")
+    if member in view.confirmed_by:
+        raise TaskBoardError(f"{member} has confirmed claim {claim_id} already")
+    return c, view
+
+
+def confirm(
+    session: Session,
+    claim_id: int,
+    member: str,
+    now: datetime,
+    cfg: Config | None = None,
+    *,
+    coordinator: bool = False,
+) -> ClaimView:
+    """``member`` confirms a pending big claim: as a coordinator, or as a member who was
+    there (:func:`was_there`).  The confirmation that completes it credits the rest of
+    the reported hours, at the claim's weight, in the period open ``now``."""
+    c, view = _pending(session, claim_id, member)
+    standing = Standing.COORDINATOR if coordinator else Standing.PRESENT
+    if not coordinator and not was_there(session, member, c):
+        raise NotAllowedError(
+            f"only a coordinator, or a member signed in with {c.member} between the claim "
+            f"and the done, confirms claim {claim_id}"
+        )
+    review = ClaimReview(
+        claim_id=c.id, member=member, verdict=Verdict.CONFIRM, standing=standing, at=now
+    )
+    session.add(review)
+    if len(view.confirmed_by) + 1 >= c.confirmations_needed:
+        task = session.get(Task, c.task_id)
+        period = open_period(session, cfg or _default_config(), now)
+        if period.closed_at is not None:
+            raise TaskBoardError(f"period {period.id} is closed")
+        rest = (c.hours or Decimal(0)) - (view.credited_hours or Decimal(0))
+        if rest > 0:
+            session.add(
+                EffortRecord(
+                    key=f"board:{c.id}:confirmed",
+                    member=c.member,
+                    task_id=c.task_id,
+                    project_id=task.project_id if task else None,
+                    start=now,
+                    end=now,
+                    hours=rest,
+                    weight=c.weight,
+                    source="board",  # counted by its claim, like the done's own record
+                )
+            )
+    session.flush()
+    return _views(session, [c])[0]
+
+
+def reject(session: Session, claim_id: int, member: str, now: datetime) -> ClaimView:
+    """A coordinator (the caller checks the role) rejects a pending big claim: it stays
+    credited at the posted hours, and nobody can confirm it any more."""
+    c, _ = _pending(session, claim_id, member)
+    session.add(
+        ClaimReview(
+            claim_id=c.id,
+            member=member,
+            verdict=Verdict.REJECT,
+            standing=Standing.COORDINATOR,
+            at=now,
+        )
+    )
+    session.flush()
+    return _views(session, [c])[0]
 
 
 def unclaim(session: Session, member: str, task_id: str) -> None:

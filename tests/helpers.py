@@ -1,6 +1,6 @@
-"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes,
-a reader for the database such a hub writes, a client of the web view's event stream, and
-a browser-like client of the web server."""
+"""Helpers shared by the MQTT tests: simulated devices, a listening client, hub processes
+and commands, a reader for the database such a hub writes, a client of the web view's
+event stream, and a browser-like client of the web server."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from sqlalchemy import text
 
 from hub.broker import free_port
 from hub.contract import event_topic
-from hub.db import make_engine
+from hub.db import make_engine, migrate, session_factory
+from hub.models import Member
 from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.shopfile import apply_shop, parse_shop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,6 +163,18 @@ def write_config(path: Path, *, data_dir: Path, port: int, db_url: str, client_i
     return path
 
 
+def add_member(url: str, handle: str = "ada") -> None:
+    """A member in the database at ``url`` (migrated): a hub on a database without
+    members reports an empty shop on /healthz, which tests of ingest health do not want."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            session.add(Member(handle=handle, name=handle))
+    finally:
+        engine.dispose()
+
+
 class StoredRows:
     """Reads the database a hub process writes, from the test (SQLite or PostgreSQL).
 
@@ -176,6 +190,63 @@ class StoredRows:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def peershop_command(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``peershop --config CONFIG ARGS...`` as its own process, as an operator runs it:
+    its exit code and output (text), never raising on a failure."""
+    # the installed script, not `python -m hub.cli`: run as __main__, hub.cli's Context
+    # is a second class, which the commands living in web/ do not find
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("peershop")), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def hub_process(
+    tmp_path: Path, port: int, db_url: str, shop: str | None = None
+) -> tuple[Path, HubProcess]:
+    """A config for `peershop run` on ``db_url`` and the broker at ``port`` (data in
+    ``tmp_path / "data"``, a client id of its own), the shop file text ``shop`` loaded
+    into the database, and the hub's process, not started."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        if shop is not None:
+            with session_factory(engine).begin() as session:
+                apply_shop(session, parse_shop(shop))
+    finally:
+        engine.dispose()
+    config = write_config(
+        tmp_path / "peershop.toml",
+        data_dir=tmp_path / "data",
+        port=port,
+        db_url=db_url,
+        client_id=f"peershop-hub-{uuid.uuid4().hex[:8]}",
+    )
+    return config, HubProcess(config, tmp_path / "hub.log")
+
+
+def web_base(config: Path) -> str:
+    """``http://host:port`` of the web view of the hub running with ``config`` (a file
+    from :func:`write_config`), once it answers: the hub's birth comes before its web."""
+    listen = re.search(r'^listen = "([^"]+)"', config.read_text(), re.MULTILINE)
+    assert listen, f"no http.listen in {config}"
+    base = f"http://{listen.group(1)}"
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(tuple(listen.group(1).rsplit(":", 1)), timeout=5):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, 30, f"the web view at {base}")
+    return base
 
 
 class HubProcess:

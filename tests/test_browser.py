@@ -4,7 +4,7 @@ setup is in tests/browser.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -46,6 +46,15 @@ def hub_site(hub_config, broker) -> Iterator[tuple[Hub, str]]:
 @pytest.fixture
 def site(hub_site) -> str:
     return hub_site[1]
+
+
+@pytest.fixture
+def quick_site(hub_config, broker) -> Iterator[str]:
+    """A site whose coordinator may close a period that began moments ago: the page's
+    close is refused below period.min_length (1 h by default)."""
+    cfg = hub_config.replace(period={"min_length": timedelta(milliseconds=1)})
+    with chromium.serve_shop(cfg, SHOP, passwords=("cora", "ada")) as (_, url):
+        yield url
 
 
 def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker):
@@ -92,7 +101,8 @@ def test_log_in_and_watch_a_tool_change_state_on_the_floor(browser, site, broker
     assert not chromium.csp_errors(errors), errors
 
 
-def test_claim_a_task_finish_it_and_read_the_period_page(browser, site):
+def test_claim_a_task_finish_it_and_read_the_period_page(browser, quick_site):
+    site = quick_site
     errors: list[str] = []
     page = chromium.open_page(browser, errors, viewport={"width": 1280, "height": 900})
     chromium.log_in(page, site, "cora", "/tasks")
@@ -164,7 +174,7 @@ def test_open_pages_follow_a_claim_and_a_close_without_a_reload(browser, hub_sit
     watcher.evaluate("window.peershopNoReload = 2")
     # the close comes from outside the web view, as the hub's timer or a command makes it
     with hub.sm.begin() as session:
-        close_period(session, hub.cfg, datetime.now(UTC))
+        close_period(session, hub.cfg, datetime.now(UTC), force=True)
     expect(watcher.locator("#period-state")).to_contain_text("closed")
     assert watcher.evaluate("window.peershopNoReload") == 2
     assert not failed, failed

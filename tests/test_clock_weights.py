@@ -350,7 +350,7 @@ def test_a_task_station_posts_the_clock_weight_live_and_rebuild_agrees(
     rebuild_check(hub_config, tmp_path)
     # After the close the task's weight moved; the rebuild uses the period's own weight.
     with sm.begin() as s:
-        close_period(s, hub_config, datetime.now(UTC))
+        close_period(s, hub_config, datetime.now(UTC), force=True)
         # S = 2, V = 3 (Cy's claim, two station efforts): 1 x (1 - 0.3 x 1/3) from w = 1
         assert s.get(Task, "dust").weight == Decimal("0.9")
         pin(s, "dust", "2.5")

@@ -60,6 +60,9 @@ def test_search_order_finds_the_first_existing_file(tmp_path):
         ('[period]\nanchor = "someday 10:00"\n', {}, "period.anchor"),
         ('[http]\nlisten = "8080"\n', {}, "http.listen"),
         ('[db]\nurl = "mysql://x/y"\n', {}, "db.url"),
+        # a typo in the folder made a new, empty database (issue 13, item 14)
+        ('[db]\nurl = "sqlite:////nonexistent/peershp/peershop.db"\n', {}, "db.url"),
+        ('[period]\nmin_length = "soon"\n', {}, "period.min_length"),
         ("[mqtt]\nprot = 1\n", {}, "mqtt.prot"),
         ('[mqtt]\npassword = "s"\n', {}, "mqtt.username"),
         ('[mqtt]\ntls_ca = "/nonexistent/ca.pem"\n', {}, "mqtt.tls_ca"),

@@ -42,6 +42,7 @@ from hub.periods import (
 from hub.scenario import load_scenario, run_scenario
 from hub.shopfile import apply_shop, parse_shop
 from hub.taskboard import claim, done, pin
+from tests.helpers import peershop_command
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 # Monday 2026-11-23 00:00 in Berlin is 2026-11-22 23:00 UTC.
@@ -420,6 +421,50 @@ def test_period_close_and_show_commands(tmp_path: Path, db_url: str):
     assert last["projects"]["commons"]["members"]["D"]["balance"] == -5.0
     bad = runner.invoke(main, ["--config", str(cfg_file), "period", "close", "--at", "yesterday"])
     assert bad.exit_code != 0 and "ISO" in bad.output
+
+
+def closed_periods(url: str) -> list[tuple[datetime, datetime]]:
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as s:
+            rows = s.execute(
+                select(Period.start, Period.end)
+                .where(Period.closed_at.is_not(None))
+                .order_by(Period.start)
+            )
+            return [tuple(r) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_closing_twice_in_a_row_is_refused_unless_forced(tmp_path: Path, db_url: str):
+    """Issue 13, item 16: a second `peershop period close` right after the first closed a
+    period of a second.  It is refused below period.min_length, naming the key and
+    --force, and changes nothing; --force closes it."""
+    cfg_file = tmp_path / "peershop.toml"
+    cfg_file.write_text(f'[site]\ntimezone = "Europe/Berlin"\n[db]\nurl = "{db_url}"\n')
+    now = datetime.now(UTC)
+    engine = make_engine(db_url)
+    with session_factory(engine).begin() as s:
+        s.add(Period(start=now - timedelta(days=2), end=now + timedelta(days=5)))
+    engine.dispose()
+
+    first = peershop_command(cfg_file, "period", "close")
+    assert first.returncode == 0, first.stderr
+    closed = closed_periods(db_url)
+    assert closed[-1][0] == now - timedelta(days=2) and closed[-1][1] > now
+
+    again = peershop_command(cfg_file, "period", "close")
+    assert again.returncode != 0
+    assert "period.min_length" in again.stderr and "--force" in again.stderr
+    assert closed_periods(db_url) == closed  # nothing closed, nothing changed
+
+    forced = peershop_command(cfg_file, "period", "close", "--force")
+    assert forced.returncode == 0, forced.stderr
+    after = closed_periods(db_url)
+    assert len(after) == len(closed) + 1
+    start, end = after[-1]
+    assert start == closed[-1][1] and end - start < timedelta(hours=1)
 
 
 # ---------------------------------------------------------------------------------------

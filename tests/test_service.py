@@ -16,7 +16,7 @@ from hub.outbox import enqueue
 from hub.service import Hub
 from tests.conftest import make_config
 from tests.helpers import Device as SimDevice
-from tests.helpers import Listener, clear_retained, event_payload, wait_for
+from tests.helpers import Listener, add_member, clear_retained, event_payload, wait_for
 
 
 def stored(hub: Hub, device_prefix: str = "") -> list[tuple[str, int, int]]:
@@ -48,6 +48,7 @@ def shared_hub(tmp_path_factory, broker):
     cfg = make_config(
         tmp_path_factory.mktemp("shared"), broker, mqtt={"client_id": "peershop-hub-shared"}
     )
+    add_member(cfg.db.url)  # a shop, so that health speaks of ingest alone
     h = Hub(cfg)
     h.start()
     assert h.wait_ready(10)

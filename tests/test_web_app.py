@@ -557,6 +557,8 @@ def test_metrics_healthz_and_openapi(client):
         "/api/v1/tasks",
         "/api/v1/tasks/{task_id}/claim",
         "/api/v1/tasks/{task_id}/done",
+        "/api/v1/tasks/{task_id}/confirm",
+        "/api/v1/tasks/{task_id}/reject",
         "/api/v1/tasks/{task_id}/want",
         "/api/v1/periods",
         "/api/v1/periods/{period_id}/allocations",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from hub import taskboard
 from hub.config import load_config
-from hub.models import EffortRecord, Period, SlotReservation, TaskState, Tool
+from hub.models import EffortRecord, Period, PresenceChange, SlotReservation, TaskState, Tool
 from hub.periods import close_period
 from tests import test_web_app as base
 from tests.test_web_app import EVIL, T0, csrf, login
@@ -165,6 +165,20 @@ def test_coordinator_closes_the_period_now_after_confirming(client, sm):
     assert "closed" in client.get(response.location).get_data(as_text=True)
 
 
+def test_a_period_that_just_began_is_not_closed_from_the_page(client, sm):
+    """Issue 13, item 16: a second click (or a second coordinator) right after a close
+    would close a period of seconds; the page refuses and says why."""
+    now = datetime.now(UTC)
+    with sm.begin() as s:  # the period a close a minute ago began
+        s.add(Period(start=now - timedelta(minutes=1), end=now + timedelta(days=6)))
+    login(client, "cora")
+    response = post_form(client, "/periods", "/periods/close", confirm="y")
+    assert response.status_code == 302
+    assert "period.min_length" in client.get("/periods").get_data(as_text=True)
+    with sm() as s:
+        assert s.scalar(select(Period).where(Period.closed_at.is_not(None))) is None
+
+
 # --- the board ---------------------------------------------------------------------------------
 
 
@@ -191,12 +205,12 @@ def test_claim_then_done_credits_the_weight_claimed_at(client, sm):
     # the coordinator re-weights the task after the claim
     with sm.begin() as s:
         taskboard.pin(s, "sweep", Decimal("2.5"))
-    response = post_form(client, "/tasks", "/tasks/sweep/done", **{"done-hours": "2"})
+    response = post_form(client, "/tasks", "/tasks/sweep/done", **{"done-hours": "1.5"})
     assert response.status_code == 302
     with sm() as s:
         record = s.scalar(select(EffortRecord).where(EffortRecord.source == "board"))
         assert (record.member, record.task_id) == ("bob", "sweep")
-        assert (record.hours, record.weight) == (Decimal(2), Decimal(1))
+        assert (record.hours, record.weight) == (Decimal("1.5"), Decimal(1))
     # bob's effort shows on Me
     assert "board" in client.get("/me").get_data(as_text=True)
 
@@ -289,6 +303,8 @@ def test_csrf_is_required_on_the_new_forms(client, sm):
         "/tasks/sweep/pin",
         "/tasks/sweep/unpin",
         "/tasks/sweep/status/retired",
+        "/tasks/sweep/claims/1/confirm",
+        "/tasks/sweep/claims/1/reject",
         "/periods/close",
         "/me/reservations",
         "/me/reservations/1/cancel",
@@ -345,6 +361,93 @@ def test_api_claim_done_want_with_a_member_token(client, sm):
     assert refused.status_code == 403  # a coordinator token is nobody's
     assert client.get("/api/v1/periods/999/allocations", headers=ada).status_code == 404
     assert client.get("/api/v1/periods?limit=0", headers=ada).status_code == 400
+
+
+def test_a_big_claim_waits_for_a_confirmation_in_the_api(client, sm):
+    """Issue 13, item 4: a done above 1.5 x the posted hours says it is pending, counts
+    the posted hours, and only a coordinator or someone who was there confirms it."""
+    with sm.begin() as s:
+        ada = {"Authorization": "Bearer " + create_token(s, "ada", "member", "ada")}
+        bob = {"Authorization": "Bearer " + create_token(s, "bob", "member", "bob")}
+        cora = {"Authorization": "Bearer " + create_token(s, "cora", "coordinator", "cora")}
+    assert client.post("/api/v1/tasks/sweep/claim", headers=ada).status_code == 201
+    response = client.post("/api/v1/tasks/sweep/done", headers=ada, json={"hours": 8})
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["effort"]["hours"] == 1  # the posted hours count now
+    claim = body["claim"]
+    assert (claim["status"], claim["hours"], claim["credited_hours"]) == ("pending", 8, 1)
+    assert claim["confirmations_needed"] == 1 and claim["confirmed_by"] == []
+
+    def pending(headers: dict[str, str]) -> list[tuple[Any, ...]]:
+        rows = client.get("/api/v1/tasks", headers=headers).get_json()["pending"]
+        return [(p["id"], p["member"], p["status"], p["can_confirm"]) for p in rows]
+
+    # Bob is signed in, but Ada never was: nobody saw the work but a coordinator
+    assert pending(bob) == [(claim["id"], "ada", "pending", False)]
+    assert pending(ada) == [(claim["id"], "ada", "pending", False)]
+    assert pending(cora) == [(claim["id"], "ada", "pending", True)]
+    url = "/api/v1/tasks/sweep/confirm"
+    for who, status in ((bob, 403), (ada, 403)):
+        refused = client.post(url, headers=who, json={"claim": claim["id"]})
+        assert refused.status_code == status and refused.get_json()["error"]["code"] == "forbidden"
+    for bad in ({}, {"claim": "1"}, {"claim": True}, [claim["id"]], {"claim": 0}):
+        assert client.post(url, headers=cora, json=bad).status_code == 400, bad
+    missing = client.post(
+        "/api/v1/tasks/empty-dust/confirm", headers=cora, json={"claim": claim["id"]}
+    )
+    assert missing.status_code == 404  # not a claim of that task
+    assert (
+        client.post("/api/v1/tasks/sweep/reject", headers=bob, json={"claim": claim["id"]})
+    ).status_code == 403  # coordinators reject
+    response = client.post(url, headers=cora, json={"claim": claim["id"]})
+    assert response.status_code == 200
+    done = response.get_json()["claim"]
+    assert (done["status"], done["credited_hours"], done["confirmed_by"]) == (
+        "confirmed",
+        8,
+        ["cora"],
+    )
+    assert pending(cora) == []
+    again = client.post(url, headers=cora, json={"claim": claim["id"]})
+    assert again.status_code == 409  # nothing waits any more
+    with sm() as s:
+        hours = s.scalars(
+            select(EffortRecord.hours)
+            .where(EffortRecord.source == "board", EffortRecord.task_id == "sweep")
+            .order_by(EffortRecord.id)
+        ).all()
+    assert hours == [Decimal(1), Decimal(7)]  # the done, then the rest at the confirmation
+
+
+def test_the_board_shows_a_pending_claim_with_buttons_for_who_may_confirm(client, sm):
+    now = datetime.now(UTC)
+    with sm.begin() as s:
+        s.add(PresenceChange(member="ada", at=now - timedelta(minutes=10), state="in", reason="b"))
+        taskboard.claim(s, "ada", "empty-dust", now - timedelta(minutes=5), CFG)
+        record = taskboard.done(s, "ada", "empty-dust", now, hours="4", cfg=CFG)
+        claim_id = taskboard.claim_of(s, record).id
+    action = f"/tasks/empty-dust/claims/{claim_id}"
+
+    login(client, "bob")  # signed in since before Ada came: he was there
+    page = client.get("/tasks").get_data(as_text=True)
+    assert "pending confirmation" in page and f'id="claim-{claim_id}"' in page
+    assert f'action="{action}/confirm"' in page and f'action="{action}/reject"' not in page
+    client.post("/logout", data={"csrf_token": csrf(client, "/me")})
+
+    login(client, "ada")  # her own claim: no button
+    page = client.get("/tasks").get_data(as_text=True)
+    assert "pending confirmation" in page and f"{action}/confirm" not in page
+    client.post("/logout", data={"csrf_token": csrf(client, "/me")})
+
+    login(client, "cora")  # a coordinator: confirm or reject
+    page = client.get("/tasks").get_data(as_text=True)
+    assert f'action="{action}/confirm"' in page and f'action="{action}/reject"' in page
+    assert post_form(client, "/tasks", f"{action}/reject").status_code == 302
+    page = client.get("/tasks").get_data(as_text=True)
+    assert "Rejected" in page and f'id="claim-{claim_id}"' not in page
+    with sm() as s:
+        assert taskboard.claim_view(s, claim_id).status == taskboard.ClaimStatus.REJECTED
 
 
 # --- Me -------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ EXPECTED = [
     "/api/v1/tasks",
     "/api/v1/tasks/{task_id}/claim",
     "/api/v1/tasks/{task_id}/done",
+    "/api/v1/tasks/{task_id}/confirm",
+    "/api/v1/tasks/{task_id}/reject",
     "/api/v1/tasks/{task_id}/want",
     "/api/v1/periods",
     "/api/v1/periods/{period_id}/allocations",
@@ -108,4 +110,4 @@ def test_a_member_token_on_the_board_and_periods_finds_no_server_errors(app_and_
 
         check()
         checked.append(operation.path)
-    assert len(checked) == 6, checked
+    assert len(checked) == 8, checked

@@ -122,7 +122,7 @@ def test_board_and_period_changes_reach_pages_that_watch_them(live, broker):
             desk.close()
 
         with hub.sm.begin() as s:
-            close_period(s, hub.cfg, datetime.now(UTC))
+            close_period(s, hub.cfg, datetime.now(UTC), force=True)
         wait_for(lambda: board.find("period"), 10, "a period event after a close")
 
         drill = Device(broker.port, "drill-node")

@@ -4,8 +4,9 @@ Public: ``/hub``, ``/tools`` (member names only for logged-in clients and kiosks
 ``/devices``.  Personal data (``/presence``, ``/sessions``, ``/effort``) needs a login
 or a bearer token: a member sees their own records, a coordinator everyone's.  The task
 board (``/tasks``) and the periods (``/periods``) need one too; a member's allocations
-show their own line and the totals.  Claiming, finishing and wanting a task act as the
-token's or the session's member (a browser session also sends its CSRF token).
+show their own line and the totals.  Claiming, finishing and wanting a task, and
+confirming a big claim, act as the token's or the session's member (a browser session
+also sends its CSRF token); rejecting one needs a coordinator.
 """
 
 from __future__ import annotations
@@ -251,6 +252,23 @@ def _effort(r: EffortRecord) -> dict[str, Any]:
 # --- the task board ------------------------------------------------------------------------
 
 
+def _claim(view: taskboard.ClaimView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "task": view.task,
+        "member": view.member,
+        "weight": _num(view.weight),
+        "claimed_at": iso(view.claimed_at),
+        "done_at": iso(view.done_at),
+        "hours": _num(view.hours),
+        "credited_hours": _num(view.credited_hours),
+        "status": str(view.status),
+        "confirmed_by": list(view.confirmed_by),
+        "rejected_by": view.rejected_by,
+        "confirmations_needed": view.confirmations_needed,
+    }
+
+
 @bp.get("/tasks")
 @require_role("member")
 def tasks() -> Any:
@@ -258,8 +276,14 @@ def tasks() -> Any:
     session = state.db()
     with committing(session):  # board() stores the running period if it is missing
         entries = taskboard.board(session, datetime.now(UTC), state.cfg)
+    me, coordinator = current_user.handle, current_user.is_coordinator
+    pending = [
+        {**_claim(v), "can_confirm": taskboard.may_confirm(session, v, me, coordinator)}
+        for v in taskboard.pending_claims(session)
+    ]
     return jsonify(
         {
+            "pending": pending,
             "tasks": [
                 {
                     "id": e.task,
@@ -276,7 +300,7 @@ def tasks() -> Any:
                     "claimed_by": list(e.claimed_by),
                 }
                 for e in entries
-            ]
+            ],
         }
     )
 
@@ -297,6 +321,8 @@ def _actor(task_id: str) -> tuple[Any, str]:
 def _refused(exc: taskboard.TaskBoardError) -> Any:
     from web import api_error
 
+    if isinstance(exc, taskboard.NotAllowedError):
+        return api_error(403, "forbidden", str(exc))
     return api_error(409, "conflict", str(exc))
 
 
@@ -311,6 +337,7 @@ def claim_task(task_id: str) -> Any:
         return _refused(exc)
     _state().changed()
     body = {
+        "id": c.id,
         "task": c.task_id,
         "member": c.member,
         "period": c.period_id,
@@ -341,10 +368,57 @@ def done_task(task_id: str) -> Any:
             record = taskboard.done(
                 session, handle, task_id, datetime.now(UTC), hours, _state().cfg
             )
+            view = taskboard.claim_of(session, record)
     except taskboard.TaskBoardError as exc:
         return _refused(exc)
     _state().changed()
-    return jsonify({"effort": _effort(record)}), 201
+    # "claim" says whether the hours count as given or wait for a confirmation
+    return jsonify({"effort": _effort(record), "claim": _claim(view)}), 201
+
+
+def _claim_id(task_id: str) -> int:
+    """The claim a review names in its body, ``{"claim": 17}``, which must be of the task."""
+    body = request.get_json(silent=True) if request.get_data() else None
+    claim = body.get("claim") if isinstance(body, dict) else None
+    if isinstance(claim, bool) or not isinstance(claim, int) or not 0 < claim < 2**63:
+        abort(400, description='the body must be {"claim": <claim id>}')
+    try:
+        found = taskboard.claim_view(_state().db(), claim)
+    except taskboard.TaskBoardError:
+        found = None
+    if found is None or found.task != task_id:
+        abort(404, description=f"no claim {claim} of task {task_id}")
+    return claim
+
+
+def _review(task_id: str, review: Any) -> Any:
+    """Confirm or reject the claim the body names: ``review(session, handle, claim)``."""
+    session, handle = _actor(task_id)
+    claim = _claim_id(task_id)
+    try:
+        with committing(session):
+            view = review(session, handle, claim)
+    except taskboard.TaskBoardError as exc:
+        return _refused(exc)
+    _state().changed()
+    return jsonify({"claim": _claim(view)})
+
+
+@bp.post("/tasks/<task_id>/confirm")
+@require_role("member")
+def confirm_claim(task_id: str) -> Any:
+    now, cfg, coordinator = datetime.now(UTC), _state().cfg, current_user.is_coordinator
+    return _review(
+        task_id,
+        lambda s, me, claim: taskboard.confirm(s, claim, me, now, cfg, coordinator=coordinator),
+    )
+
+
+@bp.post("/tasks/<task_id>/reject")
+@require_role("coordinator")
+def reject_claim(task_id: str) -> Any:
+    now = datetime.now(UTC)
+    return _review(task_id, lambda s, me, claim: taskboard.reject(s, claim, me, now))
 
 
 @bp.post("/tasks/<task_id>/want")

@@ -74,6 +74,9 @@ def _post(
     *,
     status: str = "201",
     body: dict[str, Any] | None = None,
+    body_required: bool = False,
+    forbidden: str = "a token that belongs to no member",
+    missing: str = "no such task",
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -83,13 +86,16 @@ def _post(
             status: ok,
             "400": _error("a bad body, or a browser session without its CSRF token"),
             "401": PERSONAL["401"],
-            "403": _error("a token that belongs to no member"),
-            "404": _error("no such task"),
+            "403": _error(forbidden),
+            "404": _error(missing),
             "409": _error("the board refused: no slot left, not claimed, not open"),
         },
     }
     if body is not None:
-        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body}},
+        }
     return {"post": op}
 
 
@@ -103,6 +109,20 @@ TASK_ID = {
         "minLength": 1,
         "maxLength": 64,
         "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+    },
+}
+
+
+CLAIM_BODY = {
+    "type": "object",
+    "required": ["claim"],
+    "properties": {
+        "claim": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 2**63 - 1,
+            "description": "the claim's id (GET /api/v1/tasks lists the pending ones)",
+        }
     },
 }
 
@@ -210,12 +230,41 @@ def openapi_document() -> dict[str, Any]:
     period = _obj(
         {"id": {"type": "integer"}, "start": INSTANT, "end": INSTANT, "closed_at": INSTANT}
     )
+    # a claim with its hours and where it stands (a big claim waits for a confirmation)
+    review = _obj(
+        {
+            "id": {"type": "integer"},
+            "task": {"type": "string"},
+            "member": {"type": "string"},
+            "weight": {"type": "number"},
+            "claimed_at": INSTANT,
+            "done_at": INSTANT,
+            "hours": NUM,
+            "credited_hours": NUM,
+            "status": {"enum": ["claimed", "credited", "pending", "confirmed", "rejected"]},
+            "confirmed_by": {"type": "array", "items": {"type": "string"}},
+            "rejected_by": NULL_STR,
+            "confirmations_needed": {"type": "integer"},
+        }
+    )
+    pending = {
+        **review,
+        "properties": {**review["properties"], "can_confirm": {"type": "boolean"}},
+        "required": [*review["required"], "can_confirm"],
+    }
     schemas = {
-        "Tasks": _obj({"tasks": {"type": "array", "items": task}}),
+        "Tasks": _obj(
+            {
+                "tasks": {"type": "array", "items": task},
+                "pending": {"type": "array", "items": pending},
+            }
+        ),
+        "Review": _obj({"claim": review}),
         "Claim": _obj(
             {
                 "claim": _obj(
                     {
+                        "id": {"type": "integer"},
                         "task": {"type": "string"},
                         "member": {"type": "string"},
                         "period": {"type": "integer"},
@@ -225,7 +274,7 @@ def openapi_document() -> dict[str, Any]:
                 )
             }
         ),
-        "Done": _obj({"effort": effort}),
+        "Done": _obj({"effort": effort, "claim": review}),
         "Want": _obj(
             {"task": {"type": "string"}, "member": {"type": "string"}, "new": {"type": "boolean"}}
         ),
@@ -356,6 +405,26 @@ def openapi_document() -> dict[str, Any]:
                     }
                 },
             },
+        ),
+        "/api/v1/tasks/{task_id}/confirm": _post(
+            "Confirm a big claim of the task (a done above 1.5 x its posted hours, credited "
+            "at the posted hours until confirmed): as a coordinator, or as a member who was "
+            "signed in with the claimant between the claim and the done",
+            _ok("Review", "the claim, confirmed once enough have"),
+            status="200",
+            body=CLAIM_BODY,
+            body_required=True,
+            forbidden="a token of no member, one's own claim, or a member who was not there",
+            missing="no such task, or no such claim of it",
+        ),
+        "/api/v1/tasks/{task_id}/reject": _post(
+            "Reject a big claim of the task (coordinators): it stays at the posted hours",
+            _ok("Review", "the claim, rejected"),
+            status="200",
+            body=CLAIM_BODY,
+            body_required=True,
+            forbidden="not a coordinator, a token of no member, or one's own claim",
+            missing="no such task, or no such claim of it",
         ),
         "/api/v1/tasks/{task_id}/want": _post(
             'Hint "I want this done" (new is false when I had already)',

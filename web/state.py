@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE
 from hub.models import (
+    ClaimReview,
     Device,
     EffortRecord,
     Member,
@@ -235,7 +236,8 @@ def change_marks(session: Session) -> dict[str, tuple[Any, ...]]:
     ``peershop`` command or another hub on the same database.
 
     A claim or a given-back slot changes the claims' count or last id, a done task or a
-    station's effort the last effort id, a hint the wants, a proposal, an opened or
+    station's effort the last effort id, a confirmed or rejected big claim the reviews'
+    count or last id, a hint the wants, a proposal, an opened or
     retired task, a pin or a close's new weights the tasks' and states' rows (a few
     hundred short rows, hashed), and a close the periods' closed count.  Every query is
     an aggregate or reads a small table, so a check costs about a millisecond.
@@ -244,6 +246,7 @@ def change_marks(session: Session) -> dict[str, tuple[Any, ...]]:
         select(func.count(), func.max(TaskClaim.id), func.count(TaskClaim.done_at))
     ).one()
     wants = session.execute(select(func.count(), func.max(TaskWant.id))).one()
+    reviews = session.execute(select(func.count(), func.max(ClaimReview.id))).one()
     effort = session.scalar(select(func.max(EffortRecord.id)))
     tasks = session.execute(
         select(Task.id, Task.title, Task.slots, type_coerce(Task.weight, String)).order_by(Task.id)
@@ -255,7 +258,7 @@ def change_marks(session: Session) -> dict[str, tuple[Any, ...]]:
         select(func.count(), func.max(Period.id), func.count(Period.closed_at))
     ).one()
     return {
-        "tasks": (*claims, *wants, effort, hash(tuple(tasks)), hash(tuple(states))),
+        "tasks": (*claims, *wants, *reviews, effort, hash(tuple(tasks)), hash(tuple(states))),
         "period": tuple(periods),
     }
 

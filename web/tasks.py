@@ -3,13 +3,16 @@
 Open tasks in the order :func:`hub.taskboard.board` gives them (wanted, heavy and
 neglected tasks first), each with its weight, slots left and a weight-history chart.
 Members want, claim, give back and finish tasks and propose new ones; coordinators pin
-or unpin a weight and open or retire tasks.  Every change goes through
+or unpin a weight and open or retire tasks.  Big claims waiting for a confirmation are
+listed with a Confirm button for those who may (a coordinator, a member who was there)
+and a Reject button for coordinators.  Every change goes through
 :mod:`hub.taskboard`; this module only renders and routes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -131,15 +134,25 @@ def _board() -> dict[str, Any]:
         e.task: sparkline([*history.get(e.task, ()), e.weight], label=f"weight of {e.title}")
         for e in entries
     }
+    coordinator = current_user.is_coordinator
+    pending = taskboard.pending_claims(session)
+    waiting: dict[str, int] = defaultdict(int)
+    for view in pending:
+        waiting[view.task] += 1
     return {
         "entries": entries,
         "proposed": proposed,
         "wanted": mine,
         "charts": charts,
         "action": ActionForm(),
+        "pending": pending,
+        "waiting": waiting,  # pending claims per task, for the task's row
+        "confirmable": {
+            v.id for v in pending if taskboard.may_confirm(session, v, handle, coordinator)
+        },
         # looked up once: 300 rows asking the user proxy cost more than the rows
         "me": handle,
-        "coordinator": current_user.is_coordinator,
+        "coordinator": coordinator,
     }
 
 
@@ -167,20 +180,32 @@ def board_fragment() -> Any:
     return render_template("_board.html", **_board())
 
 
-def _act(task_id: str, change: Any, done_message: str) -> Any:
-    """Run one board change in a transaction; a refused change is a flash, not an error."""
+def _act(task_id: str, change: Any, done_message: str | Callable[[Any], str]) -> Any:
+    """Run one board change in a transaction; a refused change is a flash, not an error.
+    ``done_message`` may be a function of what the change returned."""
     session = _state().db()
     if session.get(Task, task_id) is None:
         abort(404, description=f"no task {task_id}")
     try:
         with committing(session):
-            change(session)
+            result = change(session)
+            message = done_message if isinstance(done_message, str) else done_message(result)
     except taskboard.TaskBoardError as exc:
         flash(str(exc), "error")
     else:
         _state().changed()
-        flash(done_message, "ok")
+        flash(message, "ok")
     return redirect(url_for("tasks.index"))
+
+
+def _claim_of(task_id: str, claim_id: int) -> None:
+    """404 unless ``claim_id`` is a claim of ``task_id``."""
+    try:
+        found = taskboard.claim_view(_state().db(), claim_id).task == task_id
+    except taskboard.TaskBoardError:
+        found = False
+    if not found:
+        abort(404, description=f"no claim {claim_id} of task {task_id}")
 
 
 @bp.post("/tasks/<task_id>/<any(want, unwant, claim, unclaim):action>")
@@ -213,10 +238,50 @@ def mark_done(task_id: str) -> Any:
         return redirect(url_for("tasks.index"))
     me, now, cfg = _me(), datetime.now(UTC), _state().cfg
     hours = form.hours.data
+
+    def done(session: Any) -> taskboard.ClaimView:
+        return taskboard.claim_of(session, taskboard.done(session, me, task_id, now, hours, cfg))
+
+    def message(view: taskboard.ClaimView) -> str:
+        if view.status == taskboard.ClaimStatus.PENDING:
+            return (
+                f"Done: {view.credited_hours} h (the posted hours) count now; the other "
+                f"{view.hours - view.credited_hours} h count once a coordinator, or someone "
+                "who was there, confirms them."
+            )
+        return "Done: your effort is recorded at the weight you claimed it at."
+
+    return _act(task_id, done, message)
+
+
+@bp.post("/tasks/<task_id>/claims/<int:claim_id>/confirm")
+@require_role("member")
+def confirm(task_id: str, claim_id: int) -> Any:
+    """Confirm a big claim: as a coordinator, or as a member who was there."""
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    _claim_of(task_id, claim_id)
+    me, now, cfg = _me(), datetime.now(UTC), _state().cfg
+    coordinator = current_user.is_coordinator
     return _act(
         task_id,
-        lambda s: taskboard.done(s, me, task_id, now, hours, cfg),
-        "Done: your effort is recorded at the weight you claimed it at.",
+        lambda s: taskboard.confirm(s, claim_id, me, now, cfg, coordinator=coordinator),
+        "Confirmed: the hours count as reported once enough have confirmed.",
+    )
+
+
+@bp.post("/tasks/<task_id>/claims/<int:claim_id>/reject")
+@require_role("coordinator")
+def reject(task_id: str, claim_id: int) -> Any:
+    """Reject a big claim: it stays at the task's posted hours."""
+    if not ActionForm().validate_on_submit():
+        abort(400, description="the form expired; reload the page")
+    _claim_of(task_id, claim_id)
+    me, now = _me(), datetime.now(UTC)
+    return _act(
+        task_id,
+        lambda s: taskboard.reject(s, claim_id, me, now),
+        "Rejected: the claim counts the task's posted hours.",
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from hub.service import Hub
 from tests.conftest import make_config
 from tests.fleet import BOOT, SimulatedDevice
-from tests.helpers import wait_for
+from tests.helpers import add_member, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +78,7 @@ def test_a_full_disk_stops_acks_says_why_and_resumes_without_loss(
         db_url=f"sqlite:///{small_disk / 'peershop.db'}",
         mqtt={"client_id": f"peershop-hub-{uuid.uuid4().hex[:8]}"},
     )
+    add_member(cfg.db.url)  # a shop, so that health speaks of the disk alone
     hub = Hub(cfg)
     device = SimulatedDevice(broker.port, "disk-full")
 
