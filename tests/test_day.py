@@ -140,14 +140,17 @@ def test_a_day_at_the_shop(shop_config, broker, tmp_path: Path):
     # 7. an offline spell: the reader drops off the network (its will arrives), decides
     # alone from its allow-list (Ada on, Ada off), comes back and replays both taps
     status = "peershop/dev/laser-node/status"
+    # the device's clock says when it decided; a replayed time is never placed after its
+    # arrival, so both taps lie in the past when they arrive: on at the will, off once the
+    # hub shows the tool offline
+    offline_at = datetime.now(UTC)
     laser.send(b'{"state":"offline","boot":1}', topic=status, retain=True)
     cmds.wait(
         lambda _: any(
             p.get("state") == "offline" for p in cmds.payloads("peershop/tool/laser-1/state")
         )
     )
-    offline_at = datetime.now(UTC)
-    back_at = offline_at + timedelta(milliseconds=200)
+    back_at = max(datetime.now(UTC), offline_at + timedelta(milliseconds=1))
     laser.send(b'{"state":"online","boot":1,"fw":"1.0"}', topic=status, retain=True)
     laser.send(badge(4, ADA, replay=True, ts=_iso(offline_at)))
     laser.send(badge(5, ADA, replay=True, ts=_iso(back_at)))
