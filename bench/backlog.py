@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.common import dump, machine, mqtt_link
-from hub.broker import PrivateBroker
 from hub.config import SCHEMA
+from hub.service.broker import PrivateBroker
 from tests.helpers import HubProcess, StoredRows, write_config
 
 PAD = b"x" * 200

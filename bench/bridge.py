@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import latency_ms
 from firmware_bridge.bridge import BAUD, Bridge
-from hub.broker import PrivateBroker
-from hub.contract import cmd_topic, event_topic, parse_event
-from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.contract.messages import cmd_topic, event_topic, parse_event
+from hub.service.broker import PrivateBroker
+from hub.service.mqtt import MqttLink, MqttSettings, Received
 from tests.helpers import wait_for
 from tests.test_bridge import PtyNode
 

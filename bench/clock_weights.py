@@ -10,11 +10,11 @@ the project in ``close`` mode (the baseline, the same run, the same data) and in
 
 Figures are CPU seconds of this process, the least of the runs.
 
-* ``load_shop_s``: :func:`hub.shop_store.load_shop`, which the hub runs at start, on
+* ``load_shop_s``: :func:`hub.store.shop_store.load_shop`, which the hub runs at start, on
   every ``shop_version`` change (a claim in a clock project is one) and after a close;
-* ``board_s``: :func:`hub.taskboard.board`, the task board page and ``GET /api/v1/tasks``;
+* ``board_s``: :func:`hub.ledger.taskboard.board`, the task board page and ``GET /api/v1/tasks``;
 * ``station_effort_us``: one effort at a task station through the pure
-  :class:`~hub.shop.ShopEngine` (a task button, a badge in, a badge out), per effort,
+  :class:`~hub.rules.engine.ShopEngine` (a task button, a badge in, a badge out), per effort,
   over 2,000 efforts with the loaded data (no database).
 
 Prints one JSON object.
@@ -39,9 +39,11 @@ from sqlalchemy import insert, update
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.config import load_config
-from hub.contract import DeviceEvent
-from hub.db import make_engine, migrate, session_factory
-from hub.models import (
+from hub.contract.messages import DeviceEvent
+from hub.ledger.taskboard import board
+from hub.rules.engine import ShopEngine
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     Badge,
     EffortRecord,
     Member,
@@ -52,9 +54,7 @@ from hub.models import (
     Task,
     TaskClaim,
 )
-from hub.shop import ShopEngine
-from hub.shop_store import load_shop
-from hub.taskboard import board
+from hub.store.shop_store import load_shop
 
 MEMBERS, TASKS = 2000, 300
 WEEK = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # Monday 00:00 in Berlin

@@ -16,7 +16,7 @@ Processes (so that no two of them share a GIL):
   devices ``plug-000``… each bound to a tool of its own, publishing ``power`` events at
   1,000 messages/s in total, QoS 1, from before the first probe to after the last;
 - ``echo``: a client subscribed to ``bench/echo/req`` that republishes each message to
-  ``bench/echo/rep`` (QoS 1, TCP_NODELAY: it is an :class:`~hub.mqtt.MqttLink`);
+  ``bench/echo/rep`` (QoS 1, TCP_NODELAY: it is an :class:`~hub.service.mqtt.MqttLink`);
 - ``probe``: the reader ``laser-node`` at ``laser-1`` (policy ``tap``).  It alternates a
   badge of a trained member (grant, then release at the next tap: a session opens and
   closes) with a badge of an untrained one (deny), and after each badge sends one echo
@@ -51,12 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Fleet, hub_config, latency_ms, mqtt_link, orphaned
 from bench.common import machine as machine_facts
-from hub.broker import PrivateBroker
-from hub.contract import cmd_topic, event_topic
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Badge, Member, Tool, ToolBinding, Training, TrainingGrant
-from hub.mqtt import MqttLink, Received
-from hub.service import Hub
+from hub.contract.messages import cmd_topic, event_topic
+from hub.service.broker import PrivateBroker
+from hub.service.mqtt import MqttLink, Received
+from hub.service.service import Hub
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Badge, Member, Tool, ToolBinding, Training, TrainingGrant
 
 READER = "laser-node"
 TOOL = "laser-1"
@@ -359,7 +359,7 @@ def start_shop(workdir: Path, devices: int) -> tuple[PrivateBroker, Hub]:
             raise RuntimeError("the hub did not connect")
         # The hub's start-up messages (tool states, allow-lists) leave through the
         # outbox; a hub that cannot deliver them will not answer badges either.
-        if not wait_until(lambda: hub.outbox.pending() == 0, 10):
+        if not wait_until(lambda: hub.store.outbox.pending() == 0, 10):
             raise HubStuck("the hub's outbox did not drain after start-up", thread_stacks(hub))
     except BaseException as exc:
         if hub is not None and not stop_within(
@@ -374,7 +374,7 @@ def start_shop(workdir: Path, devices: int) -> tuple[PrivateBroker, Hub]:
 def thread_stacks(hub: Hub, depth: int = 4) -> dict[str, list[str]]:
     """The innermost frames of the hub's threads, for a stuck hub's report."""
     frames = sys._current_frames()
-    threads = [hub._thread, hub._timer, hub.outbox._thread, hub.link.client._thread]
+    threads = [hub._thread, hub._timer, hub.store.outbox._thread, hub.link.client._thread]
     stacks = {}
     for thread in threads:
         if thread is None or thread.ident is None:

@@ -36,10 +36,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.common import Fleet, dump, machine, percentile
-from hub.broker import PrivateBroker
 from hub.config import load_config
-from hub.ingest import BatchResult
-from hub.service import Hub
+from hub.service.broker import PrivateBroker
+from hub.service.service import Hub
+from hub.store.ingest import BatchResult
 
 TOPIC = "peershop/dev/+/event"
 

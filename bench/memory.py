@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Fleet, dump, machine
-from hub.broker import PrivateBroker
-from hub.db import make_engine, migrate, session_factory
-from hub.shopfile import apply_shop, parse_shop
+from hub.service.broker import PrivateBroker
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import HubProcess, Listener, wait_for, write_config
 
 BOOT_LIVE = 1_000_000  # a boot no stored event has

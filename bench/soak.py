@@ -50,13 +50,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import dump, hub_config, latency_ms, machine, mqtt_link, orphaned
-from hub.broker import PrivateBroker
-from hub.contract import cmd_topic, event_topic
-from hub.db import make_engine, migrate, session_factory
-from hub.ingest import BatchResult
-from hub.mqtt import Received
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.contract.messages import cmd_topic, event_topic
+from hub.service.broker import PrivateBroker
+from hub.service.mqtt import Received
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.ingest import BatchResult
 
 BOOT = 1
 METERS = 8  # power meters, each bound to a tool of its own

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Fleet, dump, latency_ms, machine, mqtt_link
 from bench.decision import GRANTED_UID, PLUG_PREFIX, READER, TOOL, badge_body, start_shop
-from hub.contract import event_topic
+from hub.contract.messages import event_topic
 from tests.helpers import StreamReader
 from web import create_app, serve_in_thread
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import dump, hub_config, machine
-from hub import service
-from hub.db import make_engine, migrate, session_factory
-from hub.models import BadgeDecision, Event, UsageSession
-from hub.shopfile import apply_shop, parse_shop
+from hub.service import service
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import BadgeDecision, Event, UsageSession
 
 CHUNK = 50_000
 

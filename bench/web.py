@@ -32,8 +32,8 @@ from decimal import Decimal
 
 from sqlalchemy import insert, text
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import (
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     EffortRecord,
     Period,
     PeriodBalance,

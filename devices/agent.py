@@ -54,8 +54,8 @@ import click
 
 from devices.agent_config import AgentConfig, load_agent_config
 from devices.outbox import AgentStore
-from hub.allowlist import uid_allowed, verify_allowlist
-from hub.contract import (
+from hub.contract.allowlist import uid_allowed, verify_allowlist
+from hub.contract.messages import (
     HUB_STATUS_TOPIC,
     allowlist_topic,
     cmd_topic,
@@ -65,7 +65,7 @@ from hub.contract import (
     status_topic,
 )
 from hub.errors import ConfigError, ContractError
-from hub.mqtt import MqttLink, MqttSettings, Received, Will
+from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Agent:
         self.allowlist: dict[str, Any] | None = None
         self._load_allowlist()
         # outbox thread state (only that thread touches these; paho hands PUBACKs over
-        # through a deque, taking no lock of ours: see hub/outbox.py on the deadlock)
+        # through a deque, taking no lock of ours: see hub/store/outbox.py on the deadlock)
         self._fresh: deque[tuple[int, int, str]] = deque()
         self._fresh_keys: set[tuple[int, int]] = set()
         self._acked: deque[int] = deque()
@@ -753,7 +753,7 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def agent_command(config_path: str, verbose: bool) -> None:
     """Drive a tool station's reader, relay and sensors as a CONTRACT.md §2 device."""
-    from hub import systemd
+    from hub.service import systemd
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.allowlist import load_public_key
 from hub.config import parse_duration
-from hub.contract import DEVICE_ID, normalize_uid
+from hub.contract.allowlist import load_public_key
+from hub.contract.messages import DEVICE_ID, normalize_uid
 from hub.errors import ConfigError, ContractError
 
 READER_TYPES = ("rdm6300", "pn532", "wiegand", "keyboard_wedge")

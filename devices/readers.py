@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from hub.contract import normalize_uid
+from hub.contract.messages import normalize_uid
 from hub.errors import ContractError
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """The serial bridge of CONTRACT.md §4: serial nodes appear on MQTT as §2 devices.
 
 One :class:`NodePort` per serial port, each in its own thread, reads frames, binds the
-port to the node that says ``hello``, and gives that node its own :class:`~hub.mqtt.MqttLink`
-(client id ``bridge-{id}``, username ``{id}``) with its own retained birth and last will.
+port to the node that says ``hello``, and gives that node its own
+:class:`~hub.service.mqtt.MqttLink` (client id ``bridge-{id}``, username ``{id}``) with
+its own retained birth and last will.
 A node that knows the time says it in its ``hello`` (``ts``); the birth then carries the
 node's clock, advanced by the time since that hello, while the hub is online, and goes
 again when the hub comes (back) online: the hub learns the clock's offset from it and
@@ -46,7 +47,7 @@ import click
 import serial
 
 from firmware_bridge.framing import FrameDecoder, Rejection, encode_frame
-from hub.contract import (
+from hub.contract.messages import (
     DEVICE_ID,
     HUB_STATUS_TOPIC,
     cmd_topic,
@@ -57,7 +58,7 @@ from hub.contract import (
     status_topic,
 )
 from hub.errors import ContractError
-from hub.mqtt import MqttLink, MqttSettings, Received, Will
+from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
 

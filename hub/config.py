@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub.contract import DEVICE_ID
+from hub.contract.messages import DEVICE_ID
 from hub.errors import ConfigError
 
 DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))

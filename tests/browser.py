@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from hub.config import Config
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member
 from tests.helpers import REPO
 from web import create_app, serve_in_thread
 from web.auth import set_password

@@ -31,9 +31,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from hub.broker import PrivateBroker
 from hub.config import Config, load_config
-from hub.db import make_engine, migrate
+from hub.service.broker import PrivateBroker
+from hub.store.db import make_engine, migrate
 
 # pytest imports this file as ``conftest``; test modules import ``tests.conftest``.  One
 # module for both names, or the databases database_url makes for a test are noted in a

@@ -18,9 +18,9 @@ from typing import Any
 
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
-from hub.broker import PrivateBroker
-from hub.contract import event_topic
-from hub.mqtt import MqttLink, MqttSettings
+from hub.contract.messages import event_topic
+from hub.service.broker import PrivateBroker
+from hub.service.mqtt import MqttLink, MqttSettings
 from tests.conftest import database_url
 from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config
 

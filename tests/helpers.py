@@ -24,12 +24,12 @@ from urllib.parse import urlencode
 
 from sqlalchemy import text
 
-from hub.broker import free_port
-from hub.contract import event_topic
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
-from hub.mqtt import MqttLink, MqttSettings, Received
-from hub.shopfile import apply_shop, parse_shop
+from hub.contract.messages import event_topic
+from hub.service.broker import free_port
+from hub.service.mqtt import MqttLink, MqttSettings, Received
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member
 
 REPO = Path(__file__).resolve().parent.parent
 

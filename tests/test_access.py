@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.access import (
+from hub.contract.messages import DENY_REASONS
+from hub.rules.access import (
     DENY_ORDER,
     AccessOutcome,
     Deny,
@@ -21,7 +22,6 @@ from hub.access import (
     decide,
     reply_payload,
 )
-from hub.contract import DENY_REASONS
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Thursday 26 Nov 2026, 18:00 UTC = 19:00 in Berlin

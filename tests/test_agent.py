@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
 from devices.rdm6300 import rdm6300_frame
-from hub.allowlist import build_allowlist, load_or_create_key, public_key_b64
-from hub.contract import (
+from hub.contract.allowlist import build_allowlist, load_or_create_key, public_key_b64
+from hub.contract.messages import (
     HUB_STATUS_TOPIC,
     allowlist_topic,
     cmd_topic,
@@ -32,11 +32,11 @@ from hub.contract import (
     parse_timestamp,
     status_topic,
 )
-from hub.db import make_engine, migrate, session_factory
 from hub.errors import ConfigError
-from hub.models import BadgeDecision, Event
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop_file
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop_file
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import BadgeDecision, Event
 from tests.helpers import REPO, Device, Listener, wait_for
 
 BOB, DANA, FARAH = "5E2A9C11", "8A11F0C3", "1B7E44D2"  # 4-byte badges in examples/shop.yaml
@@ -431,7 +431,7 @@ class AgentProcess:
 
 
 def test_sigkill_loses_nothing(tmp_path, broker):
-    from hub.broker import free_port
+    from hub.service.broker import free_port
 
     device_id = f"kill-{uuid.uuid4().hex[:6]}"
     set_hub_status(broker.port, "online")

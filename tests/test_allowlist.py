@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nacl.signing import SigningKey
 
-from hub.allowlist import (
+from hub.contract.allowlist import (
     allowlist_payload,
     build_allowlist,
     canonical_json,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, MetaData, delete, select, update
 
-from hub.backup import BackupError, backup, restore
-from hub.credentials import mosquitto_hash
-from hub.db import current_revision, make_engine, migrate, session_factory
-from hub.models import (
+from hub.admin.backup import BackupError, backup, restore
+from hub.admin.credentials import mosquitto_hash
+from hub.store.db import current_revision, make_engine, migrate, session_factory
+from hub.store.models import (
     Badge,
     DeadLetter,
     Device,

@@ -32,9 +32,15 @@ from hypothesis import strategies as st
 from firmware_bridge.bridge import Bridge
 from firmware_bridge.firmware import protocol
 from firmware_bridge.framing import FrameDecoder, crc16_ccitt_false, encode_frame
-from hub.broker import PrivateBroker
-from hub.contract import HUB_STATUS_TOPIC, cmd_topic, event_topic, parse_timestamp, status_topic
-from hub.mqtt import MqttLink, MqttSettings, Received
+from hub.contract.messages import (
+    HUB_STATUS_TOPIC,
+    cmd_topic,
+    event_topic,
+    parse_timestamp,
+    status_topic,
+)
+from hub.service.broker import PrivateBroker
+from hub.service.mqtt import MqttLink, MqttSettings, Received
 from tests.helpers import REPO, Device, Listener, wait_for
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub.periods import close_period
-from hub.service import Hub
+from hub.ledger.periods import close_period
+from hub.service.service import Hub
 from tests import browser as chromium
 from tests.helpers import Device, event_payload
 

@@ -13,9 +13,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.ingest import Inbound, store_batch
-from hub.models import UsageSession
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.ingest import Inbound, store_batch
+from hub.store.models import UsageSession
 from tests.conftest import database_url
 from tests.helpers import event_payload, hub_process, peershop_command, wait_for, web_base
 

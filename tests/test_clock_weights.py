@@ -17,18 +17,18 @@ from click.testing import CliRunner
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub import peerconomy as pc
-from hub.access import MemberAccess
 from hub.cli import main
-from hub.contract import DeviceEvent
-from hub.db import make_engine, migrate, session_factory
+from hub.contract.messages import DeviceEvent
 from hub.errors import ShopFileError
-from hub.models import EffortRecord, Period, Project, ProjectRules, Task, TaskClaim
-from hub.periods import close_due_periods, close_period, open_period
-from hub.service import Hub
-from hub.shop import EffortRec, ShopData, ShopEngine, TaskInfo, WeightClock
-from hub.shopfile import apply_shop, parse_shop
-from hub.taskboard import board, claim, done, pin, set_rules
+from hub.ledger.periods import close_due_periods, close_period, open_period
+from hub.ledger.taskboard import board, claim, done, pin, set_rules
+from hub.peerconomy import economy as pc
+from hub.rules.access import MemberAccess
+from hub.rules.engine import EffortRec, ShopData, ShopEngine, TaskInfo, WeightClock
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import EffortRecord, Period, Project, ProjectRules, Task, TaskClaim
 from tests.helpers import Device, event_payload, wait_for
 from tests.test_periods import WEEK, add_members, berlin
 
@@ -174,7 +174,7 @@ def test_the_close_starts_from_the_periods_weight_not_the_risen_one(sm):
 
 
 def test_a_new_period_and_a_clock_claim_tell_a_running_hub_to_reload(sm):
-    from hub.shop_store import shop_version
+    from hub.store.shop_store import shop_version
 
     cfg = berlin()
     now = WEEK + timedelta(days=1)

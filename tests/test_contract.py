@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.contract import (
+from hub.contract.messages import (
     EVENT_TYPES,
     PowerRange,
     event_to_payload,

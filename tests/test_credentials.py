@@ -15,16 +15,16 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from hub.cli import main
-from hub.credentials import (
+from hub.admin.credentials import (
     Credentials,
     mosquitto_hash,
     reload_broker,
     render_acl,
     verify_password,
 )
-from hub.db import make_engine, session_factory
-from hub.models import Device, MqttAccount
+from hub.cli import main
+from hub.store.db import make_engine, session_factory
+from hub.store.models import Device, MqttAccount
 from tests.conftest import database_url
 
 HUB_USER = "peershop-hub"

@@ -19,10 +19,12 @@ from click.testing import CliRunner
 from nacl.signing import VerifyKey
 from sqlalchemy import select
 
-from hub.allowlist import canonical_json, uid_hash
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.models import (
+from hub.contract.allowlist import canonical_json, uid_hash
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     BadgeDecision,
     EffortRecord,
     PresenceChange,
@@ -30,8 +32,6 @@ from hub.models import (
     UsageRecord,
     UsageSession,
 )
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import Device, Listener, event_payload, wait_for
 
 SHOP = """
@@ -260,6 +260,6 @@ def _iso(at: datetime) -> str:
 
 
 def _public_key(cfg) -> bytes:
-    from hub.allowlist import load_or_create_key
+    from hub.contract.allowlist import load_or_create_key
 
     return bytes(load_or_create_key(cfg.site.data_dir / "hub-signing.key").verify_key)

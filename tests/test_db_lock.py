@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from devices.agent import Agent
-from hub.allowlist import load_or_create_key, public_key_b64, uid_allowed
-from hub.db import make_engine, session_factory
-from hub.db_lock import DatabaseInUseError, hold_for_restore, hub_holds
-from hub.models import Member
-from hub.service import Hub
+from hub.contract.allowlist import load_or_create_key, public_key_b64, uid_allowed
+from hub.service.service import Hub
+from hub.store.db import make_engine, session_factory
+from hub.store.db_lock import DatabaseInUseError, hold_for_restore, hub_holds
+from hub.store.models import Member
 from tests.conftest import make_config
 from tests.helpers import hub_process, peershop_command, wait_for
 from tests.test_agent import agent_config

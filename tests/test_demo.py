@@ -15,7 +15,7 @@ from tests.helpers import Listener, wait_for
 
 @pytest.mark.sqlite_only("peershop demo keeps its shop in a SQLite file in --data by design")
 def test_demo_shows_a_live_shop_and_stops_cleanly(tmp_path):
-    from hub.broker import free_port
+    from hub.service.broker import free_port
 
     mqtt_port = free_port()
     proc = subprocess.Popen(

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.export import collect, load_json, to_csv, to_json, to_valueflows
-from hub.models import UsageRecord
-from hub.periods import close_due_periods, open_period
+from hub.ledger.export import collect, load_json, to_csv, to_json, to_valueflows
+from hub.ledger.periods import close_due_periods, open_period
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import UsageRecord
 from tests.test_periods import NEXT_WEEK, SCENARIOS, WEEK, berlin, store_scenario_week
 
 

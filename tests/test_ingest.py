@@ -1,4 +1,4 @@
-"""hub.ingest.store_batch on a real database (SQLite file and PostgreSQL)."""
+"""hub.store.ingest.store_batch on a real database (SQLite file and PostgreSQL)."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -6,9 +6,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from hub.db import current_revision, make_engine, migrate, session_factory
-from hub.ingest import DEAD_LETTER_KEEP, Inbound, store_batch
-from hub.models import DeadLetter, Device, DeviceClock, DeviceStatusLog, Event, Task
+from hub.store.db import current_revision, make_engine, migrate, session_factory
+from hub.store.ingest import DEAD_LETTER_KEEP, Inbound, store_batch
+from hub.store.models import DeadLetter, Device, DeviceClock, DeviceStatusLog, Event, Task
 from tests.helpers import event_payload
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -41,14 +41,14 @@ def test_migrations_reach_head_and_match_the_models(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from hub.models import Base
+    from hub.store.models import Base
 
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)  # an upgrade of an up-to-date database changes nothing
     from alembic.script import ScriptDirectory
 
-    from hub.db import alembic_config
+    from hub.store.db import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     assert current_revision(engine) == head
@@ -202,8 +202,8 @@ def test_decimals_are_exact_on_every_backend(sm):
 
 
 def test_a_plug_bound_in_the_shop_file_is_not_left_pending(sm):
-    from hub.contract import DeviceEvent
-    from hub.ingest import Parsed, store_parsed
+    from hub.contract.messages import DeviceEvent
+    from hub.store.ingest import Parsed, store_parsed
 
     plug = DeviceEvent("tasmota/laser_plug", 0, 12345, "power", {"w": 5.0})
     with sm.begin() as session:

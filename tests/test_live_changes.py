@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from hub.allowlist import uid_hash
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.contract.allowlist import uid_hash
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import Device, Listener, clear_retained, event_payload, wait_for
 
 SHOP = """
@@ -135,7 +135,7 @@ def test_locking_a_tool_ends_its_session_tells_the_device_and_empties_its_allowl
 
     from sqlalchemy import select
 
-    from hub.models import UsageSession
+    from hub.store.models import UsageSession
 
     def sessions():
         with hub.sm() as session:

@@ -23,8 +23,8 @@ from sqlalchemy import (
     select,
 )
 
-from hub.db import alembic_config, current_revision, make_engine, migrate
-from hub.models import Base
+from hub.store.db import alembic_config, current_revision, make_engine, migrate
+from hub.store.models import Base
 
 # every test here runs the migrations from an empty database
 pytestmark = pytest.mark.empty_database

@@ -24,14 +24,14 @@ from sqlalchemy import func, select
 
 from devices.agent import Agent
 from firmware_bridge.bridge import Bridge
-from hub.allowlist import allowlist_payload, build_allowlist, load_or_create_key
-from hub.broker import find_mosquitto, free_port
 from hub.config import Config, load_config
-from hub.contract import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, event_topic
-from hub.models import DeadLetter, Event
-from hub.mqtt import MqttLink, MqttSettings, Received
-from hub.outbox import enqueue
-from hub.service import Hub
+from hub.contract.allowlist import allowlist_payload, build_allowlist, load_or_create_key
+from hub.contract.messages import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, event_topic
+from hub.service.broker import find_mosquitto, free_port
+from hub.service.mqtt import MqttLink, MqttSettings, Received
+from hub.service.service import Hub
+from hub.store.models import DeadLetter, Event
+from hub.store.outbox import enqueue
 from tests.helpers import event_payload, wait_for
 from tests.test_agent import BOB, agent_config, badge
 from tests.test_bridge import PtyNode
@@ -756,12 +756,12 @@ def test_a_message_too_big_for_the_broker_does_not_cut_the_hub_off(
         with hub.sm.begin() as session:
             enqueue(session, allowlist_topic("laser-node"), bytes(70_000), retain=True)
             enqueue(session, cmd_topic("laser-node"), b'{"action":"unlock"}')
-        hub.outbox.notify()
+        hub.store.outbox.notify()
         listener.wait_topic(cmd_topic("laser-node"))
         assert listener.topics() == [cmd_topic("laser-node")]
-        assert hub.link.counters.disconnects == 0 and hub.outbox.too_large == 1
+        assert hub.link.counters.disconnects == 0 and hub.store.outbox.too_large == 1
         assert "over the broker's maximum packet size of 65536 bytes" in caplog.text
-        wait_for(lambda: hub.outbox.pending() == 0, 10, "the outbox to empty")
+        wait_for(lambda: hub.store.outbox.pending() == 0, 10, "the outbox to empty")
     finally:
         hub.stop()
         listener.close()

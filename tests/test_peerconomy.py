@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub import peerconomy as pc
-from hub.peerconomy import Bid, EffortEntry, Participant, UseEntry
+from hub.peerconomy import economy as pc
+from hub.peerconomy.economy import Bid, EffortEntry, Participant, UseEntry
 
 D = Decimal
 
@@ -548,7 +548,7 @@ def test_clearing_rules(bids, supply):
     assert sum(b.max > m for b in bids) <= len(c.winners) <= max(sum(b.max >= m for b in bids), 0)
 
 
-@pytest.mark.parametrize("module", ["hub.peerconomy", "hub.scenario"])
+@pytest.mark.parametrize("module", ["hub.peerconomy.economy", "hub.peerconomy.scenario"])
 def test_docstring_examples_hold(module):
     results = doctest.testmod(importlib.import_module(module))
     assert results.attempted > 0

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-import hub.service
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Period, Task
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+import hub.service.service
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Period, Task
 from tests.conftest import make_config
 from tests.helpers import wait_for
 
@@ -23,7 +23,7 @@ tasks:
 
 
 def test_the_hub_closes_ended_periods_and_moves_weights_by_rule(tmp_path, broker, monkeypatch):
-    monkeypatch.setattr(hub.service, "PERIOD_JOBS_S", 0.5)
+    monkeypatch.setattr(hub.service.service, "PERIOD_JOBS_S", 0.5)
     cfg = make_config(tmp_path, broker, period={"length": "2s"}, mqtt={"client_id": "hub-periods"})
     engine = make_engine(cfg.db.url)
     migrate(engine)

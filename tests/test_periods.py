@@ -15,8 +15,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.cli import main
 from hub.config import Config, load_config
-from hub.db import make_engine, migrate, session_factory
-from hub.models import (
+from hub.ledger.periods import (
+    ClosedPeriodError,
+    PeriodError,
+    close_due_periods,
+    close_period,
+    correct_effort,
+    open_period,
+    period_bounds,
+)
+from hub.ledger.taskboard import claim, done, pin
+from hub.peerconomy.scenario import load_scenario, run_scenario
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     EffortRecord,
     Member,
     ParticipationFactor,
@@ -30,18 +42,6 @@ from hub.models import (
     Tool,
     UsageSession,
 )
-from hub.periods import (
-    ClosedPeriodError,
-    PeriodError,
-    close_due_periods,
-    close_period,
-    correct_effort,
-    open_period,
-    period_bounds,
-)
-from hub.scenario import load_scenario, run_scenario
-from hub.shopfile import apply_shop, parse_shop
-from hub.taskboard import claim, done, pin
 from tests.helpers import peershop_command
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.errors import ContractError
-from hub.power import (
+from hub.rules.power import (
     PlugReading,
     PowerMeter,
     PowerThresholds,

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.presence import Presence, SignedIn, SignedOut, auto_close_time
+from hub.rules.presence import Presence, SignedIn, SignedOut, auto_close_time
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

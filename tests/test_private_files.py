@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.broker import free_port
-from hub.db import make_engine, migrate
 from hub.private_files import private_file, private_folder
+from hub.service.broker import free_port
+from hub.store.db import make_engine, migrate
 from tests.helpers import HubProcess, peershop_command
 
 

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.access import Reservation
-from hub.db import make_engine, migrate, session_factory
-from hub.models import PeriodResourceCost, SlotReservation, Tool, UsageSession
-from hub.periods import close_due_periods, open_period
-from hub.reservations import ReservationError, clear_due, reserve, winning_reservations
-from hub.scenario import load_scenario, run_scenario
+from hub.ledger.periods import close_due_periods, open_period
+from hub.ledger.reservations import ReservationError, clear_due, reserve, winning_reservations
+from hub.peerconomy.scenario import load_scenario, run_scenario
+from hub.rules.access import Reservation
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import PeriodResourceCost, SlotReservation, Tool, UsageSession
 from tests.test_periods import (
     NEXT_WEEK,
     SCENARIOS,

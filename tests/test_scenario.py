@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from hub.errors import ScenarioError
-from hub.scenario import (
+from hub.peerconomy.scenario import (
     load_scenario,
     parse_scenario,
     run_scenario,

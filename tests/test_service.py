@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from hub.contract import HUB_STATUS_TOPIC
-from hub.models import DeadLetter, Device, Event, Outbox
-from hub.outbox import enqueue
-from hub.service import Hub
+from hub.contract.messages import HUB_STATUS_TOPIC
+from hub.service.service import Hub
+from hub.store.models import DeadLetter, Device, Event, Outbox
+from hub.store.outbox import enqueue
 from tests.conftest import make_config
 from tests.helpers import Device as SimDevice
 from tests.helpers import Listener, add_member, clear_retained, event_payload, wait_for
@@ -158,7 +158,7 @@ def test_outbox_messages_reach_devices_and_leave_the_outbox_on_puback(hub, broke
     with hub.sm.begin() as session:
         for n in range(3):
             enqueue(session, "peershop/dev/lathe/cmd", json.dumps({"re": n, "action": "deny"}))
-    hub.outbox.notify()
+    hub.store.outbox.notify()
     listener.wait(lambda msgs: len(msgs) == 3)
     assert [p["re"] for p in listener.payloads("peershop/dev/lathe/cmd")] == [0, 1, 2]
     wait_for(lambda: count(hub, Outbox.id) == 0, what="outbox emptied")
@@ -184,21 +184,21 @@ def test_big_outbox_messages_go_a_few_at_a_time_in_order(hub, broker):
     with hub.sm.begin() as session:
         for n, topic in enumerate(topics):
             enqueue(session, topic, bytes([65 + n]) * big, retain=True)
-    hub.outbox.notify()
+    hub.store.outbox.notify()
     listener.wait(lambda msgs: len(msgs) == len(topics), timeout=30)
     listener.close()
     assert [m.topic for m in listener.messages] == topics  # in outbox order
     assert [m.payload[:1] for m in listener.messages] == [bytes([65 + n]) for n in range(12)]
     # the last message can reach the listener before ``watched`` returns
     wait_for(lambda: len(held) == len(topics), what="the outbox's last publish returned")
-    assert max(held) <= hub.outbox.max_inflight_bytes
+    assert max(held) <= hub.store.outbox.max_inflight_bytes
     assert max(held) >= 2 * big  # a few at a time, not one by one
     wait_for(lambda: count(hub, Outbox.id) == 0, what="outbox emptied")
     clear_retained(broker.port, *topics)  # 3.6 MB the module's later listeners need not get
 
 
 def test_outbox_rows_left_by_a_crashed_hub_are_sent_after_restart(hub_config, broker):
-    from hub.db import make_engine, migrate, session_factory
+    from hub.store.db import make_engine, migrate, session_factory
 
     engine = make_engine(hub_config.db.url)
     migrate(engine)

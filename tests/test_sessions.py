@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.contract import DeviceEvent
-from hub.sessions import (
+from hub.contract.messages import DeviceEvent
+from hub.rules.sessions import (
     OpenSession,
     ReleaseTool,
     SessionEnded,

@@ -12,12 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.access import MemberAccess, WeeklyHours
-from hub.contract import DeviceEvent, DeviceStatus
-from hub.plugs import parse_plug, plug_subscriptions
-from hub.seen import SeenIndex
-from hub.sessions import ToolRules
-from hub.shop import (
+from hub.contract.messages import DeviceEvent, DeviceStatus
+from hub.plugs.decode import parse_plug, plug_subscriptions
+from hub.rules.access import MemberAccess, WeeklyHours
+from hub.rules.engine import (
     DecisionRec,
     EffortRec,
     PresenceRec,
@@ -30,6 +28,8 @@ from hub.shop import (
     TrainingRec,
     UsageRec,
 )
+from hub.rules.seen import SeenIndex
+from hub.rules.sessions import ToolRules
 
 T0 = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -359,7 +359,7 @@ def test_an_effort_without_a_door_sign_in_still_ends_at_the_auto_signout(engine)
 
 
 def test_a_scarce_slot_needs_a_winning_reservation_and_the_grant_ends_with_it():
-    from hub.access import Reservation
+    from hub.rules.access import Reservation
 
     evenings = WeeklyHours.parse("Mon-Sun 17:00-21:00", BERLIN)  # 18:00 Berlin is inside
     engine = ShopEngine(shop(scarce=evenings))

@@ -13,11 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
-import hub.shopfile
+import hub.shopfile.parse
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
 from hub.errors import ShopFileError
-from hub.models import (
+from hub.shopfile.parse import MAX_ERRORS, apply_shop, parse_shop, parse_shop_file
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     Badge,
     Device,
     Member,
@@ -31,8 +32,7 @@ from hub.models import (
     Training,
     TrainingGrant,
 )
-from hub.shop_store import shop_version
-from hub.shopfile import MAX_ERRORS, apply_shop, parse_shop, parse_shop_file
+from hub.store.shop_store import shop_version
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.yaml"
 TABLES = (Project, Member, Badge, Training, TrainingGrant, Tool, ToolBinding, Task, Station, Device)
@@ -205,7 +205,7 @@ def test_a_change_shows_as_a_tilde_line_and_is_applied(engine):
         assert tool.options["max_duration"] == 4 * 3600
         assert tool.options["enforce_reservations"] is False
         assert tool.scarce["per_slot"] == 1800
-        rules = hub.shopfile.tool_rules(tool.policy, tool.power, tool.options)
+        rules = hub.shopfile.parse.tool_rules(tool.policy, tool.power, tool.options)
         assert (rules.busy_w, rules.idle_timeout.total_seconds()) == (150, 900)
         assert session.get(Task, "empty-dust").weight == Decimal("1.5")
     assert load(engine, edited) == []
@@ -495,7 +495,7 @@ def test_many_problems_are_listed_up_to_the_limit_and_the_rest_counted():
 
 
 def test_docstring_examples_hold():
-    results = doctest.testmod(hub.shopfile)
+    results = doctest.testmod(hub.shopfile.parse)
     assert results.attempted > 0
     assert results.failed == 0
 

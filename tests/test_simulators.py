@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from devices.simulators import AgentStation, SerialNodeSim, ShellyPlug, SimClock, TasmotaPlug
-from hub.contract import cmd_topic, parse_event
-from hub.power import shelly_switch, tasmota_sensor
+from hub.contract.messages import cmd_topic, parse_event
+from hub.rules.power import shelly_switch, tasmota_sensor
 from tests.helpers import Device, Listener, wait_for
 
 

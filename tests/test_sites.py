@@ -1,4 +1,4 @@
-"""Sites (hub/sites.py): site.id, tools and stations at a site, what each hub loads and
+"""Sites (hub/admin/sites.py): site.id, tools and stations at a site, what each hub loads and
 sends, and the bridge to the central broker against a real Mosquitto.  The whole
 two-hub topology runs in tests/test_two_sites.py."""
 
@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hub.broker import PrivateBroker, free_port
+from hub.admin.sites import bridge_conf, other_site_devices
 from hub.config import load_config
-from hub.db import make_engine, migrate, session_factory
 from hub.errors import ConfigError, ShopFileError
-from hub.models import Outbox, PresenceChange, Station, Tool
-from hub.outbox import OutboxPublisher, enqueue
-from hub.shop_store import current_presence, load_shop
-from hub.shopfile import apply_shop, parse_shop
-from hub.sites import bridge_conf, other_site_devices
+from hub.service.broker import PrivateBroker, free_port
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Outbox, PresenceChange, Station, Tool
+from hub.store.outbox import OutboxPublisher, enqueue
+from hub.store.shop_store import current_presence, load_shop
 from tests.conftest import database_url
 from tests.helpers import Listener
 from tests.test_credentials import HUB_PASSWORD, HUB_USER, add_device, peershop, write_ops_config

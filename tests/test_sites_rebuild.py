@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from sqlalchemy import select, text
 
 from hub.cli import main
-from hub.db import alembic_config, make_engine, migrate, session_factory
-from hub.models import BadgeDecision, HubStart, PresenceChange, UsageSession
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import alembic_config, make_engine, migrate, session_factory
+from hub.store.models import BadgeDecision, HubStart, PresenceChange, UsageSession
 from tests.conftest import database_url, make_config
 from tests.helpers import Device, event_payload, wait_for
 

@@ -15,10 +15,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import EffortRecord, Period, PeriodBalance, PresenceChange, Project, Task
-from hub.periods import close_due_periods, open_period
-from hub.taskboard import (
+from hub.ledger.periods import close_due_periods, open_period
+from hub.ledger.taskboard import (
     ClaimStatus,
     NotAllowedError,
     TaskBoardError,
@@ -36,6 +34,8 @@ from hub.taskboard import (
     unclaim,
     want,
 )
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import EffortRecord, Period, PeriodBalance, PresenceChange, Project, Task
 from tests.helpers import hub_process, peershop_command, web_base
 from tests.test_periods import NEXT_WEEK, WEEK, add_members, berlin
 

@@ -9,14 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.errors import ShopFileError
-from hub.models import Member, ShopMeta, Tool, TrainingGrant
-from hub.shop import TrainingRec
-from hub.shop_store import load_shop, shop_version, write_records
-from hub.shopfile import apply_shop, parse_shop
-from hub.tool_admin import (
+from hub.admin.tool_admin import (
     ToolEditError,
     edit_tool,
     end_grant_override,
@@ -26,6 +19,13 @@ from hub.tool_admin import (
     holders,
     revoke_training,
 )
+from hub.cli import main
+from hub.errors import ShopFileError
+from hub.rules.engine import TrainingRec
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member, ShopMeta, Tool, TrainingGrant
+from hub.store.shop_store import load_shop, shop_version, write_records
 
 SHOP = """
 members:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from hub.broker import PrivateBroker, free_port
+from hub.admin.sites import bridge_conf
 from hub.config import load_config
-from hub.db import make_engine, migrate, session_factory
-from hub.models import BadgeDecision, Event, Member, Period, TrainingGrant
-from hub.periods import open_period
-from hub.shopfile import apply_shop, parse_shop
-from hub.sites import bridge_conf
+from hub.ledger.periods import open_period
+from hub.service.broker import PrivateBroker, free_port
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import BadgeDecision, Event, Member, Period, TrainingGrant
 from tests.helpers import Device, HubProcess, Listener, event_payload, wait_for
 
 ADA = "04A1B2C3D4E5F6"  # a trainer at both sites

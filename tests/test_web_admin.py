@@ -12,10 +12,10 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member, Tool, TrainingGrant
-from hub.shop_store import shop_version
-from hub.shopfile import apply_shop, parse_shop
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member, Tool, TrainingGrant
+from hub.store.shop_store import shop_version
 from tests.conftest import database_url
 from tests.test_web_app import csrf, login
 from web import create_app

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.service import Hub
+from hub.service.service import Hub
 from tests import browser as chromium
 from tests.helpers import wait_for
 

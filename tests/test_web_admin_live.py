@@ -13,11 +13,11 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from hub.allowlist import uid_hash
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Member
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.contract.allowlist import uid_hash
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member
 from tests.helpers import Device, Listener, event_payload, wait_for
 from tests.test_web_app import csrf, login
 from web import create_app

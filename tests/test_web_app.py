@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hub.db import make_engine, migrate, session_factory
-from hub.models import (
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import (
     ApiToken,
     Badge,
     BadgeDecision,

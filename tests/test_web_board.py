@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from hub import taskboard
 from hub.config import load_config
-from hub.models import EffortRecord, Period, PresenceChange, SlotReservation, TaskState, Tool
-from hub.periods import close_period
+from hub.ledger import taskboard
+from hub.ledger.periods import close_period
+from hub.store.models import EffortRecord, Period, PresenceChange, SlotReservation, TaskState, Tool
 from tests import test_web_app as base
 from tests.test_web_app import EVIL, T0, csrf, login
 from web.auth import create_token

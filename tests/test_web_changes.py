@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from hub import taskboard
 from hub.config import load_config
-from hub.models import EffortRecord, Period, TaskWeightHistory
-from hub.periods import open_period
+from hub.ledger import taskboard
+from hub.ledger.periods import open_period
+from hub.store.models import EffortRecord, Period, TaskWeightHistory
 from tests import test_web_app as base
 from tests.test_web_app import T0, login
 from tests.test_web_board import board_order, close_a_period

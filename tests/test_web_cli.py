@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.models import ApiToken, Member, WebLogin
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import ApiToken, Member, WebLogin
 from tests.conftest import database_url
 from web.auth import token_digest, verify_secret
 

@@ -10,7 +10,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
-from hub.db import make_engine, migrate, session_factory  # noqa: E402
+from hub.store.db import make_engine, migrate, session_factory  # noqa: E402
 from tests.conftest import fresh_database  # noqa: E402
 from tests.test_web_app import seed  # noqa: E402
 from web import create_app  # noqa: E402

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub import taskboard
-from hub.db import make_engine, migrate, session_factory
-from hub.periods import close_period
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.ledger import taskboard
+from hub.ledger.periods import close_period
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import Device, StreamReader, event_payload, wait_for
 from web import create_app, serve_in_thread
 from web.serve import serve_hub

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hub import taskboard
 from hub.config import PAGE_THREADS
 from hub.errors import ConfigError
-from hub.service import Hub
+from hub.ledger import taskboard
+from hub.service.service import Hub
 from tests import browser as chromium
 from tests.conftest import make_config
 from tests.helpers import Device, StreamReader, event_payload, wait_for

@@ -28,9 +28,9 @@ from sqlalchemy import func, select
 
 from hub.cli import main
 from hub.config import PAGE_THREADS, load_config
-from hub.db import make_engine, migrate, session_factory
-from hub.models import ApiToken, Member, WebLogin, WebSession
-from hub.shopfile import apply_shop, parse_shop
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import ApiToken, Member, WebLogin, WebSession
 from tests import browser as chromium
 from tests.conftest import database_url, make_config
 from tests.helpers import StreamReader, WebClient, wait_for

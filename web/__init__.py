@@ -2,7 +2,7 @@
 
 :func:`create_app` is a Flask application factory.  Given only a session factory it
 serves what the database holds (tool states derived from locks, open sessions and
-device status); given a running :class:`~hub.service.Hub` it shows the rules' live
+device status); given a running :class:`~hub.service.service.Hub` it shows the rules' live
 state and streams every change as server-sent events.
 
 >>> app = create_app({"SECRET_KEY": "x"}, sm=session_factory(engine))  # doctest: +SKIP
@@ -25,14 +25,14 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from hub.contract import holds_nul
+from hub.contract.messages import holds_nul
 from web.proxies import ClientAddress, networks
 from web.serve import serve_in_thread
 from web.state import WebState, iso
 
 if TYPE_CHECKING:
     from hub.config import Config
-    from hub.service import Hub
+    from hub.service.service import Hub
 
 __all__ = ["create_app", "serve_in_thread"]
 

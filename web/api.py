@@ -19,9 +19,10 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from hub import __version__, taskboard
-from hub.allowlist import public_key_b64
-from hub.models import Device, EffortRecord, Event, Period, Task, UsageSession
+from hub import __version__
+from hub.contract.allowlist import public_key_b64
+from hub.ledger import taskboard
+from hub.store.models import Device, EffortRecord, Event, Period, Task, UsageSession
 from web.auth import can_see_names, require_role
 from web.openapi import openapi_document
 from web.period import allocations, period_or_404

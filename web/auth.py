@@ -52,7 +52,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from hub.errors import PeershopError
-from hub.models import ApiToken, Badge, Member, WebLogin
+from hub.store.models import ApiToken, Badge, Member, WebLogin
 from web import logins
 from web.proxies import within
 from web.state import committing

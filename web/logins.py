@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from hub.models import Member, WebSession
+from hub.store.models import Member, WebSession
 
 PASSWORD_IDLE = timedelta(days=30)
 # A password login's last use is written at most this often (a kiosk's at every use).

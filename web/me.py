@@ -1,7 +1,7 @@
 """Me: my sessions, effort, trainings, badges, balance per period, reservations and bids.
 
 A member asks for a tool's scarce slot here with the highest multiplier they accept
-(at least 1), and withdraws a bid before the slot is cleared (:mod:`hub.reservations`).
+(at least 1), and withdraws a bid before the slot is cleared (:mod:`hub.ledger.reservations`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sqlalchemy import select
 from wtforms import DateTimeLocalField, DecimalField, SelectChoice, SelectField
 from wtforms.validators import DataRequired, NumberRange
 
-from hub import reservations
-from hub.models import (
+from hub.ledger import reservations
+from hub.store.models import (
     Badge,
     EffortRecord,
     Member,

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
-from hub.models import DeadLetter, Device, Outbox, UsageSession
+from hub.store.models import DeadLetter, Device, Outbox, UsageSession
 from web.stream import StreamSlots, stream_slots
 
 bp = Blueprint("metrics", __name__)

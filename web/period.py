@@ -4,7 +4,7 @@ Per project, each member's credited, expected and balance (members see their own
 and the totals, coordinators everyone's), what a unit of each resource cost, the scarce
 slots' reservations and how they cleared, and charts of tool use per day and effort per
 project.  A coordinator may close the running period now.  The numbers come from
-:func:`hub.periods.period_summary`; this module filters and renders them.
+:func:`hub.ledger.periods.period_summary`; this module filters and renders them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from sqlalchemy import String, func, select, type_coerce
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
-from hub.models import EffortRecord, Period, PeriodBalance, SlotReservation, UsageSession
-from hub.periods import PeriodError, close_period, period_summary, recent_periods
+from hub.ledger.periods import PeriodError, close_period, period_summary, recent_periods
+from hub.store.models import EffortRecord, Period, PeriodBalance, SlotReservation, UsageSession
 from web.auth import require_role
 from web.charts import bars, columns
 from web.state import committing

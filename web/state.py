@@ -17,7 +17,7 @@ from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE
-from hub.models import (
+from hub.store.models import (
     ClaimReview,
     Device,
     EffortRecord,
@@ -34,8 +34,8 @@ from hub.models import (
 
 if TYPE_CHECKING:
     from hub.config import Config
-    from hub.ingest import BatchResult
-    from hub.service import Hub
+    from hub.service.service import Hub
+    from hub.store.ingest import BatchResult
 
 log = logging.getLogger(__name__)
 

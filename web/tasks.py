@@ -1,12 +1,12 @@
 """Tasks: the stigmergic board (PEERCONOMY.md "Hint").
 
-Open tasks in the order :func:`hub.taskboard.board` gives them (wanted, heavy and
+Open tasks in the order :func:`hub.ledger.taskboard.board` gives them (wanted, heavy and
 neglected tasks first), each with its weight, slots left and a weight-history chart.
 Members want, claim, give back and finish tasks and propose new ones; coordinators pin
 or unpin a weight and open or retire tasks.  Big claims waiting for a confirmation are
 listed with a Confirm button for those who may (a coordinator, a member who was there)
 and a Reject button for coordinators.  Every change goes through
-:mod:`hub.taskboard`; this module only renders and routes.
+:mod:`hub.ledger.taskboard`; this module only renders and routes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from sqlalchemy import String, select, type_coerce
 from wtforms import DecimalField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from hub import taskboard
-from hub.models import Period, Project, Task, TaskState, TaskWant, TaskWeightHistory
+from hub.ledger import taskboard
+from hub.store.models import Period, Project, Task, TaskState, TaskWant, TaskWeightHistory
 from web.auth import require_role
 from web.charts import sparkline
 from web.state import committing
@@ -75,7 +75,7 @@ def _me() -> str:
 def weight_history(session: Any) -> dict[str, tuple[float, ...]]:
     """Each task's weight in the last :data:`HISTORY` closed periods, oldest first.
 
-    A closed period never changes (hub/periods.py refuses), so the rows are read once
+    A closed period never changes (hub/ledger/periods.py refuses), so the rows are read once
     per set of recent closed periods and kept by the app until another period closes;
     a view then costs one query of at most :data:`HISTORY` rows.  The weights are floats:
     they only draw a chart.

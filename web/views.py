@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.models import DeadLetter, Device, Event, Member
-from hub.shop_store import current_presence
+from hub.store.models import DeadLetter, Device, Event, Member
+from hub.store.shop_store import current_presence
 from web.state import WebState
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from hub.service import Hub
+from hub.service.service import Hub
 from tests.conftest import make_config
 from tests.fleet import BOOT, SimulatedDevice
 from tests.helpers import add_member, wait_for
@@ -71,7 +71,7 @@ def fill(path: Path) -> int:
 def test_a_full_disk_stops_acks_says_why_and_resumes_without_loss(
     small_disk: Path, broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.INFO, logger="hub.service")
+    caplog.set_level(logging.INFO, logger="hub.service.service")
     cfg = make_config(
         tmp_path,
         broker,

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from bench.common import _packets, connect_packet, publish_packet
-from hub.broker import PrivateBroker
-from hub.ingest import Inbound, parse_inbound
+from hub.service.broker import PrivateBroker
+from hub.store.ingest import Inbound, parse_inbound
 from tests.conftest import fresh_database
 from tests.helpers import HubProcess, StoredRows, wait_for, write_config
 

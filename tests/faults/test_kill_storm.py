@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hub.broker import PrivateBroker
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.shopfile import apply_shop, parse_shop
+from hub.service.broker import PrivateBroker
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
 from tests.conftest import fresh_database
 from tests.fleet import BOOT, SimulatedDevice
 from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config

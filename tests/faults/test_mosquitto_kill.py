@@ -31,11 +31,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hub.broker import PrivateBroker
-from hub.db import make_engine, migrate, session_factory
-from hub.models import Outbox
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop_file
+from hub.service.broker import PrivateBroker
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop_file
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Outbox
 from tests.conftest import make_config
 from tests.fleet import BOOT, TOTAL, AgentFleet, Shop
 from tests.helpers import REPO, Listener, wait_for
@@ -170,7 +170,7 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
         assert any(t.endswith("/state") for t in topics)
         hub.start()
         assert hub.wait_ready(15)
-        wait_for(lambda: hub.outbox.pending() == 0, what="PUBACKs for the hub's outbox")
+        wait_for(lambda: hub.store.outbox.pending() == 0, what="PUBACKs for the hub's outbox")
 
         def retained() -> dict[str, bytes]:
             """What a device or a dashboard subscribing now is given: the retained
@@ -185,7 +185,7 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
         broker.kill()
         broker.start()  # the same port and persistence file, which holds none of them
         wait_for(
-            lambda: hub.link.generation >= 2 and hub.outbox.resent >= allowlists,
+            lambda: hub.link.generation >= 2 and hub.store.outbox.resent >= allowlists,
             timeout=30,
             what="the hub's reconnect and resend",
         )
@@ -210,7 +210,7 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
 
 def test_the_hubs_resend_window_holds_at_most_max_kept_bytes(monkeypatch, caplog):
     """Signed allow-lists are big: the window drops the oldest beyond the cap, loudly."""
-    from hub import outbox
+    from hub.store import outbox
 
     monkeypatch.setattr(outbox, "MAX_KEPT_BYTES", 1_000)
     publisher = outbox.OutboxPublisher(link=None, sm=None)  # type: ignore[arg-type]

@@ -33,12 +33,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.broker import PrivateBroker
 from hub.cli import main
-from hub.contract import cmd_topic, format_timestamp, status_topic, tool_state_topic
-from hub.db import make_engine, migrate, session_factory
-from hub.models import UsageSession
-from hub.shopfile import apply_shop, parse_shop
+from hub.contract.messages import cmd_topic, format_timestamp, status_topic, tool_state_topic
+from hub.service.broker import PrivateBroker
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import UsageSession
 from tests.conftest import fresh_database
 from tests.helpers import (
     Device,

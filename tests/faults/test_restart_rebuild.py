@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from hub.cli import main
-from hub.db import make_engine, migrate, session_factory
-from hub.models import BadgeDecision, Event, PresenceChange, UsageSession
-from hub.service import Hub
-from hub.shopfile import apply_shop, parse_shop
+from hub.service.service import Hub
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import BadgeDecision, Event, PresenceChange, UsageSession
 from tests.faults.test_kill_storm import SHOP
 from tests.helpers import Device, Listener, event_payload, wait_for
 

@@ -1,0 +1,5 @@
+"""TODO"""
+
+from hub.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,425 @@
+"""``peershop export``: every record of a period or a time range, for audits or a fork.
+
+:func:`collect` reads effort records, tool use (usage sessions), consumables and, for
+closed periods inside the range, the balances and unit costs their close stored.  It
+gives plain dicts with exact values (``Decimal``, aware ``datetime``); the writers turn
+them into
+
+* ``json``: one object ``{"range", "effort", "use", "consume", "balances",
+  "resource_costs"}``, decimals as strings so nothing is rounded; :func:`load_json`
+  reads it back to the same dicts;
+* ``csv``: one row per record with a ``record`` column (effort, use, consume, balance,
+  resource_cost) over the union of the columns;
+* ``valueflows``: a JSON-LD graph of ValueFlows economic events: ``work`` (effort, with
+  ``effortQuantity`` in hours), ``use`` (tool use, ``effortQuantity`` hours of use and
+  ``resourceQuantity`` one tool), ``consume`` (``resourceQuantity`` in the item's unit),
+  each with ``provider``, ``receiver``, ``inScopeOf`` (the project) and its time.
+
+A record is in the range when it starts in it (an effort's or session's ``start``, a
+consumable's ``at``), as the period close counts it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.store.models import (
+    EffortRecord,
+    Period,
+    PeriodBalance,
+    PeriodResourceCost,
+    Task,
+    Tool,
+    UsageRecord,
+    UsageSession,
+)
+
+FORMATS = ("csv", "json", "valueflows")
+KINDS = ("effort", "use", "consume", "balances", "resource_costs")
+HOUR = Decimal(3600)
+VF_CONTEXT = {
+    "vf": "https://w3id.org/valueflows/ont/vf#",
+    "om2": "http://www.ontology-of-units-of-measure.org/resource/om-2/",
+    "peershop": "urn:peershop:",
+}
+
+
+class ExportError(click.ClickException):
+    """An export asked for a period or range that does not exist."""
+
+
+def _seconds_to_hours(seconds: float) -> Decimal:
+    return Decimal(round(seconds * 1000)) / (HOUR * 1000)
+
+
+def collect(
+    session: Session,
+    *,
+    period_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The records of period ``period_id``, or of ``[since, until)``."""
+    if period_id is not None:
+        period = session.get(Period, period_id)
+        if period is None:
+            raise ExportError(f"no period {period_id}")
+        since, until = period.start, period.end
+    if since is None or until is None or since.tzinfo is None or until.tzinfo is None:
+        raise ExportError("give --period, or --since and --until with a time zone")
+    tasks = {t.id: t for t in session.execute(select(Task)).scalars()}
+    tools = {t.id: t for t in session.execute(select(Tool)).scalars()}
+    effort = []
+    for e in session.execute(
+        select(EffortRecord)
+        .where(EffortRecord.start >= since, EffortRecord.start < until)
+        .order_by(EffortRecord.start, EffortRecord.key)
+    ).scalars():
+        task = tasks.get(e.task_id or "")
+        weighted = None if e.hours is None or e.weight is None else e.hours * e.weight
+        effort.append(
+            {
+                "key": e.key,
+                "member": e.member,
+                "task": e.task_id,
+                "project": e.project_id or (task.project_id if task else None),
+                "resource": task.resource if task else None,
+                "start": e.start,
+                "end": e.end,
+                "hours": e.hours,
+                "weight": e.weight,
+                "weighted_hours": weighted,
+                "source": e.source,
+            }
+        )
+    use = []
+    for s in session.execute(
+        select(UsageSession)
+        .where(UsageSession.start >= since, UsageSession.start < until)
+        .order_by(UsageSession.start, UsageSession.key)
+    ).scalars():
+        tool = tools.get(s.tool_id)
+        use.append(
+            {
+                "key": s.key,
+                "member": s.member,
+                "tool": s.tool_id,
+                "project": tool.project_id if tool else None,
+                "start": s.start,
+                "end": s.end,
+                "hours": None
+                if s.end is None
+                else _seconds_to_hours((s.end - s.start).total_seconds()),
+                "busy_hours": _seconds_to_hours(s.busy_s),
+                "wh": Decimal(str(s.wh)),
+                "close_reason": s.close_reason,
+            }
+        )
+    consume = []
+    for u in session.execute(
+        select(UsageRecord)
+        .where(UsageRecord.at >= since, UsageRecord.at < until)
+        .order_by(UsageRecord.at, UsageRecord.id)
+    ).scalars():
+        tool = tools.get(u.tool_id or "")
+        consume.append(
+            {
+                "id": u.id,
+                "member": u.member,
+                "tool": u.tool_id,
+                "project": tool.project_id if tool else None,
+                "at": u.at,
+                "item": u.item,
+                "qty": Decimal(str(u.qty)),
+                "unit": u.unit,
+            }
+        )
+    closed = list(
+        session.execute(
+            select(Period.id).where(
+                Period.closed_at.is_not(None), Period.start >= since, Period.end <= until
+            )
+        ).scalars()
+    )
+    balances = [
+        {
+            "period": b.period_id,
+            "project": b.project_id,
+            "member": b.member,
+            "credited": b.credited,
+            "expected": b.expected,
+            "balance": b.balance,
+            "running": b.running,
+        }
+        for b in session.execute(
+            select(PeriodBalance)
+            .where(PeriodBalance.period_id.in_(closed))
+            .order_by(PeriodBalance.period_id, PeriodBalance.project_id, PeriodBalance.member)
+        ).scalars()
+    ]
+    costs = [
+        {
+            "period": c.period_id,
+            "project": c.project_id,
+            "resource": c.resource,
+            "units": c.units,
+            "unit_cost": c.unit_cost,
+            "scarce_units": c.scarce_units,
+            "scarce_multiplier": c.scarce_multiplier,
+        }
+        for c in session.execute(
+            select(PeriodResourceCost)
+            .where(PeriodResourceCost.period_id.in_(closed))
+            .order_by(
+                PeriodResourceCost.period_id,
+                PeriodResourceCost.project_id,
+                PeriodResourceCost.resource,
+            )
+        ).scalars()
+    ]
+    return {
+        "range": {"since": since, "until": until, "period": period_id},
+        "effort": effort,
+        "use": use,
+        "consume": consume,
+        "balances": balances,
+        "resource_costs": costs,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# writers
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+_DECIMALS = {
+    "hours",
+    "weight",
+    "weighted_hours",
+    "busy_hours",
+    "wh",
+    "qty",
+    "credited",
+    "expected",
+    "balance",
+    "running",
+    "units",
+    "unit_cost",
+    "scarce_units",
+    "scarce_multiplier",
+}
+_TIMES = {"start", "end", "at", "since", "until"}
+
+
+def _typed(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in _DECIMALS:
+        return Decimal(value)
+    if key in _TIMES:
+        return datetime.fromisoformat(value)
+    return value
+
+
+def to_json(data: dict[str, Any]) -> str:
+    out = {"range": {k: _plain(v) for k, v in data["range"].items()}}
+    for kind in KINDS:
+        out[kind] = [{k: _plain(v) for k, v in row.items()} for row in data[kind]]
+    return json.dumps(out, indent=1)
+
+
+def load_json(text: str) -> dict[str, Any]:
+    """Read :func:`to_json`'s output back to :func:`collect`'s dicts."""
+    raw = json.loads(text)
+    data: dict[str, Any] = {"range": {k: _typed(k, v) for k, v in raw["range"].items()}}
+    for kind in KINDS:
+        data[kind] = [{k: _typed(k, v) for k, v in row.items()} for row in raw[kind]]
+    return data
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    names = {"effort": "effort", "use": "use", "consume": "consume"}
+    names.update({"balances": "balance", "resource_costs": "resource_cost"})
+    columns = ["record"]
+    for kind in KINDS:
+        for row in data[kind]:
+            for key in row:
+                if key not in columns:
+                    columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    for kind in KINDS:
+        for row in data[kind]:
+            writer.writerow(
+                {
+                    "record": names[kind],
+                    **{k: "" if v is None else _plain(v) for k, v in row.items()},
+                }
+            )
+    return buf.getvalue()
+
+
+def _quantity(value: Decimal, unit: str) -> dict[str, Any]:
+    return {"hasNumericalValue": float(value), "hasUnit": unit}
+
+
+def _when(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    if start is not None and (end is None or end == start):
+        return {"hasPointInTime": _plain(start)}
+    return {"hasBeginning": _plain(start), "hasEnd": _plain(end)}
+
+
+def _agent(kind: str, name: str | None) -> str | None:
+    return None if name is None else f"peershop:{kind}/{name}"
+
+
+def to_valueflows(data: dict[str, Any]) -> dict[str, Any]:
+    """The range's effort, tool use and consumables as ValueFlows economic events."""
+    graph: list[dict[str, Any]] = []
+    for e in data["effort"]:
+        if e["hours"] is None:
+            continue
+        project = _agent("project", e["project"])
+        event = {
+            "@id": f"peershop:effort/{e['key']}",
+            "@type": "vf:EconomicEvent",
+            "action": "work",
+            "provider": _agent("member", e["member"]),
+            "receiver": project,
+            "inScopeOf": project,
+            "effortQuantity": _quantity(e["hours"], "hour"),
+            **_when(e["start"], e["end"]),
+        }
+        if e["task"] is not None:
+            event["note"] = f"task {e['task']}"
+        if e["weight"] is not None:
+            event["peershop:weight"] = str(e["weight"])
+        graph.append(event)
+    for u in data["use"]:
+        if u["hours"] is None:
+            continue
+        project = _agent("project", u["project"])
+        graph.append(
+            {
+                "@id": f"peershop:use/{u['key']}",
+                "@type": "vf:EconomicEvent",
+                "action": "use",
+                "provider": project,
+                "receiver": _agent("member", u["member"]),
+                "inScopeOf": project,
+                "resourceInventoriedAs": f"peershop:tool/{u['tool']}",
+                "effortQuantity": _quantity(u["hours"], "hour"),
+                "resourceQuantity": _quantity(Decimal(1), "one"),
+                **_when(u["start"], u["end"]),
+            }
+        )
+    for c in data["consume"]:
+        project = _agent("project", c["project"])
+        graph.append(
+            {
+                "@id": f"peershop:consume/{c['id']}",
+                "@type": "vf:EconomicEvent",
+                "action": "consume",
+                "provider": project,
+                "receiver": _agent("member", c["member"]),
+                "inScopeOf": project,
+                "resourceClassifiedAs": f"peershop:item/{c['item']}",
+                "resourceQuantity": _quantity(c["qty"], c["unit"]),
+                **_when(c["at"], None),
+            }
+        )
+    return {"@context": VF_CONTEXT, "@graph": graph}
+
+
+def render(data: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return to_json(data)
+    if fmt == "csv":
+        return to_csv(data)
+    if fmt == "valueflows":
+        return json.dumps(to_valueflows(data), indent=1)
+    raise ExportError(f"format must be one of {', '.join(FORMATS)}")
+
+
+def _instant(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date and time", param_hint=name
+        ) from None
+    if at.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. +01:00", param_hint=name)
+    return at
+
+
+@click.command("export")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("--period", "period_id", type=int, help="A period's id (peershop period show).")
+@click.option("--since", help="Start of a range (ISO, with time zone).")
+@click.option("--until", help="End of a range (ISO, with time zone), exclusive.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write here, not stdout.")
+@click.pass_obj
+def export_command(
+    obj: Any,
+    fmt: str,
+    period_id: int | None,
+    since: str | None,
+    until: str | None,
+    out: str | None,
+) -> None:
+    """All records of a period or range, for spreadsheets, audits or forking the project.
+
+    Without --period or a range: the period running now.
+    """
+    from hub.cli.commands import _database
+    from hub.ledger.periods import current_period
+
+    if period_id is not None and (since or until):
+        raise click.UsageError("give --period or --since/--until, not both")
+    engine, sm = _database(obj)
+    try:
+        with sm() as session:
+            if period_id is None and since is None and until is None:
+                now = current_period(session, datetime.now(UTC))
+                if now is None:
+                    raise ExportError("no period is running; give --period or a range")
+                period_id = now.id
+            data = collect(
+                session,
+                period_id=period_id,
+                since=_instant(since, "--since"),
+                until=_instant(until, "--until"),
+            )
+    finally:
+        engine.dispose()
+    text = render(data, fmt)
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        click.echo(
+            f"wrote {len(data['effort'])} effort, {len(data['use'])} use, "
+            f"{len(data['consume'])} consume records to {out}",
+            err=True,
+        )
