@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import latency_ms
 from firmware_bridge.bridge import BAUD, Bridge
 from hub.contract.messages import cmd_topic, event_topic, parse_event
+from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import MqttLink, MqttSettings, Received
 from tests.helpers import wait_for
 from tests.test_bridge import PtyNode
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import Config, load_config
-from hub.service.mqtt import MqttLink, MqttSettings
+from hub.contract.mqtt import MqttLink, MqttSettings
 
 
 def _varint(n: int) -> bytes:

@@ -16,7 +16,7 @@ Processes (so that no two of them share a GIL):
   devices ``plug-000``… each bound to a tool of its own, publishing ``power`` events at
   1,000 messages/s in total, QoS 1, from before the first probe to after the last;
 - ``echo``: a client subscribed to ``bench/echo/req`` that republishes each message to
-  ``bench/echo/rep`` (QoS 1, TCP_NODELAY: it is an :class:`~hub.service.mqtt.MqttLink`);
+  ``bench/echo/rep`` (QoS 1, TCP_NODELAY: it is an :class:`~hub.contract.mqtt.MqttLink`);
 - ``probe``: the reader ``laser-node`` at ``laser-1`` (policy ``tap``).  It alternates a
   badge of a trained member (grant, then release at the next tap: a session opens and
   closes) with a badge of an untrained one (deny), and after each badge sends one echo
@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Fleet, hub_config, latency_ms, mqtt_link, orphaned
 from bench.common import machine as machine_facts
 from hub.contract.messages import cmd_topic, event_topic
+from hub.contract.mqtt import MqttLink, Received
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import MqttLink, Received
 from hub.service.service import Hub
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Badge, Member, Tool, ToolBinding, Training, TrainingGrant

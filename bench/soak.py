@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import dump, hub_config, latency_ms, machine, mqtt_link, orphaned
 from hub.contract.messages import cmd_topic, event_topic
+from hub.contract.mqtt import Received
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import Received
 from hub.service.service import Hub
 from hub.shopfile.parse import apply_shop, parse_shop
 from hub.store.db import make_engine, migrate, session_factory

@@ -64,8 +64,8 @@ from hub.contract.messages import (
     normalize_uid,
     status_topic,
 )
+from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ConfigError, ContractError
-from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
 
@@ -753,7 +753,7 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def agent_command(config_path: str, verbose: bool) -> None:
     """Drive a tool station's reader, relay and sensors as a CONTRACT.md §2 device."""
-    from hub.service import systemd
+    from hub import systemd
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -33,7 +33,7 @@ from typing import Any
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
 from devices.rdm6300 import rdm6300_frame
-from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
+from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One :class:`NodePort` per serial port, each in its own thread, reads frames, binds the
 port to the node that says ``hello``, and gives that node its own
-:class:`~hub.service.mqtt.MqttLink` (client id ``bridge-{id}``, username ``{id}``) with
+:class:`~hub.contract.mqtt.MqttLink` (client id ``bridge-{id}``, username ``{id}``) with
 its own retained birth and last will.
 A node that knows the time says it in its ``hello`` (``ts``); the birth then carries the
 node's clock, advanced by the time since that hello, while the hub is online, and goes
@@ -57,8 +57,8 @@ from hub.contract.messages import (
     parse_timestamp,
     status_topic,
 )
+from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ContractError
-from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
 from hub.contract.messages import event_topic
+from hub.contract.mqtt import MqttLink, MqttSettings
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import MqttLink, MqttSettings
 from tests.conftest import database_url
 from tests.helpers import HubProcess, StoredRows, event_payload, wait_for, write_config
 

@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 from sqlalchemy import text
 
 from hub.contract.messages import event_topic
+from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import free_port
-from hub.service.mqtt import MqttLink, MqttSettings, Received
 from hub.shopfile.parse import apply_shop, parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member

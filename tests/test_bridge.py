@@ -39,8 +39,8 @@ from hub.contract.messages import (
     parse_timestamp,
     status_topic,
 )
+from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import MqttLink, MqttSettings, Received
 from tests.helpers import REPO, Device, Listener, wait_for
 
 

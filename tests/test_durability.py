@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hub.contract.mqtt import MqttLink, MqttSettings
 from hub.service.broker import PrivateBroker
-from hub.service.mqtt import MqttLink, MqttSettings
 from tests.fleet import TOTAL, Shop, SimulatedDevice
 from tests.helpers import wait_for
 

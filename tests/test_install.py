@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from hub import systemd
 from hub.admin.credentials import verify_password
 from hub.config import load_config
-from hub.service import systemd
 from tests.helpers import REPO
 
 INSTALL = REPO / "deploy" / "install.sh"

@@ -27,8 +27,8 @@ from firmware_bridge.bridge import Bridge
 from hub.config import Config, load_config
 from hub.contract.allowlist import allowlist_payload, build_allowlist, load_or_create_key
 from hub.contract.messages import HUB_STATUS_TOPIC, allowlist_topic, cmd_topic, event_topic
+from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import find_mosquitto, free_port
-from hub.service.mqtt import MqttLink, MqttSettings, Received
 from hub.service.service import Hub
 from hub.store.models import DeadLetter, Event
 from hub.store.outbox import enqueue

@@ -71,7 +71,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 @pass_ctx
 def run(ctx: Context, private_broker: bool) -> None:
     """The hub: MQTT ingest into the database, until Ctrl-C or SIGTERM."""
-    from hub.service import systemd
+    from hub import systemd
     from hub.service.broker import PrivateBroker
     from hub.service.service import Hub
 

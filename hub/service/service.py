@@ -38,13 +38,13 @@ from hub import __version__
 from hub.admin.sites import other_site_devices
 from hub.config import Config
 from hub.contract.messages import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
+from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ContractError
 from hub.plugs.decode import parse_plug, plug_subscriptions
 from hub.rules.engine import DecisionRec, Message, Outcome, Record, ShopData
 from hub.rules.seen import SeenIndex
 from hub.rules.sessions import ToolStateChanged
 from hub.service.homeassistant import birth_topic, discovery_messages
-from hub.service.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.db_lock import hold_for_hub
 from hub.store.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed

@@ -34,8 +34,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE
+from hub.contract.mqtt import MqttLink
 from hub.errors import PacketTooLarge
-from hub.service.mqtt import MqttLink
 from hub.store.models import Outbox
 
 log = logging.getLogger(__name__)
