@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import select
 
 from bench.common import dump, hub_config, latency_ms, machine
-from hub.admin.tool_admin import edit_tool, form_values
 from hub.service.broker import PrivateBroker
 from hub.service.service import Hub
 from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.tool_admin import edit_tool, form_values
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member, ShopMeta, Tool, TrainingGrant
 from web import create_app

@@ -9,7 +9,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hub.admin.tool_admin import (
+from hub.cli import main
+from hub.errors import ShopFileError
+from hub.rules.engine import TrainingRec
+from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.tool_admin import (
     ToolEditError,
     edit_tool,
     end_grant_override,
@@ -19,10 +23,6 @@ from hub.admin.tool_admin import (
     holders,
     revoke_training,
 )
-from hub.cli import main
-from hub.errors import ShopFileError
-from hub.rules.engine import TrainingRec
-from hub.shopfile.parse import apply_shop, parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member, ShopMeta, Tool, TrainingGrant
 from hub.store.shop_store import load_shop, shop_version, write_records

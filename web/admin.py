@@ -2,7 +2,7 @@
 devices, tool locks, API tokens; links to the task board's pins and the period close.
 
 Tool settings and training grants changed here are overrides of the shop file: a later
-``peershop load`` keeps them and reports them (hub/store/overrides.py, hub/admin/tool_admin.py).
+``peershop load`` keeps them and reports them (hub/store/overrides.py, hub/shopfile/tool_admin.py).
 Every change is written to the ``peershop.audit`` log with the coordinator's handle.
 """
 
@@ -20,7 +20,8 @@ from wtforms import BooleanField, PasswordField, SelectChoice, SelectField, Stri
 from wtforms.validators import DataRequired, Length
 
 from hub.admin.enrol import EnrolError, enrol_last_unknown, unknown_badges
-from hub.admin.tool_admin import (
+from hub.rules.sessions import POLICIES
+from hub.shopfile.tool_admin import (
     ToolEditError,
     edit_tool,
     end_grant_override,
@@ -32,7 +33,6 @@ from hub.admin.tool_admin import (
     shown,
     stored,
 )
-from hub.rules.sessions import POLICIES
 from hub.store.models import ApiToken, BadgeDecision, Device, Member, Tool, Training
 from hub.store.overrides import tool_overrides
 from hub.store.shop_store import bump_shop_version
@@ -92,7 +92,7 @@ def _text(label: str, description: str = "") -> StringField:
 
 
 class ToolForm(FlaskForm):
-    """A tool's access and session settings; the hub checks them (hub/admin/tool_admin.py)
+    """A tool's access and session settings; the hub checks them (hub/shopfile/tool_admin.py)
     with the shop file's parser, so choices are not checked here."""
 
     policy = SelectField(

@@ -1174,7 +1174,7 @@ SETTING_DEFAULTS = {"units": "hours"}
 
 class _Apply:
     """Writes a checked shop into the rows.  ``by`` is None for a shop-file load, which
-    keeps Admin's overrides (hub/store/overrides.py); an Admin edit (hub/admin/tool_admin.py) passes
+    keeps Admin's overrides (hub/store/overrides.py); an Admin edit (hub/shopfile/tool_admin.py) passes
     the coordinator's handle, and what it changes becomes an override."""
 
     def __init__(self, session: Session, shop: Shop, db: _Stored, by: str | None = None):
