@@ -35,7 +35,8 @@ from sqlalchemy import select
 from bench.common import dump, hub_config, latency_ms, machine
 from hub.service.broker import PrivateBroker
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.shopfile.tool_admin import edit_tool, form_values
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member, ShopMeta, Tool, TrainingGrant

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from bench.common import Fleet, dump, machine
 from hub.service.broker import PrivateBroker
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import HubProcess, Listener, wait_for, write_config
 

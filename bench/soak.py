@@ -54,7 +54,8 @@ from hub.contract.messages import cmd_topic, event_topic
 from hub.contract.mqtt import Received
 from hub.service.broker import PrivateBroker
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.ingest import BatchResult
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from bench.common import dump, hub_config, machine
 from hub.service import service
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import BadgeDecision, Event, UsageSession
 

@@ -19,7 +19,8 @@ import pytest
 
 from hub.config import Config
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member
 from tests.helpers import REPO

@@ -27,7 +27,8 @@ from sqlalchemy import text
 from hub.contract.messages import event_topic
 from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import free_port
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member
 

@@ -34,7 +34,8 @@ from hub.contract.messages import (
 )
 from hub.errors import ConfigError
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop_file
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop_file
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import BadgeDecision, Event
 from tests.helpers import REPO, Device, Listener, wait_for

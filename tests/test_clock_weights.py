@@ -26,7 +26,8 @@ from hub.peerconomy import economy as pc
 from hub.rules.access import MemberAccess
 from hub.rules.engine import EffortRec, ShopData, ShopEngine, TaskInfo, WeightClock
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import EffortRecord, Period, Project, ProjectRules, Task, TaskClaim
 from tests.helpers import Device, event_payload, wait_for

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.conftest import make_config
 from tests.helpers import Device, Listener

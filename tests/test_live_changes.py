@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from hub.cli import main
 from hub.contract.allowlist import uid_hash
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import Device, Listener, clear_retained, event_payload, wait_for
 

@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 import hub.service.service
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Period, Task
 from tests.conftest import make_config

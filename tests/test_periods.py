@@ -26,7 +26,8 @@ from hub.ledger.periods import (
 )
 from hub.ledger.taskboard import claim, done, pin
 from hub.peerconomy.scenario import load_scenario, run_scenario
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import (
     EffortRecord,

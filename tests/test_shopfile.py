@@ -13,10 +13,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
+import hub.rules.sessions
 import hub.shopfile.parse
 from hub.cli import main
 from hub.errors import ShopFileError
-from hub.shopfile.parse import MAX_ERRORS, apply_shop, parse_shop, parse_shop_file
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop, parse_shop_file
+from hub.shopfile.spec import MAX_ERRORS
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import (
     Badge,
@@ -205,7 +208,7 @@ def test_a_change_shows_as_a_tilde_line_and_is_applied(engine):
         assert tool.options["max_duration"] == 4 * 3600
         assert tool.options["enforce_reservations"] is False
         assert tool.scarce["per_slot"] == 1800
-        rules = hub.shopfile.parse.tool_rules(tool.policy, tool.power, tool.options)
+        rules = hub.rules.sessions.tool_rules(tool.policy, tool.power, tool.options)
         assert (rules.busy_w, rules.idle_timeout.total_seconds()) == (150, 900)
         assert session.get(Task, "empty-dust").weight == Decimal("1.5")
     assert load(engine, edited) == []

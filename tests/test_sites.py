@@ -14,7 +14,8 @@ from hub.admin.sites import bridge_conf, other_site_devices
 from hub.config import load_config
 from hub.errors import ConfigError, ShopFileError
 from hub.service.broker import PrivateBroker, free_port
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Outbox, PresenceChange, Station, Tool
 from hub.store.outbox import OutboxPublisher, enqueue

@@ -19,7 +19,8 @@ from sqlalchemy import select, text
 
 from hub.cli import main
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import alembic_config, make_engine, migrate, session_factory
 from hub.store.models import BadgeDecision, HubStart, PresenceChange, UsageSession
 from tests.conftest import database_url, make_config

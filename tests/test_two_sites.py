@@ -23,7 +23,8 @@ from hub.admin.sites import bridge_conf
 from hub.config import load_config
 from hub.ledger.periods import open_period
 from hub.service.broker import PrivateBroker, free_port
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import BadgeDecision, Event, Member, Period, TrainingGrant
 from tests.helpers import Device, HubProcess, Listener, event_payload, wait_for

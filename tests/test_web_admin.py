@@ -12,7 +12,8 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member, Tool, TrainingGrant
 from hub.store.shop_store import shop_version

@@ -15,7 +15,8 @@ import pytest
 from hub.ledger import taskboard
 from hub.ledger.periods import close_period
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import Device, StreamReader, event_payload, wait_for
 from web import create_app, serve_in_thread

@@ -28,7 +28,8 @@ from sqlalchemy import func, select
 
 from hub.cli import main
 from hub.config import PAGE_THREADS, load_config
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import ApiToken, Member, WebLogin, WebSession
 from tests import browser as chromium

@@ -147,7 +147,8 @@ def stats(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def load(ctx: Context, file: Path, dry_run: bool) -> None:
     """Load a shop file (members, tools, trainings, tasks, stations); idempotent."""
-    from hub.shopfile.parse import apply_shop, is_change, parse_shop_file
+    from hub.shopfile.apply import apply_shop, is_change
+    from hub.shopfile.parse import parse_shop_file
     from hub.store.db import make_engine, migrate, session_factory
 
     try:

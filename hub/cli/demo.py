@@ -75,7 +75,8 @@ def demo_command(
     from hub.contract.allowlist import public_key_b64
     from hub.service.broker import PrivateBroker
     from hub.service.service import Hub
-    from hub.shopfile.parse import apply_shop, parse_shop_file
+    from hub.shopfile.apply import apply_shop
+    from hub.shopfile.parse import parse_shop_file
     from hub.store.db import make_engine, migrate, session_factory
 
     if speed <= 0:

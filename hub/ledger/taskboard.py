@@ -69,6 +69,7 @@ from hub.store.models import (
     TaskWant,
     Verdict,
 )
+from hub.store.queries import slot_takes, weight_rules
 from hub.store.shop_store import bump_shop_version
 
 if TYPE_CHECKING:
@@ -163,48 +164,6 @@ def _claims_in(session: Session, period_id: int) -> dict[str, list[TaskClaim]]:
     ).scalars():
         out.setdefault(c.task_id, []).append(c)
     return out
-
-
-def slot_takes(
-    session: Session,
-    start: datetime,
-    end: datetime,
-    *,
-    stations: bool = True,
-    task_id: str | None = None,
-) -> dict[str, list[datetime]]:
-    """When each task's slots were taken in ``[start, end)``, oldest first.
-
-    A slot is taken by a claim on the board (at ``claimed_at``) or by effort recorded off
-    the board, at a task station or by a coordinator (at the record's ``start``); board
-    effort is counted by its claim.  This is rule (a)'s V, counted as it grows during the
-    period.  ``stations=False`` leaves station effort out: the shop engine counts the
-    efforts it makes itself.
-    """
-    claims = select(TaskClaim.task_id, TaskClaim.claimed_at).where(
-        TaskClaim.claimed_at >= start, TaskClaim.claimed_at < end
-    )
-    sources = ("station", "coordinator") if stations else ("coordinator",)
-    efforts = select(EffortRecord.task_id, EffortRecord.start).where(
-        EffortRecord.task_id.is_not(None),
-        EffortRecord.source.in_(sources),
-        EffortRecord.start >= start,
-        EffortRecord.start < end,
-    )
-    if task_id is not None:
-        claims = claims.where(TaskClaim.task_id == task_id)
-        efforts = efforts.where(EffortRecord.task_id == task_id)
-    out: dict[str, list[datetime]] = {}
-    for task, at in [*session.execute(claims).all(), *session.execute(efforts).all()]:
-        out.setdefault(task, []).append(at)
-    for times in out.values():
-        times.sort()
-    return out
-
-
-def weight_rules(session: Session) -> dict[str, ProjectRules]:
-    """Rule (a)'s settings per project that has a row (others use the defaults)."""
-    return {r.project_id: r for r in session.execute(select(ProjectRules)).scalars()}
 
 
 def _is_clock(rules: dict[str, ProjectRules], task: Task) -> bool:

@@ -579,3 +579,23 @@ class ToolSessionState:
         self._since = at
         name = self.session.name if self.session else None
         return [ToolStateChanged(self.tool, shown[0], member, name, at, self._watts())]
+
+
+def tool_rules(policy: str, power: dict[str, Any], options: dict[str, Any]) -> ToolRules:
+    """:class:`ToolRules` from a tool row's ``policy``, ``power`` and ``options`` columns."""
+
+    defaults = ToolRules()
+
+    def seconds(value: Any) -> timedelta | None:
+        return None if value is None else timedelta(seconds=value)
+
+    return ToolRules(
+        policy=policy,
+        off_w=power.get("off_w", defaults.off_w),
+        idle_w=power.get("idle_w"),
+        busy_w=power.get("busy_w", defaults.busy_w),
+        hysteresis=power.get("hysteresis_w", defaults.hysteresis),
+        idle_timeout=seconds(power.get("idle_timeout")),
+        max_duration=seconds(options.get("max_duration")) or defaults.max_duration,
+        end_on_stop=bool(options.get("end_on_stop", False)),
+    )

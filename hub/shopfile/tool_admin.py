@@ -27,17 +27,9 @@ from sqlalchemy.orm import Session
 
 from hub.config import DEFAULT_SITE
 from hub.errors import PeershopError
-from hub.shopfile.parse import (
-    TOOL_SETTINGS,
-    Shop,
-    _Apply,
-    _fmt,
-    _fmt_duration,
-    _Mapping,
-    _Parser,
-    _Sequence,
-    _Stored,
-)
+from hub.shopfile.apply import TOOL_SETTINGS, _Apply, _Stored
+from hub.shopfile.parse import _Mapping, _Parser, _Sequence
+from hub.shopfile.spec import Shop, _fmt, _fmt_duration
 from hub.store.models import Member, Tool, Training, TrainingGrant
 from hub.store.overrides import (
     grant_overrides,

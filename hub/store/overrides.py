@@ -1,7 +1,7 @@
 """Changes made in Admin that a later shop-file load keeps: the overrides.
 
-The shop file (hub/shopfile/parse.py) and Admin (web/admin.py, through hub/shopfile/tool_admin.py) both
-write tools and training grants.  A coordinator who changes a tool's policy or renews a
+The shop file (hub/shopfile/) and Admin (web/admin.py, through hub/shopfile/tool_admin.py)
+both write tools and training grants.  A coordinator who changes a tool's policy or renews a
 training in Admin must not see it silently undone by the next ``peershop load``, so each
 such change is recorded as an *override* next to the value it changed:
 

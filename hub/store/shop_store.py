@@ -41,6 +41,7 @@ from hub.rules.engine import (
 from hub.rules.presence import state_from_changes
 from hub.rules.seen import SeenIndex
 from hub.rules.sessions import ToolRules
+from hub.rules.sessions import tool_rules as from_columns
 from hub.store.db import insert_ignore
 from hub.store.models import (
     Badge,
@@ -62,6 +63,7 @@ from hub.store.models import (
     UsageSession,
 )
 from hub.store.overrides import unmark_grants
+from hub.store.queries import slot_takes, weight_rules
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,6 @@ def bump_shop_version(session: Session) -> None:
 
 def tool_rules(tool: Tool) -> ToolRules:
     """A tool row's session rules, read as the shop file wrote them."""
-    from hub.shopfile.parse import tool_rules as from_columns
-
     return from_columns(tool.policy, tool.power or {}, tool.options or {})
 
 
@@ -185,8 +185,6 @@ def load_tasks(
     coordinators, and, unless ``station_takes`` is False (a rebuild, whose engine makes
     them again), the station efforts stored in the period.
     """
-    from hub.ledger.taskboard import slot_takes, weight_rules
-
     query = select(Period)
     if at is None:
         query = query.order_by(Period.start.desc()).limit(1)

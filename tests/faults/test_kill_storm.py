@@ -25,7 +25,8 @@ from click.testing import CliRunner
 
 from hub.cli import main
 from hub.service.broker import PrivateBroker
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.conftest import fresh_database
 from tests.fleet import BOOT, SimulatedDevice

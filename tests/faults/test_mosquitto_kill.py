@@ -33,7 +33,8 @@ from sqlalchemy import select
 
 from hub.service.broker import PrivateBroker
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop_file
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop_file
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Outbox
 from tests.conftest import make_config

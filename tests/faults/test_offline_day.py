@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session
 from hub.cli import main
 from hub.contract.messages import cmd_topic, format_timestamp, status_topic, tool_state_topic
 from hub.service.broker import PrivateBroker
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import UsageSession
 from tests.conftest import fresh_database

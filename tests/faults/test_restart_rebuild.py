@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from hub.cli import main
 from hub.service.service import Hub
-from hub.shopfile.parse import apply_shop, parse_shop
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import BadgeDecision, Event, PresenceChange, UsageSession
 from tests.faults.test_kill_storm import SHOP
