@@ -24,7 +24,8 @@ from hub.ledger.periods import close_due_periods, close_period, open_period
 from hub.ledger.taskboard import board, claim, done, pin, set_rules
 from hub.peerconomy import economy as pc
 from hub.rules.access import MemberAccess
-from hub.rules.engine import EffortRec, ShopData, ShopEngine, TaskInfo, WeightClock
+from hub.rules.engine import ShopEngine
+from hub.rules.records import EffortRec, ShopData, TaskInfo, WeightClock
 from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from hub.contract.messages import DeviceEvent, DeviceStatus
 from hub.plugs.decode import parse_plug, plug_subscriptions
 from hub.rules.access import MemberAccess, WeeklyHours
-from hub.rules.engine import (
+from hub.rules.engine import ShopEngine
+from hub.rules.records import (
     DecisionRec,
     EffortRec,
     PresenceRec,
     SessionCloseRec,
     SessionOpenRec,
     ShopData,
-    ShopEngine,
     TaskInfo,
     ToolConfig,
     TrainingRec,

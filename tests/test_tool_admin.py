@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from hub.cli import main
 from hub.errors import ShopFileError
-from hub.rules.engine import TrainingRec
+from hub.rules.records import TrainingRec
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
 from hub.shopfile.tool_admin import (

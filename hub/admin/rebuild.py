@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 from hub.admin.sites import other_site_devices
 from hub.config import DEFAULT_SITE, Config
 from hub.contract.messages import DeviceEvent, DeviceStatus
-from hub.rules.engine import (
+from hub.rules.engine import ShopEngine
+from hub.rules.records import (
     ClockReading,
     DecisionRec,
     EffortRec,
@@ -44,7 +45,6 @@ from hub.rules.engine import (
     SessionCloseRec,
     SessionOpenRec,
     ShopData,
-    ShopEngine,
     TrainingRec,
     UsageRec,
 )

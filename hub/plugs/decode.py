@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 
 from hub.contract.messages import PLAUSIBLE, DeviceEvent, DeviceStatus, PowerRange
-from hub.rules.engine import ShopData, plug_device_id
 from hub.rules.power import shelly_online, shelly_switch, tasmota_online, tasmota_sensor
+from hub.rules.records import ShopData, plug_device_id
 
 TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT")
 

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from hub.contract.messages import HUB_STATUS_TOPIC, tool_state_topic
-from hub.rules.engine import Message, ShopData
+from hub.rules.records import Message, ShopData
 
 FIELDS = {
     "state": {"name": "state", "value_template": "{{ value_json.state }}", "icon": "mdi:tools"},

@@ -41,7 +41,7 @@ from hub.contract.messages import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, P
 from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ContractError
 from hub.plugs.decode import parse_plug, plug_subscriptions
-from hub.rules.engine import DecisionRec, Message, Outcome, Record, ShopData
+from hub.rules.records import DecisionRec, Message, Outcome, Record, ShopData
 from hub.rules.seen import SeenIndex
 from hub.rules.sessions import ToolStateChanged
 from hub.service.homeassistant import birth_topic, discovery_messages

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DeviceEvent
 from hub.rules.access import MemberAccess, WeeklyHours
-from hub.rules.engine import (
+from hub.rules.engine import ShopEngine
+from hub.rules.presence import state_from_changes
+from hub.rules.records import (
     ClockReading,
     DecisionRec,
     EffortRec,
@@ -31,14 +33,12 @@ from hub.rules.engine import (
     SessionCloseRec,
     SessionOpenRec,
     ShopData,
-    ShopEngine,
     TaskInfo,
     ToolConfig,
     TrainingRec,
     UsageRec,
     WeightClock,
 )
-from hub.rules.presence import state_from_changes
 from hub.rules.seen import SeenIndex
 from hub.rules.sessions import ToolRules
 from hub.rules.sessions import tool_rules as from_columns
