@@ -359,7 +359,7 @@ def start_shop(workdir: Path, devices: int) -> tuple[PrivateBroker, Hub]:
             raise RuntimeError("the hub did not connect")
         # The hub's start-up messages (tool states, allow-lists) leave through the
         # outbox; a hub that cannot deliver them will not answer badges either.
-        if not wait_until(lambda: hub.store.outbox.pending() == 0, 10):
+        if not wait_until(lambda: hub.outbox.pending() == 0, 10):
             raise HubStuck("the hub's outbox did not drain after start-up", thread_stacks(hub))
     except BaseException as exc:
         if hub is not None and not stop_within(
@@ -374,7 +374,7 @@ def start_shop(workdir: Path, devices: int) -> tuple[PrivateBroker, Hub]:
 def thread_stacks(hub: Hub, depth: int = 4) -> dict[str, list[str]]:
     """The innermost frames of the hub's threads, for a stuck hub's report."""
     frames = sys._current_frames()
-    threads = [hub._thread, hub._timer, hub.store.outbox._thread, hub.link.client._thread]
+    threads = [hub._thread, hub._timer, hub.outbox._thread, hub.link.client._thread]
     stacks = {}
     for thread in threads:
         if thread is None or thread.ident is None:

@@ -756,12 +756,12 @@ def test_a_message_too_big_for_the_broker_does_not_cut_the_hub_off(
         with hub.sm.begin() as session:
             enqueue(session, allowlist_topic("laser-node"), bytes(70_000), retain=True)
             enqueue(session, cmd_topic("laser-node"), b'{"action":"unlock"}')
-        hub.store.outbox.notify()
+        hub.outbox.notify()
         listener.wait_topic(cmd_topic("laser-node"))
         assert listener.topics() == [cmd_topic("laser-node")]
-        assert hub.link.counters.disconnects == 0 and hub.store.outbox.too_large == 1
+        assert hub.link.counters.disconnects == 0 and hub.outbox.too_large == 1
         assert "over the broker's maximum packet size of 65536 bytes" in caplog.text
-        wait_for(lambda: hub.store.outbox.pending() == 0, 10, "the outbox to empty")
+        wait_for(lambda: hub.outbox.pending() == 0, 10, "the outbox to empty")
     finally:
         hub.stop()
         listener.close()

@@ -158,7 +158,7 @@ def test_outbox_messages_reach_devices_and_leave_the_outbox_on_puback(hub, broke
     with hub.sm.begin() as session:
         for n in range(3):
             enqueue(session, "peershop/dev/lathe/cmd", json.dumps({"re": n, "action": "deny"}))
-    hub.store.outbox.notify()
+    hub.outbox.notify()
     listener.wait(lambda msgs: len(msgs) == 3)
     assert [p["re"] for p in listener.payloads("peershop/dev/lathe/cmd")] == [0, 1, 2]
     wait_for(lambda: count(hub, Outbox.id) == 0, what="outbox emptied")
@@ -184,14 +184,14 @@ def test_big_outbox_messages_go_a_few_at_a_time_in_order(hub, broker):
     with hub.sm.begin() as session:
         for n, topic in enumerate(topics):
             enqueue(session, topic, bytes([65 + n]) * big, retain=True)
-    hub.store.outbox.notify()
+    hub.outbox.notify()
     listener.wait(lambda msgs: len(msgs) == len(topics), timeout=30)
     listener.close()
     assert [m.topic for m in listener.messages] == topics  # in outbox order
     assert [m.payload[:1] for m in listener.messages] == [bytes([65 + n]) for n in range(12)]
     # the last message can reach the listener before ``watched`` returns
     wait_for(lambda: len(held) == len(topics), what="the outbox's last publish returned")
-    assert max(held) <= hub.store.outbox.max_inflight_bytes
+    assert max(held) <= hub.outbox.max_inflight_bytes
     assert max(held) >= 2 * big  # a few at a time, not one by one
     wait_for(lambda: count(hub, Outbox.id) == 0, what="outbox emptied")
     clear_retained(broker.port, *topics)  # 3.6 MB the module's later listeners need not get

@@ -171,7 +171,7 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
         assert any(t.endswith("/state") for t in topics)
         hub.start()
         assert hub.wait_ready(15)
-        wait_for(lambda: hub.store.outbox.pending() == 0, what="PUBACKs for the hub's outbox")
+        wait_for(lambda: hub.outbox.pending() == 0, what="PUBACKs for the hub's outbox")
 
         def retained() -> dict[str, bytes]:
             """What a device or a dashboard subscribing now is given: the retained
@@ -186,7 +186,7 @@ def test_the_hubs_retained_messages_come_back_after_a_mosquitto_kill(tmp_path: P
         broker.kill()
         broker.start()  # the same port and persistence file, which holds none of them
         wait_for(
-            lambda: hub.link.generation >= 2 and hub.store.outbox.resent >= allowlists,
+            lambda: hub.link.generation >= 2 and hub.outbox.resent >= allowlists,
             timeout=30,
             what="the hub's reconnect and resend",
         )
