@@ -7,7 +7,7 @@ records, half usage sessions, plus everyone's sign-in), then measures, inside a
 transaction that is rolled back so every measurement starts from the same data:
 
 * ``read_s``: the baseline, reading the week's effort and usage rows and nothing else;
-* ``close_s``: :func:`hub.ledger.periods.close_due_periods` closing the week (rules, balances,
+* ``close_s``: :func:`hub.ledger.closing.close_due_periods` closing the week (rules, balances,
   unit costs, weights, all written), the best of ``--repeat`` runs (default 3), and
   ``close_cpu_s``, the CPU time of that run (what other load on the machine cannot add);
 * ``peak_mb``: the close's peak Python memory (tracemalloc, a separate run, as tracing
@@ -36,7 +36,7 @@ from sqlalchemy import insert, select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.config import load_config
-from hub.ledger.periods import close_due_periods
+from hub.ledger.closing import close_due_periods
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import (
     EffortRecord,

@@ -54,6 +54,7 @@ import click
 
 from devices.agent_config import AgentConfig, load_agent_config
 from devices.outbox import AgentStore
+from hub import systemd
 from hub.contract.allowlist import uid_allowed, verify_allowlist
 from hub.contract.messages import (
     HUB_STATUS_TOPIC,
@@ -151,7 +152,7 @@ class Agent:
         self._pruned_at = 0.0
 
         if pin_factory is None and cfg.pin_factory == "mock":
-            from gpiozero.pins.mock import MockFactory
+            from gpiozero.pins.mock import MockFactory  # only for mock pins (tests, no GPIO)
 
             pin_factory = self._own_factory = MockFactory()
         self.pin_factory = pin_factory
@@ -192,7 +193,7 @@ class Agent:
         self.current_sensor = self.running_input = None
         self.buttons: dict[str, Any] = {}
         if cfg.current_sensor:
-            from devices.current_sensor import CurrentSensor
+            from devices.current_sensor import CurrentSensor  # hardware: loaded on use
 
             cs = cfg.current_sensor
             if sample is None and cfg.pin_factory == "mock":
@@ -215,7 +216,7 @@ class Agent:
             self.current_sensor.when_running = lambda: self._on_busy(True)
             self.current_sensor.when_idle = lambda: self._on_busy(False)
         if cfg.running_input:
-            from devices.current_sensor import RunningInput
+            from devices.current_sensor import RunningInput  # hardware: loaded on use
 
             ri = cfg.running_input
             self.running_input = RunningInput(
@@ -224,7 +225,7 @@ class Agent:
             self._closables.append(self.running_input)
             self.running_input.when_changed = self._on_running
         if cfg.interlock:
-            from devices.interlock import Interlock
+            from devices.interlock import Interlock  # hardware: loaded on use
 
             il = cfg.interlock
             self.interlock = Interlock(
@@ -235,7 +236,7 @@ class Agent:
             )
             self._closables.append(self.interlock)
         if cfg.indicator:
-            from devices.indicator import Indicator
+            from devices.indicator import Indicator  # hardware: loaded on use
 
             ind = cfg.indicator
             self.indicator = Indicator(
@@ -247,7 +248,7 @@ class Agent:
             )
             self._closables.append(self.indicator)
         if cfg.buttons:
-            from gpiozero import Button
+            from gpiozero import Button  # hardware: loaded on use
 
             for name, pin in cfg.buttons.items():
                 button = Button(pin, pin_factory=factory)
@@ -266,18 +267,18 @@ class Agent:
         assert r is not None
         hold = {} if r.hold_time is None else {"hold_time": r.hold_time}
         if r.type == "rdm6300":
-            from devices.rdm6300 import Rdm6300Reader
+            from devices.rdm6300 import Rdm6300Reader  # hardware: loaded on use
 
             return Rdm6300Reader(r.port, include_version=r.include_version, **hold)
         if r.type == "pn532":
-            from devices.pn532 import Pn532Reader
+            from devices.pn532 import Pn532Reader  # hardware: loaded on use
 
             return Pn532Reader(r.port, **hold)
         if r.type == "wiegand":
-            from devices.wiegand import WiegandReader
+            from devices.wiegand import WiegandReader  # hardware: loaded on use
 
             return WiegandReader(r.d0, r.d1, pin_factory=self.pin_factory, **hold)
-        from devices.keyboard_wedge import KeyboardWedgeReader
+        from devices.keyboard_wedge import KeyboardWedgeReader  # hardware: loaded on use
 
         return KeyboardWedgeReader(r.device, fmt=r.fmt, **hold)
 
@@ -753,8 +754,6 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def agent_command(config_path: str, verbose: bool) -> None:
     """Drive a tool station's reader, relay and sensors as a CONTRACT.md §2 device."""
-    from hub import systemd
-
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub import __version__
 from hub.config import parse_duration
 from hub.contract.allowlist import load_public_key
 from hub.contract.messages import DEVICE_ID, normalize_uid
@@ -252,8 +253,6 @@ TOP_KEYS = (
 
 def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> AgentConfig:
     """Check a decoded TOML document; ``base`` resolves relative paths (the file's folder)."""
-    from hub import __version__
-
     top = _Section(raw, "agent.", TOP_KEYS)
     base = base or Path.cwd()
     cfg: dict[str, Any] = {

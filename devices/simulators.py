@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import select
 import threading
 import time
 import uuid
@@ -33,6 +34,8 @@ from typing import Any
 from devices.agent import Agent
 from devices.agent_config import parse_agent_config
 from devices.rdm6300 import rdm6300_frame
+from firmware_bridge.bridge import Bridge
+from firmware_bridge.firmware.protocol import MemoryStore, Node
 from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 
 log = logging.getLogger(__name__)
@@ -137,9 +140,6 @@ class SerialNodeSim:
     """A microcontroller tool node (``protocol.Node``) behind ``peershop bridge`` on a pty."""
 
     def __init__(self, node_id: str, mqtt_port: int, *, mqtt_host: str = "127.0.0.1"):
-        from firmware_bridge.bridge import Bridge
-        from firmware_bridge.firmware.protocol import MemoryStore, Node
-
         self.master, self._slave = os.openpty()
         path = os.ttyname(self._slave)
         self.granted = False
@@ -172,8 +172,6 @@ class SerialNodeSim:
             self.granted = False
 
     def _run(self) -> None:
-        import select
-
         while not self._stop.is_set():
             ready, _, _ = select.select([self.master], [], [], 0.05)
             with self._lock:

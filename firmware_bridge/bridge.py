@@ -47,6 +47,7 @@ import click
 import serial
 
 from firmware_bridge.framing import FrameDecoder, Rejection, encode_frame
+from hub.config import load_config, parse_duration
 from hub.contract.messages import (
     DEVICE_ID,
     HUB_STATUS_TOPIC,
@@ -58,7 +59,7 @@ from hub.contract.messages import (
     status_topic,
 )
 from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
-from hub.errors import ContractError
+from hub.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -871,8 +872,6 @@ def load_passwords(path: Path) -> dict[str, str]:
 
 
 def _silence(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-    from hub.config import parse_duration
-
     try:
         return parse_duration(value).total_seconds()
     except ValueError as exc:
@@ -907,9 +906,6 @@ def bridge_command(
     PORT is a device path, a /dev/serial/by-id/... link or a pyserial URL; a port that
     goes away is reopened when it comes back.
     """
-    from hub.config import load_config
-    from hub.errors import ConfigError
-
     obj = ctx.find_root().obj
     try:
         cfg = obj.config() if obj is not None else load_config(None)

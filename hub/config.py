@@ -10,6 +10,7 @@ Every key is checked at the door (Moonraker-style): a bad value stops start-up w
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -163,8 +164,8 @@ def _path(value: Any) -> Path:
 
 
 def _db_url(value: Any) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.engine import make_url  # start-up time: agents skip it
+    from sqlalchemy.exc import ArgumentError  # start-up time: agents skip it
 
     text = _str(value)
     try:
@@ -183,7 +184,7 @@ def _sqlite_folder_exists(url: str) -> None:
     gave an empty database and a hub that denied every badge.  ``site.data_dir``'s default
     database is still made on first use: that folder is peershop's own.
     """
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # start-up time: agents skip it
 
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -199,8 +200,6 @@ def _sqlite_folder_exists(url: str) -> None:
 
 def _networks(value: Any) -> tuple[str, ...]:
     """Addresses or CIDRs: a TOML list, or a comma-separated string (environment)."""
-    import ipaddress
-
     items = value if isinstance(value, list) else str(value).split(",")
     out = []
     for item in items:

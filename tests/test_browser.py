@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub.ledger.periods import close_period
+from hub.ledger.closing import close_period
 from hub.service.service import Hub
 from tests import browser as chromium
 from tests.helpers import Device, event_payload

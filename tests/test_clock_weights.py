@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.cli import main
 from hub.contract.messages import DeviceEvent
 from hub.errors import ShopFileError
-from hub.ledger.periods import close_due_periods, close_period, open_period
+from hub.ledger.closing import close_due_periods, close_period
+from hub.ledger.periods import open_period
 from hub.ledger.taskboard import board, claim, done, pin, set_rules
 from hub.peerconomy import economy as pc
 from hub.rules.access import MemberAccess

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.cli import main
+from hub.ledger.closing import close_due_periods
 from hub.ledger.export import collect, load_json, to_csv, to_json, to_valueflows
-from hub.ledger.periods import close_due_periods, open_period
+from hub.ledger.periods import open_period
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import UsageRecord
 from tests.test_periods import NEXT_WEEK, SCENARIOS, WEEK, berlin, store_scenario_week

@@ -15,15 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.cli import main
 from hub.config import Config, load_config
-from hub.ledger.periods import (
-    ClosedPeriodError,
-    PeriodError,
-    close_due_periods,
-    close_period,
-    correct_effort,
-    open_period,
-    period_bounds,
-)
+from hub.errors import ClosedPeriodError, PeriodError
+from hub.ledger.closing import close_due_periods, close_period
+from hub.ledger.periods import correct_effort, open_period, period_bounds
 from hub.ledger.taskboard import claim, done, pin
 from hub.peerconomy.scenario import load_scenario, run_scenario
 from hub.shopfile.apply import apply_shop

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.ledger.periods import close_due_periods, open_period
+from hub.ledger.closing import close_due_periods
+from hub.ledger.periods import open_period
 from hub.ledger.reservations import ReservationError, clear_due, reserve, winning_reservations
 from hub.peerconomy.scenario import load_scenario, run_scenario
 from hub.rules.access import Reservation

@@ -9,13 +9,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from hub.cli.ledger_cli import simulate_command
 from hub.errors import ScenarioError
 from hub.peerconomy.scenario import (
     load_scenario,
     parse_scenario,
     run_scenario,
     simulate,
-    simulate_command,
     to_json,
 )
 

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.ledger.periods import close_due_periods, open_period
+from hub.ledger.closing import close_due_periods
+from hub.ledger.periods import open_period
 from hub.ledger.taskboard import (
     ClaimStatus,
     NotAllowedError,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from hub.config import load_config
 from hub.ledger import taskboard
-from hub.ledger.periods import close_period
+from hub.ledger.closing import close_period
 from hub.store.models import EffortRecord, Period, PresenceChange, SlotReservation, TaskState, Tool
 from tests import test_web_app as base
 from tests.test_web_app import EVIL, T0, csrf, login

@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 import pytest
 
 from hub.ledger import taskboard
-from hub.ledger.periods import close_period
+from hub.ledger.closing import close_period
 from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from tests.helpers import Device, StreamReader, event_payload, wait_for
-from web import create_app, serve_in_thread
-from web.serve import serve_hub
+from web import create_app, serve_hub, serve_in_thread
 from web.state import LiveFeed
 
 SHOP = """

@@ -26,7 +26,7 @@ from hub.service.service import Hub
 from tests import browser as chromium
 from tests.conftest import make_config
 from tests.helpers import Device, StreamReader, event_payload, wait_for
-from web.serve import serve_hub
+from web import serve_hub
 from web.stream import Refused, StreamSlots
 
 browser = chromium.browser_fixture  # Chromium, or a skip (a failure on CI)

@@ -12,20 +12,24 @@ state and streams every change as server-sent events.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, jsonify, render_template, request
+from flask import Flask, abort, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from hub.contract.messages import holds_nul
+from web import admin, api, auth, floor, me, metrics, period, stream, tasks
+from web.errors import api_error, body_too_large
 from web.proxies import ClientAddress, networks
 from web.serve import serve_in_thread
 from web.state import WebState, iso
@@ -34,7 +38,9 @@ if TYPE_CHECKING:
     from hub.config import Config
     from hub.service.service import Hub
 
-__all__ = ["create_app", "serve_in_thread"]
+log = logging.getLogger(__name__)
+
+__all__ = ["api_error", "body_too_large", "create_app", "serve_hub", "serve_in_thread"]
 
 # No inline script or style anywhere: everything comes from /static.
 CSP = (
@@ -174,8 +180,6 @@ def create_app(
     app.extensions["peershop"] = state
     csrf = CSRFProtect(app)
 
-    from web import admin, api, auth, floor, me, metrics, period, stream, tasks
-
     auth.init_app(app)
     for module in (floor, auth, tasks, period, me, admin, api, stream, metrics):
         app.register_blueprint(module.bp)
@@ -252,10 +256,6 @@ def create_app(
     return app
 
 
-def body_too_large(limit: int) -> str:
-    return f"the request body is larger than http.max_body_bytes ({limit} bytes)"
-
-
 def _json_body() -> Any:
     """The body of a request that says it is JSON; one that is not (or nests too deep)
     is a 400 with the reason, for every endpoint alike."""
@@ -268,8 +268,18 @@ def _json_body() -> Any:
         abort(400, description=reason or "the body is not valid JSON")
 
 
-def api_error(status: int, code: str, message: str | None):
-    """The API's error body, CONTRACT.md §5: ``{"error":{"code","message"}}``."""
-    response = jsonify({"error": {"code": code, "message": message or code}})
-    response.status_code = status
-    return response
+def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
+    """The web view of a running hub, for ``peershop run`` (``http.threads``,
+    ``http.streams``).
+
+    A port that cannot be bound (taken, no permission) is logged and the hub runs on
+    without its web view: badge decisions and ingest matter more than the screen.
+    """
+    try:
+        http = hub.cfg.http
+        return serve_in_thread(
+            create_app(hub=hub), listen, threads=http.threads, streams=http.streams
+        )
+    except OSError as exc:
+        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
+        return lambda: None

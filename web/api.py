@@ -24,6 +24,7 @@ from hub.contract.allowlist import public_key_b64
 from hub.ledger import taskboard
 from hub.store.models import Device, EffortRecord, Event, Period, Task, UsageSession
 from web.auth import can_see_names, require_role
+from web.errors import api_error
 from web.openapi import openapi_document
 from web.period import allocations, period_or_404
 from web.state import committing, iso
@@ -320,8 +321,6 @@ def _actor(task_id: str) -> tuple[Any, str]:
 
 
 def _refused(exc: taskboard.TaskBoardError) -> Any:
-    from web import api_error
-
     if isinstance(exc, taskboard.NotAllowedError):
         return api_error(403, "forbidden", str(exc))
     return api_error(409, "conflict", str(exc))

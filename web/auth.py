@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from hub.errors import PeershopError
+from hub.errors import SecretRuleError
 from hub.store.models import ApiToken, Badge, Member, WebLogin
 from web import logins
 from web.proxies import within
@@ -81,10 +81,6 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 PASSWORD_MIN, PASSWORD_MAX = 8, 200
 PIN_MIN, PIN_MAX = 6, 12
 _PIN = re.compile(rf"[0-9]{{{PIN_MIN},{PIN_MAX}}}")
-
-
-class SecretRuleError(PeershopError, ValueError):
-    """A password or kiosk PIN that the rule for web logins refuses."""
 
 
 def check_password(password: str) -> None:

@@ -4,7 +4,7 @@ Per project, each member's credited, expected and balance (members see their own
 and the totals, coordinators everyone's), what a unit of each resource cost, the scarce
 slots' reservations and how they cleared, and charts of tool use per day and effort per
 project.  A coordinator may close the running period now.  The numbers come from
-:func:`hub.ledger.periods.period_summary`; this module filters and renders them.
+:func:`hub.ledger.closing.period_summary`; this module filters and renders them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from sqlalchemy import String, func, select, type_coerce
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
-from hub.ledger.periods import PeriodError, close_period, period_summary, recent_periods
+from hub.errors import PeriodError
+from hub.ledger.closing import close_period, period_summary, recent_periods
 from hub.store.models import EffortRecord, Period, PeriodBalance, SlotReservation, UsageSession
 from web.auth import require_role
 from web.charts import bars, columns

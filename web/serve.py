@@ -7,7 +7,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from flask import Flask
 from waitress import wasyncore
@@ -17,6 +16,7 @@ from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
 from hub.config import PAGE_THREADS, SCHEMA, default_streams
+from web.errors import body_too_large
 from web.stream import StreamSlots
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ class JsonErrorTask(ErrorTask):
         error = self.request.error
         message = error.body
         if isinstance(error, RequestEntityTooLarge):
-            from web import body_too_large  # here: web imports this module
-
             message = body_too_large(self.channel.server.adj.max_request_body_size - 1)
         code = error.reason.lower().replace(" ", "_")
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -148,22 +146,3 @@ def serve_in_thread(
 
     stop.address = server.getsockname()[:2]  # type: ignore[attr-defined]
     return stop
-
-
-def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
-    """The web view of a running hub, for ``peershop run`` (``http.threads``,
-    ``http.streams``).
-
-    A port that cannot be bound (taken, no permission) is logged and the hub runs on
-    without its web view: badge decisions and ingest matter more than the screen.
-    """
-    from web import create_app
-
-    try:
-        http = hub.cfg.http
-        return serve_in_thread(
-            create_app(hub=hub), listen, threads=http.threads, streams=http.streams
-        )
-    except OSError as exc:
-        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
-        return lambda: None

@@ -16,7 +16,7 @@ from flask import g
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.config import DEFAULT_SITE
+from hub.config import DEFAULT_SITE, load_config
 from hub.store.models import (
     ClaimReview,
     Device,
@@ -103,8 +103,6 @@ class WebState:
         if self.hub is not None:
             return self.hub.cfg
         if self._cfg is None:
-            from hub.config import load_config
-
             self._cfg = load_config(env={}, search=())
         return self._cfg
 

@@ -36,6 +36,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, current_app, request
 
 from web.auth import can_see_names
+from web.errors import api_error
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,6 @@ def fallback_settings() -> dict[str, Any]:
 
 
 def _refused(slots: StreamSlots, why: Refused) -> Response:
-    from web import api_error  # here: web imports this module's blueprint
-
     retry = current_app.config.get("STREAM_RETRY_S", RETRY_S)
     if why is Refused.FULL:
         status, held = 503, f"all {slots.limit} live streams are open"

@@ -207,8 +207,8 @@ class UsbLink:
     """The board's USB serial (the REPL's), read without blocking."""
 
     def __init__(self):
-        import select
-        import sys
+        import select  # MicroPython: load only when the node runs, not when tests import it
+        import sys  # MicroPython: load only when the node runs, not when tests import it
 
         self._in = sys.stdin.buffer
         self._out = sys.stdout.buffer
@@ -240,10 +240,10 @@ class UartLink:
 
 def run():
     """Wire the node to the board and loop forever."""
-    import sys
-    import time
+    import sys  # MicroPython: load only when the node runs, not when tests import it
+    import time  # MicroPython: load only when the node runs, not when tests import it
 
-    import machine
+    import machine  # on the board only: MicroPython's machine module
 
     pins = SETTINGS["pins"][sys.platform]
     # Fail-safe first: the relay pin is driven to "off" before anything else can fail.

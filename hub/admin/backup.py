@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import delete, inspect
 from sqlalchemy.engine import URL, make_url
 
-from hub.errors import PeershopError
+from hub.errors import BackupError
 from hub.private_files import private_file
 from hub.store.db import make_engine, migrate
 from hub.store.db_lock import hold_for_restore
@@ -29,10 +29,6 @@ from hub.store.models import AllowlistVersion
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PGDUMP_MAGIC = b"PGDMP"
-
-
-class BackupError(PeershopError, RuntimeError):
-    """A backup or restore could not be made; nothing was changed."""
 
 
 def backup(url: str, dest: Path) -> str:

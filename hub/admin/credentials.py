@@ -47,14 +47,10 @@ from hub.contract.messages import (
     plugs_overlap,
     status_topic,
 )
-from hub.errors import ConfigError, PeershopError
+from hub.errors import ConfigError, CredentialError
 from hub.store.models import Device, MqttAccount, ToolBinding, utcnow
 
 log = logging.getLogger(__name__)
-
-
-class CredentialError(PeershopError, ValueError):
-    """A device id, topic or broker setting cannot become an MQTT account or file."""
 
 
 # Mosquitto 2.0's defaults (src/password_mosq.h): 12 salt bytes, 101 iterations, SHA-512.
@@ -423,7 +419,7 @@ def render_acl(
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Write via a temporary file and rename, so the broker never reads half a file.
 
     The file belongs to the folder's owner (the ``peershop`` user on a Pi), also when
@@ -521,7 +517,7 @@ def write_broker_files(
     }
     written = []
     for name, text in files.items():
-        _write_atomically(outdir / name, text)
+        write_atomically(outdir / name, text)
         written.append(outdir / name)
     return written
 

@@ -12,13 +12,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.errors import PeershopError
+from hub.errors import EnrolError
 from hub.store.models import Badge, BadgeDecision, Member
 from hub.store.shop_store import bump_shop_version
-
-
-class EnrolError(PeershopError, ValueError):
-    """The badge cannot be assigned; the message says why."""
 
 
 @dataclass(frozen=True)

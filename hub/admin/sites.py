@@ -19,9 +19,7 @@ it, and the event identity ``(device, boot, seq)`` keeps each of its events once
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -98,74 +96,3 @@ def bridge_conf(
         "",
     ]
     return "\n".join(lines)
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-@click.command("bridge-config")
-@click.option(
-    "--central", required=True, help="The central broker as HOST:PORT (e.g. central.lan:8883)."
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The site broker's folder (that of `peershop mosquitto-config --out`).",
-)
-@click.option("--username", help="The bridge's login at the central broker.")
-@click.option(
-    "--password-file",
-    type=click.File("r"),
-    help="A file holding the bridge's password at the central broker (- for stdin).",
-)
-@click.option(
-    "--cafile",
-    type=click.Path(dir_okay=False, exists=True),
-    help="CA of the central broker's TLS certificate: the bridge then uses TLS.",
-)
-@click.option(
-    "--both/--out-only",
-    default=False,
-    help="Also bring the other sites' device traffic to this site (default: out only).",
-)
-@click.pass_obj
-def bridge_config_command(
-    obj: Any,
-    central: str,
-    out: Path,
-    username: str | None,
-    password_file: Any,
-    cafile: str | None,
-    both: bool,
-) -> None:
-    """Write the bridge of this site's broker (site.id) to the central broker.
-
-    The file goes to OUT/conf.d/bridge-central.conf, which the mosquitto.conf written by
-    `peershop mosquitto-config --out OUT` includes; run that (again) after this, then
-    reload or restart Mosquitto.  See deploy/two-sites.md.
-    """
-    from hub.admin.credentials import _write_atomically
-
-    host, port = _host_port(central)
-    password = password_file.read().strip() if password_file is not None else None
-    if password and not username:
-        raise click.UsageError("--password-file needs --username")
-    site = obj.config().site.id
-    text = bridge_conf(
-        site,
-        host,
-        port,
-        username=username,
-        password=password,
-        cafile=cafile,
-        direction="both" if both else "out",
-    )
-    folder = Path(out) / INCLUDE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder / BRIDGE_FILE, text)  # 0600: it may hold a password
-    click.echo(f"wrote {folder / BRIDGE_FILE} (site {site} to {host}:{port})")

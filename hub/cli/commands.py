@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
@@ -11,41 +10,42 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import func, select
 
-from hub import __version__
-from hub.config import Config, load_config
-from hub.errors import ConfigError, PeershopError
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic announces every plugin at INFO on each start; only its problems matter here.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-class Context:
-    def __init__(self, config_path: str | None, verbose: bool):
-        self.config_path = config_path
-        self.verbose = verbose
-        self._config: Config | None = None
-
-    def config(self, **overrides: dict[str, Any]) -> Config:
-        if self._config is None or overrides:
-            try:
-                self._config = load_config(self.config_path, overrides=overrides or None)
-            except ConfigError as exc:
-                raise click.ClickException(f"invalid configuration: {exc}") from None
-        return self._config
+from devices.agent import agent_command
+from firmware_bridge.bridge import bridge_command
+from hub import __version__, systemd
+from hub.admin.enrol import EnrolError, enrol_last_unknown, unknown_badges
+from hub.admin.rebuild import compare, replace, replay
+from hub.cli import ledger_cli, ops_cli
+from hub.cli.context import Context, database, pass_ctx, setup_logging
+from hub.cli.demo import demo_command
+from hub.cli.web_cli import token_group, user_group
+from hub.errors import PeershopError
+from hub.service.broker import PrivateBroker
+from hub.service.service import Hub
+from hub.shopfile.apply import apply_shop, is_change
+from hub.shopfile.parse import parse_shop_file
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Event, Tool
+from hub.store.queries import counts
+from hub.store.shop_store import bump_shop_version
+from web import serve_hub
 
 
-pass_ctx = click.make_pass_decorator(Context)
+class _Peershop(click.Group):
+    """The top command: an error peershop raises on purpose (:class:`PeershopError`, from
+    any layer) becomes click's ``Error: ...`` and exit status 1, not a traceback.  The
+    layers raise their own errors and know nothing of click."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PeershopError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Peershop, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "-c",
@@ -71,11 +71,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 @pass_ctx
 def run(ctx: Context, private_broker: bool) -> None:
     """The hub: MQTT ingest into the database, until Ctrl-C or SIGTERM."""
-    from hub import systemd
-    from hub.service.broker import PrivateBroker
-    from hub.service.service import Hub
-
-    _setup_logging(ctx.verbose)
+    setup_logging(ctx.verbose)
     cfg = ctx.config()
     broker = None
     try:
@@ -93,7 +89,6 @@ def run(ctx: Context, private_broker: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     hub.start()
-    from web.serve import serve_hub
 
     stop_web = serve_hub(hub, cfg.http.listen)
     click.echo(
@@ -124,9 +119,6 @@ def run(ctx: Context, private_broker: bool) -> None:
 @pass_ctx
 def stats(ctx: Context, as_json: bool) -> None:
     """Counts from the database; safe while the hub runs."""
-    from hub.store.db import make_engine, migrate, session_factory
-    from hub.store.queries import counts
-
     engine = make_engine(ctx.config().db.url)
     try:
         migrate(engine)
@@ -147,10 +139,6 @@ def stats(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def load(ctx: Context, file: Path, dry_run: bool) -> None:
     """Load a shop file (members, tools, trainings, tasks, stations); idempotent."""
-    from hub.shopfile.apply import apply_shop, is_change
-    from hub.shopfile.parse import parse_shop_file
-    from hub.store.db import make_engine, migrate, session_factory
-
     try:
         shop = parse_shop_file(file)
     except PeershopError as exc:
@@ -178,24 +166,13 @@ def load(ctx: Context, file: Path, dry_run: bool) -> None:
     click.echo(f"{count} {'change' if count == 1 else 'changes'} ({verb}{kept_note})", err=True)
 
 
-def _database(ctx: Context):
-    """An engine and session factory for the configured database, migrated."""
-    from hub.store.db import make_engine, migrate, session_factory
-
-    engine = make_engine(ctx.config().db.url)
-    migrate(engine)
-    return engine, session_factory(engine)
-
-
 @main.command()
 @click.option("--reader", "reader", required=True, help="Device id of the reader tapped.")
 @click.option("--member", "handle", help="Give the last unknown badge to this member.")
 @pass_ctx
 def enrol(ctx: Context, reader: str, handle: str | None) -> None:
     """Give a member the last unknown badge tapped at READER (without --member: list them)."""
-    from hub.admin.enrol import EnrolError, enrol_last_unknown, unknown_badges
-
-    engine, sm = _database(ctx)
+    engine, sm = database(ctx)
     try:
         if handle is None:
             with sm() as session:
@@ -220,10 +197,7 @@ def tool() -> None:
 
 
 def _set_lock(ctx: Context, tool_id: str, locked: bool) -> None:
-    from hub.store.models import Tool
-    from hub.store.shop_store import bump_shop_version
-
-    engine, sm = _database(ctx)
+    engine, sm = database(ctx)
     try:
         with sm.begin() as session:
             row = session.get(Tool, tool_id)
@@ -260,12 +234,8 @@ def tool_unlock(ctx: Context, tool_id: str) -> None:
 @pass_ctx
 def rebuild(ctx: Context, check: bool) -> None:
     """Run the rules over the whole event log again (stop the hub first unless --check)."""
-    from sqlalchemy import func, select
 
-    from hub.admin.rebuild import compare, replace, replay
-    from hub.store.models import Event
-
-    engine, sm = _database(ctx)
+    engine, sm = database(ctx)
     try:
         with sm() as session:
             total = session.scalar(select(func.count(Event.id))) or 0
@@ -294,29 +264,20 @@ def rebuild(ctx: Context, check: bool) -> None:
 # Commands that live beside the code they drive.  Each module owns its command; this
 # block only registers them, so adding one is a one-line change here.
 def _register() -> None:
-    from devices.agent import agent_command
-    from firmware_bridge.bridge import bridge_command
-    from hub.admin.sites import bridge_config_command
-    from hub.cli import ops_cli
-    from hub.cli.demo import demo_command
-    from hub.cli.web_cli import token_group, user_group
-    from hub.ledger import export, periods
-    from hub.peerconomy.scenario import simulate_command
-
-    main.add_command(simulate_command)
+    main.add_command(ledger_cli.simulate_command)
     main.add_command(ops_cli.device_group)
     main.add_command(ops_cli.mosquitto_config_command)
     main.add_command(ops_cli.backup_command)
     main.add_command(ops_cli.restore_command)
     main.add_command(ops_cli.migrate_command)
     main.add_command(bridge_command)
-    main.add_command(periods.period_group)
-    main.add_command(export.export_command)
+    main.add_command(ledger_cli.period_group)
+    main.add_command(ledger_cli.export_command)
     main.add_command(token_group)
     main.add_command(user_group)
     main.add_command(agent_command)
     main.add_command(demo_command)
-    main.add_command(bridge_config_command)
+    main.add_command(ops_cli.bridge_config_command)
 
 
 _register()

@@ -21,7 +21,18 @@ from typing import Any
 
 import click
 
+from devices.simulators import ShopSimulation
+from hub.cli.context import setup_logging
+from hub.contract.allowlist import public_key_b64
 from hub.errors import PeershopError
+from hub.service.broker import PrivateBroker
+from hub.service.service import Hub
+from hub.shopfile.apply import apply_shop
+from hub.shopfile.parse import parse_shop_file
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.queries import counts
+from web import create_app
+from web.serve import serve_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +53,6 @@ def _broker_configured(source: Path | None) -> bool:
 
 
 def _counts(engine: Any) -> dict[str, int]:
-    from hub.store.db import session_factory
-    from hub.store.queries import counts
-
     with session_factory(engine)() as session:
         return counts(session)
 
@@ -70,18 +78,9 @@ def demo_command(
     seed: int | None,
 ) -> None:
     """A simulated shop: broker, hub, web view and devices producing live traffic."""
-    from devices.simulators import ShopSimulation
-    from hub.cli.commands import _setup_logging
-    from hub.contract.allowlist import public_key_b64
-    from hub.service.broker import PrivateBroker
-    from hub.service.service import Hub
-    from hub.shopfile.apply import apply_shop
-    from hub.shopfile.parse import parse_shop_file
-    from hub.store.db import make_engine, migrate, session_factory
-
     if speed <= 0:
         raise click.BadParameter("must be positive", param_hint="--speed")
-    _setup_logging(ctx.verbose)
+    setup_logging(ctx.verbose)
     if not ctx.verbose:
         for noisy in ("hub", "devices", "firmware_bridge", "web", "waitress"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -112,21 +111,14 @@ def demo_command(
         hub.start()
         if not hub.wait_ready(30):
             raise PeershopError(f"the hub could not reach {cfg.mqtt.host}:{cfg.mqtt.port}")
-        url = None
-        try:
-            from web import create_app
-            from web.serve import serve_in_thread
-        except ImportError:
-            create_app = None
-        if create_app is not None:
-            stop_web = serve_in_thread(
-                create_app(hub=hub),  # its [http] settings come from the hub's config
-                cfg.http.listen,
-                threads=cfg.http.threads,
-                streams=cfg.http.streams,
-            )
-            host, web_port = stop_web.address  # type: ignore[attr-defined]
-            url = f"http://{host}:{web_port}/"
+        stop_web = serve_in_thread(
+            create_app(hub=hub),  # its [http] settings come from the hub's config
+            cfg.http.listen,
+            threads=cfg.http.threads,
+            streams=cfg.http.streams,
+        )
+        host, web_port = stop_web.address  # type: ignore[attr-defined]
+        url = f"http://{host}:{web_port}/"
         sim = ShopSimulation(
             cfg.mqtt.port,
             data / "devices",

@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
+from hub.admin.backup import backup, restore
+from hub.admin.credentials import (
+    BrokerSettings,
+    add_account,
+    is_broker_dir,
+    load_settings,
+    reload_broker,
+    revoke_account,
+    write_atomically,
+    write_broker_files,
+)
+from hub.admin.sites import BRIDGE_FILE, INCLUDE_DIR, bridge_conf
 from hub.errors import PeershopError
+from hub.store.db import current_revision, make_engine, migrate, session_factory
+from hub.store.models import MqttAccount
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,8 +54,6 @@ def default_broker_dir(cfg: Config) -> Path:
 @contextmanager
 def _session(cfg: Config) -> Iterator[Session]:
     """One transaction on a migrated database; the engine is always disposed."""
-    from hub.store.db import make_engine, migrate, session_factory
-
     engine = make_engine(cfg.db.url)
     try:
         migrate(engine)
@@ -54,8 +69,6 @@ def _fail(exc: Exception) -> click.ClickException:
 
 def _refresh_broker(session: Session, cfg: Config, out: Path | None, reload: bool) -> None:
     """Rewrite the broker files (if their folder is known) and signal Mosquitto."""
-    from hub.admin.credentials import is_broker_dir, reload_broker, write_broker_files
-
     outdir = out or default_broker_dir(cfg)
     if out is None and not is_broker_dir(outdir):
         click.echo(
@@ -114,8 +127,6 @@ def device_add(
     reload: bool,
 ) -> None:
     """Register device ID and print its MQTT credentials (shown this once only)."""
-    from hub.admin.credentials import add_account
-
     if tasmota and shelly:
         raise click.UsageError("--tasmota and --shelly exclude each other")
     kind, topic = (
@@ -153,8 +164,6 @@ def device_add(
 @click.pass_obj
 def device_revoke(obj: Any, device_id: str, out: Path | None, reload: bool) -> None:
     """Take away device ID's access: its login is refused from the next broker reload."""
-    from hub.admin.credentials import revoke_account
-
     cfg = _config(obj)
     try:
         with _session(cfg) as session:
@@ -171,9 +180,6 @@ def device_revoke(obj: Any, device_id: str, out: Path | None, reload: bool) -> N
 @click.pass_obj
 def device_list(obj: Any, as_json: bool) -> None:
     """MQTT accounts: who may log in to the broker, and who was revoked when."""
-    from sqlalchemy import select
-
-    from hub.store.models import MqttAccount
 
     with _session(_config(obj)) as session:
         rows = [
@@ -223,14 +229,6 @@ def mosquitto_config_command(
 
     Options not given keep the values of the previous run in OUT.
     """
-    from dataclasses import replace
-
-    from hub.admin.credentials import (
-        BrokerSettings,
-        load_settings,
-        reload_broker,
-        write_broker_files,
-    )
 
     given = {
         "port": port,
@@ -262,8 +260,6 @@ def mosquitto_config_command(
 @click.pass_obj
 def backup_command(obj: Any, file: Path) -> None:
     """Back up the database to FILE (safe while the hub runs)."""
-    from hub.admin.backup import backup
-
     cfg = _config(obj)
     try:
         kind = backup(cfg.db.url, file)
@@ -282,13 +278,9 @@ def restore_command(obj: Any, file: Path, yes: bool) -> None:
     Refused while a hub runs on the database: stop it first (`sudo systemctl stop
     peershop`, and every other site's hub on a shared PostgreSQL).
     """
-    from hub.admin.backup import restore
-
     cfg = _config(obj)
     where = cfg.db.url
     if not yes:
-        from sqlalchemy.engine import make_url
-
         where = make_url(where).render_as_string(hide_password=True)
         click.confirm(f"Replace every table in {where} with {file}?", abort=True)
     try:
@@ -302,8 +294,6 @@ def restore_command(obj: Any, file: Path, yes: bool) -> None:
 @click.pass_obj
 def migrate_command(obj: Any) -> None:
     """Bring the database schema to this version of peershop (keeps the data)."""
-    from hub.store.db import current_revision, make_engine, migrate
-
     engine = make_engine(_config(obj).db.url)
     try:
         before = current_revision(engine)
@@ -312,3 +302,72 @@ def migrate_command(obj: Any) -> None:
     finally:
         engine.dispose()
     click.echo(f"schema {before or 'empty'} -> {after}" if before != after else f"schema {after}")
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@click.command("bridge-config")
+@click.option(
+    "--central", required=True, help="The central broker as HOST:PORT (e.g. central.lan:8883)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The site broker's folder (that of `peershop mosquitto-config --out`).",
+)
+@click.option("--username", help="The bridge's login at the central broker.")
+@click.option(
+    "--password-file",
+    type=click.File("r"),
+    help="A file holding the bridge's password at the central broker (- for stdin).",
+)
+@click.option(
+    "--cafile",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA of the central broker's TLS certificate: the bridge then uses TLS.",
+)
+@click.option(
+    "--both/--out-only",
+    default=False,
+    help="Also bring the other sites' device traffic to this site (default: out only).",
+)
+@click.pass_obj
+def bridge_config_command(
+    obj: Any,
+    central: str,
+    out: Path,
+    username: str | None,
+    password_file: Any,
+    cafile: str | None,
+    both: bool,
+) -> None:
+    """Write the bridge of this site's broker (site.id) to the central broker.
+
+    The file goes to OUT/conf.d/bridge-central.conf, which the mosquitto.conf written by
+    `peershop mosquitto-config --out OUT` includes; run that (again) after this, then
+    reload or restart Mosquitto.  See deploy/two-sites.md.
+    """
+    host, port = _host_port(central)
+    password = password_file.read().strip() if password_file is not None else None
+    if password and not username:
+        raise click.UsageError("--password-file needs --username")
+    site = obj.config().site.id
+    text = bridge_conf(
+        site,
+        host,
+        port,
+        username=username,
+        password=password,
+        cafile=cafile,
+        direction="both" if both else "out",
+    )
+    folder = Path(out) / INCLUDE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / BRIDGE_FILE, text)  # 0600: it may hold a password
+    click.echo(f"wrote {folder / BRIDGE_FILE} (site {site} to {host}:{port})")

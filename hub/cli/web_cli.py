@@ -1,18 +1,18 @@
-"""``peershop token create`` and ``peershop user password|pin`` (registered in hub.cli)."""
+"""``peershop token create`` and ``peershop user password|pin`` (registered in
+hub/cli/commands.py)."""
 
 from __future__ import annotations
 
 import click
 from sqlalchemy import select
 
+from hub.cli.context import Context, database
 from hub.store.models import Member
 from web.auth import ROLES, SecretRuleError, create_token, set_password, set_pin
 
 
 def _sm(ctx: click.Context):
-    from hub.cli.commands import Context, _database  # here: hub.cli imports this module
-
-    return _database(ctx.find_object(Context))
+    return database(ctx.find_object(Context))
 
 
 @click.group("token")

@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hub.errors import ExportError
 from hub.store.models import (
     EffortRecord,
     Period,
@@ -51,10 +51,6 @@ VF_CONTEXT = {
     "om2": "http://www.ontology-of-units-of-measure.org/resource/om-2/",
     "peershop": "urn:peershop:",
 }
-
-
-class ExportError(click.ClickException):
-    """An export asked for a period or range that does not exist."""
 
 
 def _seconds_to_hours(seconds: float) -> Decimal:
@@ -356,70 +352,3 @@ def render(data: dict[str, Any], fmt: str) -> str:
     if fmt == "valueflows":
         return json.dumps(to_valueflows(data), indent=1)
     raise ExportError(f"format must be one of {', '.join(FORMATS)}")
-
-
-def _instant(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO date and time", param_hint=name
-        ) from None
-    if at.tzinfo is None:
-        raise click.BadParameter("give a time zone, e.g. +01:00", param_hint=name)
-    return at
-
-
-@click.command("export")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
-@click.option("--period", "period_id", type=int, help="A period's id (peershop period show).")
-@click.option("--since", help="Start of a range (ISO, with time zone).")
-@click.option("--until", help="End of a range (ISO, with time zone), exclusive.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write here, not stdout.")
-@click.pass_obj
-def export_command(
-    obj: Any,
-    fmt: str,
-    period_id: int | None,
-    since: str | None,
-    until: str | None,
-    out: str | None,
-) -> None:
-    """All records of a period or range, for spreadsheets, audits or forking the project.
-
-    Without --period or a range: the period running now.
-    """
-    from hub.cli.commands import _database
-    from hub.ledger.periods import current_period
-
-    if period_id is not None and (since or until):
-        raise click.UsageError("give --period or --since/--until, not both")
-    engine, sm = _database(obj)
-    try:
-        with sm() as session:
-            if period_id is None and since is None and until is None:
-                now = current_period(session, datetime.now(UTC))
-                if now is None:
-                    raise ExportError("no period is running; give --period or a range")
-                period_id = now.id
-            data = collect(
-                session,
-                period_id=period_id,
-                since=_instant(since, "--since"),
-                until=_instant(until, "--until"),
-            )
-    finally:
-        engine.dispose()
-    text = render(data, fmt)
-    if out is None:
-        click.echo(text, nl=not text.endswith("\n"))
-    else:
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        click.echo(
-            f"wrote {len(data['effort'])} effort, {len(data['use'])} use, "
-            f"{len(data['consume'])} consume records to {out}",
-            err=True,
-        )

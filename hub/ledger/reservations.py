@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.errors import PeershopError
+from hub.errors import ReservationError
+from hub.ledger.periods import open_period
 from hub.peerconomy import economy as pc
 from hub.rules.access import Reservation, WeeklyHours
 from hub.store.models import Member, SlotReservation, Tool
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 
 BIDS_CLOSE = timedelta(hours=24)
 DEFAULT_PER_SLOT = 3600  # seconds, as the shop file's default
-
-
-class ReservationError(PeershopError, ValueError):
-    """A reservation cannot be made as asked (no such slot, bids closed, bid below 1)."""
 
 
 def slot_length(tool: Tool) -> timedelta:
@@ -138,8 +135,6 @@ def clear_due(
     The hub's period jobs call this; the period close calls it with ``lead`` 0 so that
     no bid of the period stays uncleared.  Idempotent: a cleared slot is left alone.
     """
-    from hub.ledger.periods import open_period
-
     pending = session.execute(
         select(SlotReservation)
         .where(SlotReservation.cleared_at.is_(None), SlotReservation.start <= now + lead)

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub.errors import PeershopError
+from hub.config import load_config
+from hub.errors import NotAllowedError, TaskBoardError
 from hub.ledger.periods import open_period
 from hub.peerconomy import economy as pc
 from hub.rules.presence import met, stays
@@ -76,14 +77,6 @@ if TYPE_CHECKING:
     from hub.config import Config
 
 STATUSES = ("proposed", "open", "retired")
-
-
-class TaskBoardError(PeershopError, ValueError):
-    """A board action that cannot be done (no such task, no slot left, not claimed)."""
-
-
-class NotAllowedError(TaskBoardError):
-    """The member may not do this (confirm a claim they did not witness, or their own)."""
 
 
 class ClaimStatus(StrEnum):
@@ -136,8 +129,6 @@ class BoardEntry:
 
 
 def _default_config() -> Config:
-    from hub.config import load_config
-
     return load_config(env={}, search=())
 
 

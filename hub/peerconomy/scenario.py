@@ -19,14 +19,12 @@ effort, use or bids by anyone else are an error (a typo would otherwise invent a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from hub.errors import ScenarioError
@@ -432,18 +430,3 @@ def format_report(result: SimulationResult) -> str:
     expected = sum((s.expected for s in alloc.members.values()), Decimal(0))
     out += ["", f"Totals: credited {_fmt(credited)}, expected {_fmt(expected)}; balances sum to 0."]
     return "\n".join(out)
-
-
-@click.command("simulate")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the CONTRACT.md §7 JSON object.")
-def simulate_command(file: Path, as_json: bool) -> None:
-    """Run the peerconomy rules on a scenario FILE (no database or broker needed)."""
-    try:
-        result = run_scenario(load_scenario(file))
-    except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(to_json(result)))
-    else:
-        click.echo(format_report(result))

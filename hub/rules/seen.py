@@ -18,9 +18,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
-
 
 class SeenIndex:
     def __init__(self) -> None:
@@ -76,21 +73,3 @@ class SeenIndex:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._starts.values())
-
-    @classmethod
-    def load(cls, session: Session) -> SeenIndex:
-        """Every identity in the event log, read as runs of consecutive seqs (one row per
-        run, not per event: gaps-and-islands with a window function, on both backends)."""
-        index = cls()
-        rows = session.execute(
-            text(
-                "SELECT device_id, boot, MIN(seq) AS lo, MAX(seq) AS hi FROM ("
-                " SELECT device_id, boot, seq,"
-                " seq - ROW_NUMBER() OVER (PARTITION BY device_id, boot ORDER BY seq) AS run"
-                " FROM events) AS numbered"
-                " GROUP BY device_id, boot, run"
-            )
-        )
-        for device, boot, lo, hi in rows:
-            index.add_interval(device, boot, lo, hi)
-        return index

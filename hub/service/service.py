@@ -37,19 +37,22 @@ from sqlalchemy.orm import Session
 from hub import __version__
 from hub.admin.sites import other_site_devices
 from hub.config import Config
+from hub.contract.allowlist import load_or_create_key
 from hub.contract.messages import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
 from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ContractError
+from hub.ledger.closing import close_due_periods
+from hub.ledger.reservations import winning_reservations
 from hub.plugs.decode import parse_plug, plug_subscriptions
 from hub.rules.records import DecisionRec, Message, Outcome, Record, ShopData
-from hub.rules.seen import SeenIndex
 from hub.rules.sessions import ToolStateChanged
 from hub.service.homeassistant import birth_topic, discovery_messages
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.db_lock import hold_for_hub
 from hub.store.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
-from hub.store.models import Event, HubStart
+from hub.store.models import DeadLetter, Event, HubStart
 from hub.store.outbox import OutboxPublisher, enqueue
+from hub.store.queries import load_seen
 from hub.store.shop_store import (
     issue_allowlists,
     load_shop,
@@ -196,14 +199,12 @@ class Hub:
 
     def _boot_rules(self) -> None:
         """Load the shop, rebuild live state from the database, close what was open."""
-        from hub.contract.allowlist import load_or_create_key
-
         now = datetime.now(UTC)
         self.signing_key = load_or_create_key(self.cfg.site.data_dir / "hub-signing.key")
         site = self.cfg.site.id
         with self.sm() as session:
             data = self._load_shop(session)
-            self.seen = SeenIndex.load(session)
+            self.seen = load_seen(session)
             self._shop_version = shop_version(session)
         with self.sm.begin() as session:
             # The log as this start finds it: a rebuild resumes at the same point, from
@@ -447,9 +448,6 @@ class Hub:
     def run_period_jobs(self, now: datetime) -> None:
         """Close the periods that have ended and clear the slot auctions that are due;
         keep the winning reservations in memory for the access rules."""
-        from hub.ledger.periods import close_due_periods
-        from hub.ledger.reservations import winning_reservations
-
         with self.sm.begin() as session:
             closed = close_due_periods(session, self.cfg, now)
             enforced = [t for t, cfg in self.rules.data.tools.items() if cfg.scarce is not None]
@@ -597,8 +595,6 @@ class Hub:
                 self._dead_letter_internal(work, exc)
 
     def _dead_letter_internal(self, work: Work, exc: Exception) -> None:
-        from hub.store.models import DeadLetter
-
         if work.inbound is None:
             log.error("records of the rules' clock were lost: %s", work.records)
             return

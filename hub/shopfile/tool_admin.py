@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.config import DEFAULT_SITE
-from hub.errors import PeershopError
+from hub.errors import ToolEditError
 from hub.shopfile.apply import TOOL_SETTINGS, _Apply, _Stored
 from hub.shopfile.parse import _Mapping, _Parser, _Sequence
 from hub.shopfile.spec import Shop, _fmt, _fmt_duration
@@ -62,14 +62,6 @@ NUMBERS = ("power.off_w", "power.idle_w", "power.busy_w", "power.hysteresis_w")
 DURATIONS = ("power.idle_timeout", "power.max_duration")
 _WHERE = {shown: (column, key) for shown, column, key, _ in TOOL_SETTINGS}
 _WHERE |= {"policy": ("", "policy"), "training": ("", "training_id")}
-
-
-class ToolEditError(PeershopError, ValueError):
-    """An Admin edit was refused; ``problems`` maps each setting's name to its reason."""
-
-    def __init__(self, problems: dict[str, str]):
-        self.problems = problems
-        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
 
 
 def stored(tool: Tool, setting: str) -> Any:

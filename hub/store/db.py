@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.private_files import private_file
+from hub.store.closed_periods import refuse_changes_to_closed_periods
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -44,11 +45,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions on ``engine``, each guarding closed periods: a flush that would change one
+    raises :class:`~hub.errors.ClosedPeriodError` (hub/store/closed_periods.py)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    event.listen(factory, "before_flush", refuse_changes_to_closed_periods)
+    return factory
 
 
 def alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config as AlembicConfig
+    from alembic.config import Config as AlembicConfig  # start-up time: only to migrate
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -59,13 +64,13 @@ def alembic_config(engine: Engine) -> Any:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (upgrades keep the data)."""
-    from alembic import command
+    from alembic import command  # start-up time: only to migrate
 
     command.upgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # start-up time: only to migrate
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

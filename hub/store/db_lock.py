@@ -34,7 +34,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from hub.errors import PeershopError
+from hub.errors import DatabaseInUseError
 from hub.private_files import private_file
 
 # pg_try_advisory_lock(int, int): the first number says "peershop", the second "the hubs'
@@ -42,11 +42,6 @@ from hub.private_files import private_file
 # never meet.
 PG_LOCK_KEYS = (0x70736870, 1)
 APP_PREFIX = "peershop hub"
-
-
-class DatabaseInUseError(PeershopError, RuntimeError):
-    """A hub holds the database (so it cannot be restored), or a restore does (so no hub
-    may start)."""
 
 
 class _Backend(ABC):

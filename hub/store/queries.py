@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from hub.rules.seen import SeenIndex
 from hub.store.models import (
     DeadLetter,
     Device,
@@ -83,3 +84,21 @@ def slot_takes(
 def weight_rules(session: Session) -> dict[str, ProjectRules]:
     """Rule (a)'s settings per project that has a row (others use the defaults)."""
     return {r.project_id: r for r in session.execute(select(ProjectRules)).scalars()}
+
+
+def load_seen(session: Session) -> SeenIndex:
+    """Every identity in the event log, read as runs of consecutive seqs (one row per
+    run, not per event: gaps-and-islands with a window function, on both backends)."""
+    index = SeenIndex()
+    rows = session.execute(
+        text(
+            "SELECT device_id, boot, MIN(seq) AS lo, MAX(seq) AS hi FROM ("
+            " SELECT device_id, boot, seq,"
+            " seq - ROW_NUMBER() OVER (PARTITION BY device_id, boot ORDER BY seq) AS run"
+            " FROM events) AS numbered"
+            " GROUP BY device_id, boot, run"
+        )
+    )
+    for device, boot, lo, hi in rows:
+        index.add_interval(device, boot, lo, hi)
+    return index

@@ -7,6 +7,8 @@ are stored together or not at all.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -18,7 +20,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub.config import DEFAULT_SITE
-from hub.contract.messages import DeviceEvent
+from hub.contract.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
+from hub.contract.messages import DeviceEvent, allowlist_topic
 from hub.rules.access import MemberAccess, WeeklyHours
 from hub.rules.engine import ShopEngine
 from hub.rules.presence import state_from_changes
@@ -44,6 +47,7 @@ from hub.rules.sessions import ToolRules
 from hub.rules.sessions import tool_rules as from_columns
 from hub.store.db import insert_ignore
 from hub.store.models import (
+    AllowlistVersion,
     Badge,
     BadgeDecision,
     DeviceClock,
@@ -62,6 +66,7 @@ from hub.store.models import (
     UsageRecord,
     UsageSession,
 )
+from hub.store.outbox import enqueue
 from hub.store.overrides import unmark_grants
 from hub.store.queries import slot_takes, weight_rules
 
@@ -575,13 +580,6 @@ def issue_allowlists(
     one.  With thousands of members each is hundreds of KB: the stored lists are not read
     back, and each tool's rows are flushed before the next is signed, so one list at a
     time is in memory, not all of them."""
-    import hashlib
-    import json
-
-    from hub.contract.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
-    from hub.contract.messages import allowlist_topic
-    from hub.store.models import AllowlistVersion
-    from hub.store.outbox import enqueue
 
     issued = []
     av = AllowlistVersion
