@@ -38,8 +38,8 @@ from firmware_bridge.bridge import BAUD, Bridge
 from hub.contract.messages import cmd_topic, event_topic, parse_event
 from hub.contract.mqtt import MqttLink, MqttSettings, Received
 from hub.service.broker import PrivateBroker
+from tests.firmware_bridge.test_bridge import PtyNode
 from tests.helpers import wait_for
-from tests.test_bridge import PtyNode
 
 LINE_BYTES_PER_S = BAUD / 10  # 8N1: a start bit, 8 data bits, a stop bit
 

@@ -6,8 +6,7 @@ import contextlib
 import math
 import os
 import random
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPin, MockSPIDevice
@@ -44,20 +43,6 @@ def mock_pins(pin_class: type[MockPin] | None = None) -> Iterator[MockFactory]:
 def pin_levels(pin: MockPin) -> list[bool]:
     """Every level a mock pin went through since it was created or cleared, in order."""
     return [bool(s.state) for s in pin.states]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Wait for a condition another thread makes true; returns whether it did."""
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not predicate():
-            if done.wait(0.005):
-                return predicate()
-        return True
-    finally:
-        deadline.cancel()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """A fleet of ten devices streaming 20,000 paced QoS 1 events, and the shop it streams to.
 
-Used by the durability and fault tests (``tests/test_durability.py``,
+Used by the durability and fault tests (``tests/scenarios/test_durability.py``,
 ``tests/faults/``): :class:`Fleet` of simulated devices (an outbox tracked by PUBACK),
 :class:`AgentFleet` of real agents (``devices/agent.py``, its SQLite outbox, mock pins),
 and :class:`Shop`, a private broker and a ``peershop run`` process on the test pass's

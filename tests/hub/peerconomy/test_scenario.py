@@ -19,7 +19,7 @@ from hub.peerconomy.scenario import (
     to_json,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "scenarios"
 
 
 def balances(result: dict) -> dict[str, float]:
@@ -344,7 +344,7 @@ def test_busy_hours_example():
     assert balances(result) == {"A": 4.25, "B": 2.75, "C": -1.25, "D": -5.75}
 
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def documented_runs(page: Path) -> list[tuple[list[str], list[str]]]:

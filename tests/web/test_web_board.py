@@ -14,8 +14,8 @@ from hub.config import load_config
 from hub.ledger import taskboard
 from hub.ledger.closing import close_period
 from hub.store.models import EffortRecord, Period, PresenceChange, SlotReservation, TaskState, Tool
-from tests import test_web_app as base
-from tests.test_web_app import EVIL, T0, csrf, login
+from tests.web import test_web_app as base
+from tests.web.test_web_app import EVIL, T0, csrf, login
 from web.auth import create_token
 
 # the role fixtures of the base web tests, shared (pytest finds them by name here)

@@ -2,11 +2,11 @@ import math
 import threading
 
 import pytest
-from devices_helpers import FakeClock, MockMCP3008, SineSource, mock_pins
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.current_sensor import CurrentSensor, RunningInput, rms_watts
+from tests.devices_helpers import FakeClock, MockMCP3008, SineSource, mock_pins
 
 APV = 30.0  # an SCT-013-030: 30 A per volt RMS
 VOLTS = 230.0

@@ -3,7 +3,6 @@ import select
 import threading
 
 import pytest
-from devices_helpers import FakeClock, pty_pair
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from devices.pn532 import (
     parse_target_uid,
     pn532_frame,
 )
+from tests.devices_helpers import FakeClock, pty_pair
 
 UID7 = bytes.fromhex("04A1B2C3D4E5F6")
 

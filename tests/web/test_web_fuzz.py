@@ -12,7 +12,7 @@ from schemathesis import checks  # noqa: E402
 
 from hub.store.db import make_engine, migrate, session_factory  # noqa: E402
 from tests.conftest import fresh_database  # noqa: E402
-from tests.test_web_app import seed  # noqa: E402
+from tests.web.test_web_app import seed  # noqa: E402
 from web import create_app  # noqa: E402
 from web.auth import create_token  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Sites (hub/admin/sites.py): site.id, tools and stations at a site, what each hub loads and
 sends, and the bridge to the central broker against a real Mosquitto.  The whole
-two-hub topology runs in tests/test_two_sites.py."""
+two-hub topology runs in tests/scenarios/test_two_sites.py."""
 
 from __future__ import annotations
 
@@ -22,8 +22,14 @@ from hub.store.outbox import OutboxPublisher, enqueue
 from hub.store.shop_store import current_presence, load_shop
 from tests.conftest import database_url
 from tests.helpers import Listener
-from tests.test_credentials import HUB_PASSWORD, HUB_USER, add_device, peershop, write_ops_config
-from tests.test_mosquitto_security import Client, GeneratedBroker
+from tests.hub.admin.test_credentials import (
+    HUB_PASSWORD,
+    HUB_USER,
+    add_device,
+    peershop,
+    write_ops_config,
+)
+from tests.hub.service.test_mosquitto_security import Client, GeneratedBroker
 
 SHOP = """
 tools:

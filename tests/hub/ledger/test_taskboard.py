@@ -38,7 +38,7 @@ from hub.ledger.taskboard import (
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import EffortRecord, Period, PeriodBalance, PresenceChange, Project, Task
 from tests.helpers import hub_process, peershop_command, web_base
-from tests.test_periods import NEXT_WEEK, WEEK, add_members, berlin
+from tests.hub.ledger.test_periods import NEXT_WEEK, WEEK, add_members, berlin
 
 NOW = WEEK + timedelta(days=2)
 

@@ -20,7 +20,7 @@ from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member
 from tests.helpers import Device, Listener, event_payload, wait_for
-from tests.test_web_app import csrf, login
+from tests.web.test_web_app import csrf, login
 from web import create_app
 from web.auth import set_password
 

@@ -1,11 +1,11 @@
 import threading
 
 import pytest
-from devices_helpers import FakeClock, mock_pins
 from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.wiegand import WiegandFrameError, WiegandReader, decode_wiegand, encode_wiegand
+from tests.devices_helpers import FakeClock, mock_pins
 
 D0, D1 = 17, 27
 

@@ -2,11 +2,11 @@ import os
 import threading
 
 import pytest
-from devices_helpers import FakeClock, pty_pair
 from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.rdm6300 import Rdm6300Parser, Rdm6300Reader, rdm6300_frame
+from tests.devices_helpers import FakeClock, pty_pair
 
 TAG = bytes.fromhex("0F00C1D1E2")
 UID = "0F00C1D1E2"

@@ -30,7 +30,7 @@ from hub.store.models import (
     Training,
     TrainingGrant,
 )
-from tests.test_credentials import peershop, write_ops_config
+from tests.hub.admin.test_credentials import peershop, write_ops_config
 
 T0 = datetime(2026, 11, 26, 10, 15, 3, 120000, tzinfo=UTC)
 FILLED = (

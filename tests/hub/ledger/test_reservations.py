@@ -17,7 +17,7 @@ from hub.peerconomy.scenario import load_scenario, run_scenario
 from hub.rules.access import Reservation
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import PeriodResourceCost, SlotReservation, Tool, UsageSession
-from tests.test_periods import (
+from tests.hub.ledger.test_periods import (
     NEXT_WEEK,
     SCENARIOS,
     WEEK,

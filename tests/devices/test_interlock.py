@@ -7,12 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from devices_helpers import mock_pins, pin_levels
 
 from devices.interlock import Interlock
+from tests.devices_helpers import mock_pins, pin_levels
 
 PIN = 5
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

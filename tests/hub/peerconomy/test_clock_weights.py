@@ -33,7 +33,7 @@ from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import EffortRecord, Period, Project, ProjectRules, Task, TaskClaim
 from tests.helpers import Device, event_payload, wait_for
-from tests.test_periods import WEEK, add_members, berlin
+from tests.hub.ledger.test_periods import WEEK, add_members, berlin
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)
 

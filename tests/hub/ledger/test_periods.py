@@ -39,7 +39,7 @@ from hub.store.models import (
 )
 from tests.helpers import peershop_command
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[3] / "examples" / "scenarios"
 # Monday 2026-11-23 00:00 in Berlin is 2026-11-22 23:00 UTC.
 WEEK = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 NEXT_WEEK = WEEK + timedelta(days=7)

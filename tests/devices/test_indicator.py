@@ -1,7 +1,8 @@
 import pytest
-from devices_helpers import mock_pins, pin_levels, wait_for
 
 from devices.indicator import Indicator
+from tests.devices_helpers import mock_pins, pin_levels
+from tests.helpers import wait_for
 
 LED_PIN, BUZZER_PIN = 22, 24
 RGB_PINS = (5, 6, 13)

@@ -2,13 +2,13 @@ import os
 import threading
 
 import pytest
-from devices_helpers import FakeClock
 from evdev import ecodes
 from evdev.events import InputEvent
 from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.keyboard_wedge import KeyboardWedgeReader, WedgeDecoder
+from tests.devices_helpers import FakeClock
 
 KEYS = {str(d): getattr(ecodes, f"KEY_{d}") for d in range(10)}
 KEYS |= {c: getattr(ecodes, f"KEY_{c}") for c in "ABCDEF"}

@@ -18,7 +18,7 @@ from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import Member, Tool, TrainingGrant
 from hub.store.shop_store import shop_version
 from tests.conftest import database_url
-from tests.test_web_app import csrf, login
+from tests.web.test_web_app import csrf, login
 from web import create_app
 from web.auth import create_token, set_password, set_pin
 

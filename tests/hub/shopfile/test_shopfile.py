@@ -37,7 +37,7 @@ from hub.store.models import (
 )
 from hub.store.shop_store import shop_version
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "shop.yaml"
 TABLES = (Project, Member, Badge, Training, TrainingGrant, Tool, ToolBinding, Task, Station, Device)
 
 # CONTRACT.md §6, verbatim (a backslash at a line's end joins it with the next).  It

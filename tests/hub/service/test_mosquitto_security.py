@@ -32,10 +32,16 @@ from hub.service.broker import find_mosquitto, free_port
 from hub.service.service import Hub
 from hub.store.models import DeadLetter, Event
 from hub.store.outbox import enqueue
+from tests.devices.test_agent import BOB, agent_config, badge
+from tests.firmware_bridge.test_bridge import PtyNode
 from tests.helpers import event_payload, wait_for
-from tests.test_agent import BOB, agent_config, badge
-from tests.test_bridge import PtyNode
-from tests.test_credentials import HUB_PASSWORD, HUB_USER, add_device, peershop, write_ops_config
+from tests.hub.admin.test_credentials import (
+    HUB_PASSWORD,
+    HUB_USER,
+    add_device,
+    peershop,
+    write_ops_config,
+)
 
 
 class GeneratedBroker:

@@ -20,7 +20,7 @@ from hub.ledger.export import collect, load_json, to_csv, to_json, to_valueflows
 from hub.ledger.periods import open_period
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import UsageRecord
-from tests.test_periods import NEXT_WEEK, SCENARIOS, WEEK, berlin, store_scenario_week
+from tests.hub.ledger.test_periods import NEXT_WEEK, SCENARIOS, WEEK, berlin, store_scenario_week
 
 
 @pytest.fixture

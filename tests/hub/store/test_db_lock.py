@@ -22,8 +22,8 @@ from hub.store.db import make_engine, session_factory
 from hub.store.db_lock import DatabaseInUseError, hold_for_restore, hub_holds
 from hub.store.models import Member
 from tests.conftest import make_config
+from tests.devices.test_agent import agent_config
 from tests.helpers import hub_process, peershop_command, wait_for
-from tests.test_agent import agent_config
 
 BOB, CY = "5E2A9C11", "8A11F0C3"
 SHOP = f"""
