@@ -60,6 +60,7 @@ NO_DATABASE_MODULES = frozenset(
         "test_contract",
         "test_current_sensor",
         "test_framing",
+        "test_house",
         "test_indicator",
         "test_install",
         "test_interlock",
