@@ -159,3 +159,96 @@ def test_a_fault_through_feed_still_runs_the_timers():
     effects = t.feed(event("fault", 61, code="overheat"), at(61))
     assert only_end(effects).close_reason == "max_duration"
     assert ReleaseTool("laser-1", "max_duration") in effects
+
+
+# --- replayed and device-timed events through feed() -----------------------------------
+
+
+def replayed_session(policy="tap", **kw) -> ToolSessionState:
+    """A session its device opened at 10:00 while the hub was away, replayed at 12:00."""
+    t = tool(policy, **kw)
+    t.start("ada", at(120), device_ts=at(0), replay=True)
+    return t
+
+
+def test_a_replayed_power_reading_counts_at_its_own_time_and_with_its_counter():
+    t = replayed_session()
+    t.feed(event("power", 5, seq=2, replay=True, w=600.0, wh_total=100.0), at(120))
+    t.feed(event("power", 35, seq=3, replay=True, w=0.0, wh_total=420.0), at(120))
+    end = only_end(t.feed(event("button", 40, seq=4, replay=True, name="done"), at(121)))
+    assert (end.start, end.end, end.busy_s, end.wh) == (at(0), at(40), 1800.0, 320.0)
+
+
+def test_a_replayed_running_input_counts_at_its_own_time():
+    t = replayed_session("card_present", end_on_stop=True)
+    t.feed(event("running", 10, seq=2, replay=True, on=True), at(120))
+    end = only_end(t.feed(event("running", 70, seq=3, replay=True, on=False), at(120)))
+    assert (end.close_reason, end.end, end.busy_s) == ("tool_stopped", at(70), 3600.0)
+
+
+def test_a_replayed_card_removal_ends_the_session_at_its_own_time():
+    t = replayed_session("card_present")
+    removed = event("badge_removed", 30, seq=2, replay=True, uid="04A1B2C3")
+    effects = t.feed(removed, at(120), member="ada")
+    end = only_end(effects)
+    assert (end.close_reason, end.end) == ("card_removed", at(30))
+    assert shown(effects) == [
+        {"state": "free", "member": None, "since": "2026-11-26T10:30:00.000Z", "w": None}
+    ]
+
+
+def test_live_events_with_a_device_clock_two_minutes_behind_keep_that_clock():
+    t = tool("card_present", end_on_stop=True)
+    t.start("ada", at(10), device_ts=at(8))
+    t.feed(event("running", 9, seq=2, on=True), at(11))
+    end = only_end(t.feed(event("running", 39, seq=3, on=False), at(41)))
+    assert (end.start, end.end, end.busy_s) == (at(8), at(39), 1800.0)
+    lathe = tool("card_present")
+    lathe.start("ada", at(10), device_ts=at(8))
+    lathe.feed(event("power", 9, seq=2, w=900.0), at(11))
+    end = only_end(lathe.feed(event("badge_removed", 29, seq=3, uid="04A1"), at(31), "ada"))
+    assert (end.end, end.busy_s, end.wh) == (at(29), 1200.0, 300.0)
+
+
+def test_after_a_done_button_the_next_untimed_reading_stays_on_the_devices_clock():
+    t = tool()
+    t.start("ada", at(10), device_ts=at(8))
+    t.feed(event("button", 18, seq=2, name="done"), at(20))
+    # no device time: placed at the last record time plus the hub time since (18 + 5)
+    t.start("bob", at(25))
+    assert t.session is not None and t.session.start == at(23)
+
+
+# --- a replayed session still going on -----------------------------------------------
+
+
+def test_a_session_opened_offline_and_still_going_on_carries_on_live():
+    past = replayed_session()
+    past.feed(event("power", 5, seq=2, replay=True, w=800.0, wh_total=100.0), at(120))
+    live = tool()
+    effects = live.carry_on(past, at(121))
+    assert past.session is None
+    assert live.session is not None and live.session.member == "ada"
+    assert [s["state"] for s in shown(effects)] == ["busy"]  # the replay's power came along
+    assert not any(isinstance(e, SessionEnded) for e in effects)
+    live.feed(event("power", 125, seq=3, w=0.0, wh_total=1700.0), at(125))
+    end = only_end(live.tap_out("ada", at(126)))
+    assert (end.start, end.wh) == (at(0), 1600.0)
+
+
+def test_carrying_on_keeps_the_live_power_state_when_it_is_newer():
+    past = replayed_session()
+    past.feed(event("power", 5, seq=2, replay=True, w=800.0), at(120))
+    live = tool()
+    live.power(3.0, at(119))  # the plug's live reading, later than the replay's
+    effects = live.carry_on(past, at(121))
+    assert [s["state"] for s in shown(effects)] == ["in_use"]
+    assert live.meter.w == 3.0
+
+
+def test_carrying_on_a_session_past_its_maximum_closes_it():
+    past = replayed_session(max_duration=timedelta(hours=1))
+    live = tool(max_duration=timedelta(hours=1))
+    effects = live.carry_on(past, at(190))
+    assert only_end(effects).close_reason == "max_duration"
+    assert live.session is None
