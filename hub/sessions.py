@@ -1,4 +1,4 @@
-"""Usage sessions of one tool from its events (CONTRACT.md §3), as a pure state machine.
+"""Usage sessions of one tool from its events (docs/device-protocol.md), as a pure state machine.
 
 The hub keeps one :class:`ToolSessionState` per tool, calls :meth:`~ToolSessionState.start`
 after an access grant, feeds it the tool's events and calls :meth:`~ToolSessionState.tick`
@@ -83,7 +83,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class ToolRules:
-    """A tool's session policy and power thresholds (CONTRACT.md §3, §6 ``power:``).
+    """A tool's session policy and power thresholds (the shop file's ``power:``).
 
     ``idle_w`` is the activity threshold of the idle timeout; None means ``off_w``.
     """

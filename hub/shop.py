@@ -163,7 +163,7 @@ def plug_device_id(kind: str, ref: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ClockReading:
-    """A device's clock at a birth (CONTRACT.md §2 v2 ``ts``): it read ``device_ts``
+    """A device's clock at a birth (docs/device-protocol.md ``ts``): it read ``device_ts``
     when the hub received the birth at ``at``.  ``offset`` is how far that boot's clock
     is ahead of the hub's (negative: behind)."""
 

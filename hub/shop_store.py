@@ -573,7 +573,7 @@ def issue_allowlists(
     expires soon; returns the tools re-issued.  Runs in the caller's transaction, and the
     retained messages go through the outbox, so a crash cannot lose a revocation.
 
-    A list names its tool inside the signature (CONTRACT.md §2), so two tools never share
+    A list names its tool inside the signature (docs/device-protocol.md), so two tools never share
     one.  With thousands of members each is hundreds of KB: the stored lists are not read
     back, and each tool's rows are flushed before the next is signed, so one list at a
     time is in memory, not all of them."""

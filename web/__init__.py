@@ -292,7 +292,7 @@ def bearer_challenge() -> str:
 
 
 def api_error(status: int, code: str, message: str | None):
-    """The API's error body, CONTRACT.md §5: ``{"error":{"code","message"}}``."""
+    """The API's error body, docs/http-api.md: ``{"error":{"code","message"}}``."""
     response = jsonify({"error": {"code": code, "message": message or code}})
     response.status_code = status
     return response
