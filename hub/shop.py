@@ -89,6 +89,8 @@ class ToolConfig:
     project: str | None = None
     devices: tuple[str, ...] = ()  # §2 device ids
     plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+    # a plug, or a device whose birth lists ``power``: the tool's energy is measured
+    metered: bool = False
 
 
 @dataclass(frozen=True)
