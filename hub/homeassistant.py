@@ -168,9 +168,16 @@ retain=True, qos=1)]
     def found(self, topic: str, payload: bytes, data: ShopData) -> list[Message]:
         """A discovery config seen on the broker (a retained one, left from before a
         restart, or our own coming back): taken back if the hub no longer has it."""
-        ours = topic.startswith(f"{self.prefix}/sensor/peershop_") and topic.endswith("/config")
-        if not payload or not ours:
+        head = f"{self.prefix}/sensor/peershop_"
+        if not payload or not topic.startswith(head) or not topic.endswith("/config"):
             return []
-        if topic in {m.topic for m in discovery_messages(data, self.prefix)}:
+        # {head}{tool}/{field}/config; the hub's own configs come back here too, one per
+        # sensor, so this looks the tool up rather than building every config again
+        parts = topic[len(head) :].split("/")  # tool, field, "config"
+        if len(parts) != 3:
+            return []  # not a shape the hub ever publishes
+        tool_id, field, _ = parts
+        tool = data.tools.get(tool_id)
+        if tool is not None and field in _fields(tool):
             return []
         return [Message(topic, b"", retain=True)]
