@@ -86,7 +86,7 @@ COUNTERS = (
     "unbound_events",  # event frames before any hello (answered with rebirth)
     "events_published",  # event publishes sent to the broker
     "events_acked",  # acks sent to the node after a PUBACK
-    "invalid_events",  # events that fail §2 validation, forwarded for the hub's dead letters
+    "invalid_events",  # events the device protocol refuses, forwarded for the hub's dead letters
     "resends_held",  # resends of an event whose publish was still waiting for its PUBACK
     "reacked",  # resends of an event already stored: acked again, not republished
     "events_resent",  # PUBACKed events of the resend window published again on reconnect
@@ -768,7 +768,7 @@ class NodePort:
 
 
 class Bridge:
-    """Serial nodes on several ports, each its own §2 device on the broker.
+    """Serial nodes on several ports, each its own MQTT device on the broker.
 
     :param settings: the broker (host, port, TLS); each node connects as username = its id.
     :param ports: device paths, ``/dev/serial/by-id`` links or pyserial URLs.

@@ -41,8 +41,9 @@ DENY_REASONS = (
 CMD_ACTIONS = ("grant", "deny", "release", "lock", "unlock", "rebirth")
 TOOL_STATES = ("free", "in_use", "idle", "busy", "offline", "locked")
 
-# Topic trees no plug may take (§2): peershop's own and Tasmota's.  Home Assistant's
-# discovery prefix (``homeassistant.prefix``) joins them, and ``$`` topics are the broker's.
+# Topic trees no plug may take (docs/device-protocol.md): peershop's own and Tasmota's.
+# Home Assistant's discovery prefix (``homeassistant.prefix``) joins them, and ``$``
+# topics are the broker's.
 TASMOTA_ROOTS = ("tele", "stat", "cmnd")
 RESERVED_ROOTS = ("peershop", *TASMOTA_ROOTS)
 DISCOVERY_PREFIX = "homeassistant"

@@ -200,7 +200,7 @@ def add_account(
 ) -> Credentials:
     """Register (or re-admit) an MQTT account and return its one-time credentials.
 
-    ``kind`` ``device`` is a §2 device: its ``devices`` row is created or approved.
+    ``kind`` ``device`` is an MQTT device: its ``devices`` row is created or approved.
     ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics,
     which may not reach a reserved tree or another plug's (:func:`plug_conflict`).
     An account that is active already keeps its password unless ``rotate`` is set.

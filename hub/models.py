@@ -158,7 +158,7 @@ class Tool(Base):
 
 
 class ToolBinding(Base):
-    """A device feeding a tool: a §2 device id, a Tasmota topic or a Shelly prefix."""
+    """A device feeding a tool: an MQTT device id, a Tasmota topic or a Shelly prefix."""
 
     __tablename__ = "tool_bindings"
     __table_args__ = (UniqueConstraint("kind", "ref"),)
@@ -194,7 +194,7 @@ class Station(Base):
 
 
 class Device(Base):
-    """A §2 device as the hub knows it.  Unknown ids arrive as ``pending``."""
+    """A MQTT device as the hub knows it.  Unknown ids arrive as ``pending``."""
 
     __tablename__ = "devices"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -291,7 +291,7 @@ class Outbox(Base):
 
 
 class MqttAccount(Base):
-    """A login at the broker: a §2 device, or a Tasmota/Shelly plug with its topic.
+    """A login at the broker: an MQTT device, or a Tasmota/Shelly plug with its topic.
 
     ``password_hash`` is Mosquitto's own ``$7$`` line, so the password file can be
     rewritten from the database alone; a revoked account keeps its row for the audit.

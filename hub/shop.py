@@ -87,7 +87,7 @@ class ToolConfig:
     scarce: WeeklyHours | None = None  # slots that need a winning reservation (enforced)
     max_s: int | None = None
     project: str | None = None
-    devices: tuple[str, ...] = ()  # §2 device ids
+    devices: tuple[str, ...] = ()  # device ids
     plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
     # a plug, or a device whose birth lists ``power``: the tool's energy is measured
     metered: bool = False
@@ -159,7 +159,7 @@ class ShopData:
 
 
 def plug_device_id(kind: str, ref: str) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
+    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have)."""
     return f"{kind}/{ref}"
 
 

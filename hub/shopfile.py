@@ -224,7 +224,7 @@ class Shop:
     stations: tuple[StationSpec, ...] = ()
 
     def devices(self) -> list[str]:
-        """Every §2 device the file names (tool bindings and stations), in file order."""
+        """Every MQTT device the file names (tool bindings and stations), in file order."""
         ids = [b.ref for t in self.tools for b in t.bindings if b.kind == "device"]
         ids += [s.device for s in self.stations]
         return list(dict.fromkeys(ids))

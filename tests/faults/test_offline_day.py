@@ -1,15 +1,16 @@
 """A tool's node offline for a simulated day, then its buffer replayed: issue 9's fault suite.
 
 Real processes: a private Mosquitto, ``peershop run`` on the test pass's database, and
-simulated §2 devices.  The laser's node lost the broker for a day.  Meanwhile members
+simulated MQTT devices.  The laser's node lost the broker for a day.  Meanwhile members
 badged in and out at it (it decided alone from its signed allow-list) and the laser drew
 power in several sessions; an untrained member's badge was refused.  Its clock was six
 hours fast all along (an RTC set to a local time taken for UTC).  After the reconnect it
 sends its birth, with its clock (docs/device-protocol.md ``ts``), and replays its buffer of
 several thousand events, ``replay: true``, the way a node that resends unacked events
-does: out of order within §4's window of 8 unacked, and some of them twice.  While the
-replay goes on, members badge live at the door, at the drill and at the laser itself.
-In one run the hub is SIGKILLed in the middle of the replay and started again.
+does: out of order within the serial protocol's window of 8 unacked, and some of them
+twice.  While the replay goes on, members badge live at the door, at the drill and at
+the laser itself.  In one run the hub is SIGKILLed in the middle of the replay and
+started again.
 
 What a coordinator would check afterwards: every event stored once and none
 dead-lettered; no replayed badge answered; one session per visit, in order, with the
