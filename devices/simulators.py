@@ -6,7 +6,7 @@ Every simulated peershop device runs the *real* code: :class:`AgentStation` is a
 samples a simulated mains wave; :class:`SerialNodeSim` is a
 :class:`~firmware_bridge.firmware.protocol.Node` on a pty pair with the
 :class:`~firmware_bridge.bridge.Bridge` on the other end, in-process.  Off-the-shelf plugs
-publish what Tasmota and Shelly firmware publish (CONTRACT.md §2, third-party devices).
+publish what Tasmota and Shelly firmware publish (docs/device-protocol.md, third-party devices).
 
 :class:`ShopSimulation` drives them with members' behaviour (arriving at the door, using
 tools with idle gaps, a task at the desk, one forgetting to sign out), scheduled in

@@ -1,4 +1,4 @@
-"""The signed offline allow-list of CONTRACT.md §2, shared by the hub and the device agent.
+"""The signed offline allow-list of docs/device-protocol.md, shared by the hub and the device agent.
 
 The hub signs, with its Ed25519 key; a device verifies with the hub's public key (from
 ``GET /api/v1/hub``) and decides alone from the list while the hub is unreachable::

@@ -9,10 +9,12 @@ stops everything cleanly.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import tomllib
@@ -39,6 +41,21 @@ def _broker_configured(source: Path | None) -> bool:
     except (OSError, tomllib.TOMLDecodeError):
         return False
     return "host" in raw.get("mqtt", {})
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another program listens on ``host:port``, so a server cannot bind it
+    (with SO_REUSEADDR, as waitress and Mosquitto bind: a closed connection's TIME_WAIT
+    does not count)."""
+    if port == 0:
+        return False  # any free port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _counts(engine: Any) -> dict[str, int]:
@@ -94,6 +111,18 @@ def demo_command(
     }
     if port is not None:
         overrides["http"] = {"listen": f"{base.http.listen[0]}:{port}"}
+    # before anything starts: one line that says what to do, not a traceback
+    web_host, web_port = base.http.listen[0], base.http.listen[1] if port is None else port
+    if port_taken(web_host, web_port):
+        raise click.ClickException(
+            f"port {web_port} is taken by another program: give the demo another with "
+            f"--port (./dev start --port {web_port + 1})"
+        )
+    if mqtt_port is not None and port_taken("127.0.0.1", mqtt_port):
+        raise click.ClickException(
+            f"port {mqtt_port} is taken by another program: give the demo's Mosquitto "
+            "another with --mqtt-port, or leave it out for a free one"
+        )
     broker = None
     hub = sim = stop_web = None
     stop = threading.Event()

@@ -1,4 +1,4 @@
-"""The peerconomy rules of PEERCONOMY.md as pure functions over frozen data.
+"""The peerconomy rules of docs/sharing-models.md as pure functions over frozen data.
 
 The hub calls these at period close and ``peershop simulate`` calls them on a scenario
 file, so both give the same numbers.  Nothing here reads a clock, a file or a database:
@@ -201,7 +201,7 @@ def next_weight(
     hi: Any = HI,
     pinned: bool = False,
 ) -> Decimal:
-    """Next period's weight of a task by rule (a) of PEERCONOMY.md.
+    """Next period's weight of a task by rule (a) of docs/sharing-models.md.
 
     ``slots`` (S, at least 1) were needed and ``volunteers`` (V) were claimed or done in
     the closing period.  Too few takers make the task heavier, too many lighter::
@@ -276,7 +276,7 @@ BIG_CLAIM = Decimal("1.5")
 
 def confirmations_needed(hours: Any, posted: Any) -> int:
     """How many confirmations a done of ``hours`` on a task posted at ``posted`` hours
-    waits for before its hours count (PEERCONOMY.md (j), "Big claims are confirmed").
+    waits for before its hours count (docs/sharing-models.md, rule (j), "Big claims are confirmed").
 
     A done whose hours exceed the posted hours by more than half waits for one, by a
     coordinator or by another member who was there; until then it is credited at the

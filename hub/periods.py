@@ -7,7 +7,7 @@ they go back 169.  Periods follow each other without gaps; the one containing a 
 instant is created when first asked for (:func:`open_period`).
 
 Closing a period (:func:`close_period`, :func:`close_due_periods`) runs the rules of
-PEERCONOMY.md with :mod:`hub.peerconomy`, per project by the project's ``model``:
+docs/sharing-models.md with :mod:`hub.peerconomy`, per project by the project's ``model``:
 
 * effort: the period's effort records (by ``start``) with a task and a weight; records
   whose task was never chosen are left out and listed in the close report;
@@ -741,7 +741,7 @@ def close_period(
 
 
 def period_summary(session: Session, period: Period) -> dict[str, Any]:
-    """A period as CONTRACT.md §5 shows it: members per project and resource unit costs."""
+    """A period as docs/http-api.md shows it: members per project and resource unit costs."""
     members: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for b in session.execute(
         select(PeriodBalance)

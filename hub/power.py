@@ -1,4 +1,6 @@
-"""Power samples into off / idle / busy, busy and idle seconds, and energy (CONTRACT.md §2, §3).
+"""Power samples into off / idle / busy, busy and idle seconds, and energy.
+
+The events and plug messages it reads are those of docs/device-protocol.md.
 
 Pure: samples and their times go in, levels and accounted time segments come out.
 
@@ -173,7 +175,7 @@ class PowerMeter:
         return Segment(self.at, at, self.level, self.w, wh)
 
 
-# --- third-party plugs (CONTRACT.md §2 "Third-party devices") -------------------------
+# --- third-party plugs (docs/device-protocol.md, "Smart plugs") -------------------------
 
 
 @dataclass(frozen=True, slots=True)

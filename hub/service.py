@@ -40,7 +40,7 @@ from hub.contract import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
 from hub.db import make_engine, migrate, session_factory
 from hub.db_lock import hold_for_hub
 from hub.errors import ContractError
-from hub.homeassistant import birth_topic, discovery_messages
+from hub.homeassistant import Discovery, birth_topic, config_filter, is_config_topic
 from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
 from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
@@ -150,6 +150,7 @@ class Hub:
         self.cfg = cfg
         # Held until stop(): `peershop restore` refuses while any hub holds it.
         self.db_lock = hold_for_hub(cfg.db.url, cfg.site.id)
+        self.discovery = Discovery(cfg.homeassistant.prefix)  # Home Assistant's configs
         try:
             self._setup(cfg, engine)
         except BaseException:
@@ -327,13 +328,14 @@ class Hub:
 
     def _ha_subscriptions(self) -> list[str]:
         ha = self.cfg.homeassistant
-        return [birth_topic(ha.prefix)] if ha.discovery else []
+        # the configs left on the broker too, so those of a tool now gone are taken back
+        return [birth_topic(ha.prefix), config_filter(ha.prefix)] if ha.discovery else []
 
     def _announce_to_home_assistant(self) -> None:
         ha = self.cfg.homeassistant
         if not ha.discovery:
             return
-        for message in discovery_messages(self.rules.data, ha.prefix):
+        for message in self.discovery.announce(self.rules.data):
             self._send(message)
 
     def _on_published(self, mid: int) -> None:
@@ -363,6 +365,13 @@ class Hub:
         ):
             if msg.payload.strip() == b"online":  # Home Assistant (re)started
                 self._announce_to_home_assistant()
+            self._queue.put(Work(msg))  # nothing to store; acked with its batch
+            return
+        if self.cfg.homeassistant.discovery and is_config_topic(
+            self.cfg.homeassistant.prefix, msg.topic
+        ):
+            for message in self.discovery.found(msg.topic, msg.payload, self.rules.data):
+                self._send(message)
             self._queue.put(Work(msg))  # nothing to store; acked with its batch
             return
         with self._rules_lock:

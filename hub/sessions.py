@@ -1,4 +1,4 @@
-"""Usage sessions of one tool from its events (CONTRACT.md §3), as a pure state machine.
+"""Usage sessions of one tool from its events (docs/device-protocol.md), as a pure state machine.
 
 The hub keeps one :class:`ToolSessionState` per tool, calls :meth:`~ToolSessionState.start`
 after an access grant, feeds it the tool's events and calls :meth:`~ToolSessionState.tick`
@@ -83,7 +83,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class ToolRules:
-    """A tool's session policy and power thresholds (CONTRACT.md §3, §6 ``power:``).
+    """A tool's session policy and power thresholds (the shop file's ``power:``).
 
     ``idle_w`` is the activity threshold of the idle timeout; None means ``off_w``.
     """
@@ -157,10 +157,17 @@ class ToolStateChanged:
     name: str | None
     since: datetime
     w: float | None
+    # the energy the tool's meter counted since the hub started (Wh; None: no meter
+    # reading yet); it only grows, and starts again from 0 when the hub restarts, as a
+    # device's counter does at a reset (Home Assistant's ``total_increasing``)
+    wh_total: float | None = None
 
     def payload(self) -> dict[str, Any]:
         since = self.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return {"state": self.state, "member": self.name, "since": since, "w": self.w}
+        body = {"state": self.state, "member": self.name, "since": since, "w": self.w}
+        if self.wh_total is not None:
+            body["wh_total"] = self.wh_total
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +233,8 @@ class ToolSessionState:
         self.running = False
         self.late_events = 0
         self._has_power = False
+        self._metered = False  # a power reading ever arrived: the tool has a meter
+        self.energy_wh = 0.0  # counted by the meter since this object was made
         self._cursor_rx: datetime | None = None
         self._shown: tuple[str, str | None] | None = None
         self._since: datetime | None = None
@@ -248,7 +257,7 @@ class ToolSessionState:
         member = self.session.member if self.session else None
         name = self.session.name if self.session else None
         return ToolStateChanged(
-            self.tool, self.state, member, name, self._since or now, self._watts()
+            self.tool, self.state, member, name, self._since or now, self._watts(), self._wh()
         )
 
     # --- calls from the hub --------------------------------------------------------
@@ -358,7 +367,7 @@ class ToolSessionState:
         if late:
             self.late_events += 1
             return effects
-        self._has_power = True
+        self._has_power = self._metered = True
         self._account(self.meter.sample(t, w, wh_total).segment)
         self._cursor_rx = now
         self.online = True
@@ -521,6 +530,8 @@ class ToolSessionState:
         return t
 
     def _account(self, seg: Segment | None) -> None:
+        if seg is not None:
+            self.energy_wh += max(seg.wh, 0.0)  # with or without a session
         s = self.session
         if s is None or seg is None:
             return
@@ -570,6 +581,9 @@ class ToolSessionState:
     def _watts(self) -> float | None:
         return self.meter.w if self._has_power else None
 
+    def _wh(self) -> float | None:
+        return round(self.energy_wh, 3) if self._metered else None
+
     def _state_effects(self, at: datetime) -> list[Effect]:
         member = self.session.member if self.session else None
         shown = (self.state, member)
@@ -578,4 +592,4 @@ class ToolSessionState:
         self._shown = shown
         self._since = at
         name = self.session.name if self.session else None
-        return [ToolStateChanged(self.tool, shown[0], member, name, at, self._watts())]
+        return [ToolStateChanged(self.tool, shown[0], member, name, at, self._watts(), self._wh())]

@@ -87,8 +87,10 @@ class ToolConfig:
     scarce: WeeklyHours | None = None  # slots that need a winning reservation (enforced)
     max_s: int | None = None
     project: str | None = None
-    devices: tuple[str, ...] = ()  # §2 device ids
+    devices: tuple[str, ...] = ()  # device ids
     plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+    # a plug, or a device whose birth lists ``power``: the tool's energy is measured
+    metered: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,13 @@ class ShopData:
 
 
 def plug_device_id(kind: str, ref: str) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
+    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have)."""
     return f"{kind}/{ref}"
 
 
 @dataclass(frozen=True, slots=True)
 class ClockReading:
-    """A device's clock at a birth (CONTRACT.md §2 v2 ``ts``): it read ``device_ts``
+    """A device's clock at a birth (docs/device-protocol.md ``ts``): it read ``device_ts``
     when the hub received the birth at ``at``.  ``offset`` is how far that boot's clock
     is ahead of the hub's (negative: behind)."""
 

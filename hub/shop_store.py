@@ -24,6 +24,7 @@ from hub.db import insert_ignore
 from hub.models import (
     Badge,
     BadgeDecision,
+    Device,
     DeviceClock,
     EffortRecord,
     Event,
@@ -120,6 +121,7 @@ def load_shop(
         )
         by_id[m.id] = m.handle
     badges = {b.uid: by_id[b.member_id] for b in session.scalars(select(Badge))}
+    meters = {d.id for d in session.scalars(select(Device)) if "power" in (d.kind or [])}
     tools = {}
     for tool in session.scalars(select(Tool).where(*_at_site(Tool.site, site))):
         options = tool.options or {}
@@ -155,6 +157,7 @@ def load_shop(
             project=tool.project_id,
             devices=devices,
             plugs=plugs,
+            metered=bool(plugs) or any(d in meters for d in devices),
         )
     stations = {
         s.device_id: s.kind
@@ -573,7 +576,7 @@ def issue_allowlists(
     expires soon; returns the tools re-issued.  Runs in the caller's transaction, and the
     retained messages go through the outbox, so a crash cannot lose a revocation.
 
-    A list names its tool inside the signature (CONTRACT.md §2), so two tools never share
+    A list names its tool inside the signature (docs/device-protocol.md), so two tools never share
     one.  With thousands of members each is hundreds of KB: the stored lists are not read
     back, and each tool's rows are flushed before the next is signed, so one list at a
     time is in memory, not all of them."""

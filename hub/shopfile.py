@@ -1,4 +1,4 @@
-"""The shop file (CONTRACT.md §6): ``peershop load shop.yaml``.
+"""The shop file (docs/shop-file.md): ``peershop load shop.yaml``.
 
 A coordinator keeps the shop's inventory in one YAML file: projects, members and their
 badges, trainings and who holds them, tools with their devices and session settings,
@@ -77,7 +77,7 @@ MAX_ERRORS = 20
 SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Ids of projects, members (handles), trainings and tasks."""
 # Tools and devices appear in MQTT topics (``peershop/tool/{tool}/state``), so they use
-# the device id pattern of CONTRACT.md §2: no dots, no underscores, at most 63 characters.
+# the device id pattern of docs/device-protocol.md: no dots, no underscores, at most 63 characters.
 TOOL_ID = DEVICE_ID
 PLUG_REF = re.compile(r"[^\s+#/][^\s+#]{0,199}")
 """A Tasmota topic or Shelly prefix: no spaces, no MQTT wildcards, no leading slash."""
@@ -115,7 +115,7 @@ class _Located:
 @dataclass(frozen=True)
 class ProjectSpec(_Located):
     """A project; ``gain``, ``weight_min``, ``weight_max`` and ``weight_mode`` are rule
-    (a)'s settings (PEERCONOMY.md defaults when the file leaves them out)."""
+    (a)'s settings (docs/sharing-models.md defaults when the file leaves them out)."""
 
     id: str
     name: str
@@ -224,7 +224,7 @@ class Shop:
     stations: tuple[StationSpec, ...] = ()
 
     def devices(self) -> list[str]:
-        """Every §2 device the file names (tool bindings and stations), in file order."""
+        """Every MQTT device the file names (tool bindings and stations), in file order."""
         ids = [b.ref for t in self.tools for b in t.bindings if b.kind == "device"]
         ids += [s.device for s in self.stations]
         return list(dict.fromkeys(ids))
@@ -1088,7 +1088,7 @@ def _check_references(shop: Shop, db: _Stored) -> None:
 def _check_plugs(
     shop: Shop, db: _Stored, logins: list[tuple[str, str, str]], discovery_prefix: str
 ) -> None:
-    """A plug's topic may not reach a reserved tree or another plug's (CONTRACT.md §2):
+    """A plug's topic may not reach a reserved tree or another plug's (docs/device-protocol.md):
     the hub would take that tree's messages for the plug's, and the plug's login (if it
     has the same topic) may write it."""
     problems = _Problems(shop.source)

@@ -1,4 +1,4 @@
-"""The shop file (CONTRACT.md §6): checking, the idempotent upsert, ``peershop load``."""
+"""The shop file (docs/shop-file.md): checking, the idempotent upsert, ``peershop load``."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from hub.shopfile import MAX_ERRORS, apply_shop, parse_shop, parse_shop_file
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop.yaml"
 TABLES = (Project, Member, Badge, Training, TrainingGrant, Tool, ToolBinding, Task, Station, Device)
 
-# CONTRACT.md §6, verbatim (a backslash at a line's end joins it with the next).  It
+# docs/shop-file.md, verbatim (a backslash at a line's end joins it with the next).  It
 # grants laser "by: bob", who is not in the file: bob has to be a trainer or coordinator
 # the database already knows.
 CONTRACT_EXAMPLE = """\

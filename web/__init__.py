@@ -221,6 +221,9 @@ def create_app(
         headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if request.path.startswith(("/api/", "/me", "/admin", "/tasks", "/periods")):
             headers.setdefault("Cache-Control", "no-store")
+        if response.status_code == 401:
+            # RFC 9110 §15.5.2: a 401 names how to authenticate (the login page's too)
+            headers.setdefault("WWW-Authenticate", bearer_challenge())
         return response
 
     def wants_json() -> bool:
@@ -236,10 +239,17 @@ def create_app(
     def http_error(exc: HTTPException):
         status = exc.code or 500
         if wants_json():
-            return api_error(
+            response = api_error(
                 status, (exc.name or "error").lower().replace(" ", "_"), exc.description
             )
-        return render_template("error.html", status=status, message=exc.description), status
+        else:
+            page = render_template("error.html", status=status, message=exc.description)
+            response = app.make_response((page, status))
+        # the headers the status requires and werkzeug sets (Allow on a 405, Retry-After)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
@@ -268,8 +278,21 @@ def _json_body() -> Any:
         abort(400, description=reason or "the body is not valid JSON")
 
 
+REALM = "peershop"
+
+
+def bearer_challenge() -> str:
+    """The ``WWW-Authenticate`` value of a 401 (RFC 6750 §3): a Bearer challenge, with
+    ``error="invalid_token"`` when the request sent a token that is unknown or revoked."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    challenge = f'Bearer realm="{REALM}"'
+    if scheme.lower() == "bearer" and token.strip():
+        challenge += ', error="invalid_token", error_description="unknown or revoked token"'
+    return challenge
+
+
 def api_error(status: int, code: str, message: str | None):
-    """The API's error body, CONTRACT.md §5: ``{"error":{"code","message"}}``."""
+    """The API's error body, docs/http-api.md: ``{"error":{"code","message"}}``."""
     response = jsonify({"error": {"code": code, "message": message or code}})
     response.status_code = status
     return response

@@ -46,7 +46,16 @@ RANGE = [
     ),
 ]
 PERSONAL = {
-    "401": _error("not logged in and no valid token"),
+    "401": {
+        **_error("not logged in and no valid token"),
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'Bearer realm="peershop", with error="invalid_token" when '
+                "the token sent is unknown or revoked (RFC 6750)",
+                "schema": {"type": "string"},
+            }
+        },
+    },
     "403": _error("a member asked for someone else's records"),
     "400": _error("a bad query parameter"),
 }
@@ -495,7 +504,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "peershop hub",
             "version": __version__,
-            "description": 'CONTRACT.md §5. Errors are {"error":{"code","message"}}; '
+            "description": 'docs/http-api.md. Errors are {"error":{"code","message"}}; '
+            "a 401 carries WWW-Authenticate, a 405 Allow; "
             "a request body over http.max_body_bytes gets 413 before it is read.",
         },
         "paths": paths,

@@ -165,5 +165,10 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
             create_app(hub=hub), listen, threads=http.threads, streams=http.streams
         )
     except OSError as exc:
-        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
+        log.error(
+            "web view not started: cannot listen on %s:%s (%s); choose another address "
+            "with http.listen in peershop.toml",
+            *listen,
+            str(exc),
+        )
         return lambda: None
