@@ -26,6 +26,12 @@ TARGETS = """() => Array.from(document.querySelectorAll(
 
 WIDTHS = "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
 
+# the outermost elements that reach past the screen's right edge, to name in a failure
+WIDE = """() => Array.from(document.querySelectorAll('body *'))
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .filter(el => !el.parentElement.closest('.scroll'))
+  .map(el => el.outerHTML.slice(0, 60)).slice(-3)"""
+
 
 @pytest.fixture
 def site(hub_config, broker) -> Iterator[tuple[str, int]]:
@@ -41,7 +47,8 @@ def test_every_page_fits_a_phone_with_targets_a_thumb_can_hit(browser, site):
         for path, page in tour(browser, url, period, visitor, errors, viewport=PHONE):
             scroll, client = page.evaluate(WIDTHS)
             if scroll > client:
-                problems.append(f"{who} {path}: {scroll} px wide on a {client} px screen")
+                wide = page.evaluate(WIDE)
+                problems.append(f"{who} {path}: {scroll} px wide on a {client} px screen: {wide}")
             for html, height in page.evaluate(TARGETS):
                 if height < TOUCH:
                     problems.append(f"{who} {path}: {height:.0f} px high: {html}")
