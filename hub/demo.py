@@ -29,6 +29,25 @@ log = logging.getLogger(__name__)
 
 SHOP_FILE = Path(__file__).resolve().parent.parent / "examples" / "shop.yaml"
 
+# Web logins for trying the demo's pages, one of each role (README, Quick start).  The
+# demo's database is a throwaway on the demo's own machine; a real shop sets its
+# passwords with `peershop user password`.
+DEMO_LOGINS = (("dana", "member"), ("ada", "trainer"), ("farah", "coordinator"))
+DEMO_PASSWORD = "peershop-demo"
+
+
+def _set_demo_passwords(sm: Any) -> None:
+    # imported here as the demo's other parts are: web/ only when the web view runs
+    from sqlalchemy import select
+
+    from hub.models import Member
+    from web.auth import set_password
+
+    with sm.begin() as session:
+        for handle, _role in DEMO_LOGINS:
+            member = session.scalars(select(Member).where(Member.handle == handle)).one()
+            set_password(session, member, DEMO_PASSWORD)
+
 
 def _broker_configured(source: Path | None) -> bool:
     """Whether the user named a broker (file or environment); otherwise the demo brings one."""
@@ -147,6 +166,7 @@ def demo_command(
         except ImportError:
             create_app = None
         if create_app is not None:
+            _set_demo_passwords(hub.sm)
             stop_web = serve_in_thread(
                 create_app(hub=hub),  # its [http] settings come from the hub's config
                 cfg.http.listen,
@@ -190,6 +210,8 @@ def demo_command(
     click.echo(f"  speed      simulated time x{speed:g}")
     if url:
         click.echo(f"  web        {url}")
+        logins = ", ".join(f"{handle} ({role})" for handle, role in DEMO_LOGINS)
+        click.echo(f"  log in as  {logins}; password {DEMO_PASSWORD}")
     else:
         click.echo("  web        not available in this build: live counts follow")
     click.echo("Ctrl-C stops the demo.")
