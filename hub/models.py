@@ -158,14 +158,19 @@ class Tool(Base):
 
 
 class ToolBinding(Base):
-    """A device feeding a tool: a §2 device id, a Tasmota topic or a Shelly prefix."""
+    """A device feeding a tool: a §2 device id, a Tasmota topic or a Shelly prefix.
+
+    ``channel`` is one channel of a multi-channel plug, as the plug numbers it: a
+    Tasmota's ``POWER<n>`` (from 1), a Shelly's ``switch:<n>`` (from 0).  0 is the whole
+    plug for a Tasmota and ``switch:0`` for a Shelly."""
 
     __tablename__ = "tool_bindings"
-    __table_args__ = (UniqueConstraint("kind", "ref"),)
+    __table_args__ = (UniqueConstraint("kind", "ref", "channel"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tool_id: Mapped[str] = mapped_column(ForeignKey("tools.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # device | tasmota | shelly
     ref: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tool: Mapped[Tool] = relationship(back_populates="bindings")
 
 

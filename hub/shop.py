@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from hub import peerconomy as pc
@@ -88,7 +88,11 @@ class ToolConfig:
     max_s: int | None = None
     project: str | None = None
     devices: tuple[str, ...] = ()  # §2 device ids
-    plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+    plugs: tuple[PlugBinding, ...] = ()  # Tasmotas and Shellys, each with its channel
+
+    def __post_init__(self) -> None:
+        # a plain (kind, ref) pair is the whole plug, channel 0
+        object.__setattr__(self, "plugs", tuple(PlugBinding(*p) for p in self.plugs))
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,8 @@ class ShopData:
         for tool in self.tools.values():
             for device in tool.devices:
                 mapping[device] = tool.id
-            for kind, ref in tool.plugs:
-                mapping[plug_device_id(kind, ref)] = tool.id
+            for plug in tool.plugs:
+                mapping[plug.device_id] = tool.id
         return mapping
 
     def allowed_uids(self, tool_id: str, now: datetime) -> list[str]:
@@ -156,9 +160,28 @@ class ShopData:
         )
 
 
-def plug_device_id(kind: str, ref: str) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
-    return f"{kind}/{ref}"
+def plug_device_id(kind: str, ref: str, channel: int = 0) -> str:
+    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have);
+    a channel other than 0 follows a ``#``, which no plug topic can hold.
+
+    >>> plug_device_id("tasmota", "shelly25-saws", 2)
+    'tasmota/shelly25-saws#2'
+    """
+    return f"{kind}/{ref}#{channel}" if channel else f"{kind}/{ref}"
+
+
+class PlugBinding(NamedTuple):
+    """An off-the-shelf plug feeding a tool: its kind, its topic (a Tasmota topic, a
+    Shelly prefix) and the channel, as the plug numbers it: a Tasmota's ``POWER<n>``
+    (from 1; 0 is the whole plug), a Shelly's ``switch:<n>`` (from 0)."""
+
+    kind: str
+    ref: str
+    channel: int = 0
+
+    @property
+    def device_id(self) -> str:
+        return plug_device_id(self.kind, self.ref, self.channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -966,9 +989,11 @@ class ShopEngine:
 
     def _switch_plugs(self, cfg: ToolConfig, *, on: bool) -> list[Message]:
         messages = []
-        for kind, ref in cfg.plugs:
+        for kind, ref, channel in cfg.plugs:
             if kind == "tasmota":
-                messages.append(Message(f"cmnd/{ref}/POWER", b"ON" if on else b"OFF", qos=1))
+                # POWER<n> switches relay n; a plain POWER is the whole (single) plug
+                topic = f"cmnd/{ref}/POWER{channel or ''}"
+                messages.append(Message(topic, b"ON" if on else b"OFF", qos=1))
             elif kind == "shelly":
                 body = {
                     "id": 1,
@@ -976,7 +1001,7 @@ class ShopEngine:
                     # the only place the broker's ACL lets a Shelly publish
                     "src": f"{ref}/peershop-hub",
                     "method": "Switch.Set",
-                    "params": {"id": 0, "on": on},
+                    "params": {"id": channel, "on": on},
                 }
                 messages.append(Message(f"{ref}/rpc", json.dumps(body).encode()))
         return messages

@@ -50,6 +50,7 @@ from hub.shop import (
     EffortRec,
     OpenEffort,
     Outcome,
+    PlugBinding,
     PresenceRec,
     Record,
     SessionCloseRec,
@@ -139,7 +140,11 @@ def load_shop(
             except ValueError:
                 log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
-        plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
+        plugs = tuple(
+            PlugBinding(b.kind, b.ref, b.channel)
+            for b in tool.bindings
+            if b.kind in ("tasmota", "shelly")
+        )
         rules = tool_rules(tool)
         tools[tool.id] = ToolConfig(
             id=tool.id,
