@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from devices.simulators import ShellyPlug
 from hub.db import make_engine, migrate, session_factory
 from hub.errors import ShopFileError
 from hub.models import DeadLetter, UsageSession
@@ -306,3 +307,24 @@ tools:
         "shop.yaml:5: tools[3] (fan): shelly shellypro4pm-30c6f784e78c: unknown key channel "
         "(a shelly binding takes shelly: and switch:)",
     ]
+
+
+def test_a_simulated_shelly_as_it_comes_drives_its_tool(hub, broker):
+    """The demo's Shelly reports as one with factory settings: NotifyStatus changes
+    only, never ``status/switch:0``, and the hub follows it."""
+    cmds = Listener(broker.port, f"{G3}/#", "peershop/tool/kiln/state")
+    sim = ShellyPlug(G3, broker.port).start()
+    try:
+        wait_for(lambda: sim.link.wait_subscribed(0), 10, "the plug's subscription")
+        sim.watts = 1480.0
+        sim.tick()
+        sim.tick()  # nothing moved: nothing to say
+        cmds.wait(
+            lambda _: any(s["state"] == "busy" for s in cmds.payloads("peershop/tool/kiln/state"))
+        )
+        # one apower and one aenergy notification, never the whole status
+        cmds.wait(lambda ms: sum(m.topic == f"{G3}/events/rpc" for m in ms) == 2)
+        assert all(m.topic != f"{G3}/status/switch:0" for m in cmds.messages)
+    finally:
+        sim.close()
+        cmds.close()
