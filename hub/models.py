@@ -342,7 +342,10 @@ class BadgeDecision(Base):
 
 
 class UsageSession(Base):
-    """A member's use of a tool: open while ``end`` is NULL."""
+    """A member's use of a tool: open while ``end`` is NULL.
+
+    ``member`` NULL: an unattended run of a tool no one badges at (a printer on a smart
+    plug), shown with the tool's use and never charged to anyone."""
 
     __tablename__ = "usage_sessions"
     __table_args__ = (
@@ -352,7 +355,7 @@ class UsageSession(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(40), unique=True)
     tool_id: Mapped[str] = mapped_column(String(64))
-    member: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)
     start: Mapped[datetime] = mapped_column(UTCDateTime)
     end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     busy_s: Mapped[float] = mapped_column(Float, default=0.0)

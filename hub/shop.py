@@ -223,7 +223,7 @@ class DecisionRec:
 class SessionOpenRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None  # None: an unattended run (a tool no one badges at)
     start: datetime
 
 
@@ -231,7 +231,7 @@ class SessionOpenRec:
 class SessionCloseRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None
     start: datetime
     end: datetime
     busy_s: float
@@ -469,7 +469,7 @@ class ShopEngine:
         self,
         tool_id: str,
         key: str,
-        member: str,
+        member: str | None,
         start: datetime,
         name: str | None = None,
         *,
@@ -957,7 +957,8 @@ class ShopEngine:
                     )
                 )
                 cfg = self.data.tools.get(effect.tool)
-                if cfg is not None and not past:
+                # a run ends when the tool stops on its own: its plug stays as it is
+                if cfg is not None and not past and effect.member is not None:
                     out.messages.extend(self._switch_plugs(cfg, on=False))
             elif past:
                 continue

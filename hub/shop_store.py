@@ -146,6 +146,9 @@ def load_shop(
             if b.kind in ("tasmota", "shelly")
         )
         rules = tool_rules(tool)
+        if plugs and not devices:
+            # no reader: nobody badges at it, so its runs are recorded with no member
+            rules = replace(rules, unattended=True)
         tools[tool.id] = ToolConfig(
             id=tool.id,
             name=tool.name,
@@ -358,7 +361,7 @@ def _replay_session(
     engine: ShopEngine,
     key: str,
     tool_id: str,
-    member: str,
+    member: str | None,
     start: datetime,
     up_to_event: int,
 ) -> Outcome:

@@ -26,6 +26,7 @@ from hub.sessions import ToolRules
 from hub.shop import PlugBinding, ShopData, ToolConfig
 from hub.shop_store import load_shop
 from hub.shopfile import apply_shop, parse_shop
+from tests.conftest import database_url
 from tests.helpers import Device, Listener, event_payload, wait_for
 
 PLUG_S = "shellyplusplugs-e86beae8f1a4"  # Plus Plug S (Gen2)
@@ -281,12 +282,13 @@ def test_a_counter_before_any_power_waits_for_the_power():
 
 
 def test_the_shop_file_binds_switches_of_one_shelly_to_several_tools(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    engine = make_engine(database_url(tmp_path))
     migrate(engine)
     with session_factory(engine).begin() as session:
         apply_shop(session, parse_shop(SHOP))
     with session_factory(engine)() as session:
         data = load_shop(session, UTC)
+    engine.dispose()
     assert data.tools["saw"].plugs == (PlugBinding("shelly", PRO4, 1),)
     assert data.device_tool()[f"shelly/{PRO4}#3"] == "router"
     assert data.device_tool()[f"shelly/{PLUG_S}"] == "printer-1"  # switch:0, as before
