@@ -158,14 +158,19 @@ class Tool(Base):
 
 
 class ToolBinding(Base):
-    """A device feeding a tool: an MQTT device id, a Tasmota topic or a Shelly prefix."""
+    """A device feeding a tool: an MQTT device id, a Tasmota topic or a Shelly prefix.
+
+    ``channel`` is one channel of a multi-channel plug, as the plug numbers it: a
+    Tasmota's ``POWER<n>`` (from 1), a Shelly's ``switch:<n>`` (from 0).  0 is the whole
+    plug for a Tasmota and ``switch:0`` for a Shelly."""
 
     __tablename__ = "tool_bindings"
-    __table_args__ = (UniqueConstraint("kind", "ref"),)
+    __table_args__ = (UniqueConstraint("kind", "ref", "channel"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tool_id: Mapped[str] = mapped_column(ForeignKey("tools.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # device | tasmota | shelly
     ref: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tool: Mapped[Tool] = relationship(back_populates="bindings")
 
 
@@ -337,7 +342,10 @@ class BadgeDecision(Base):
 
 
 class UsageSession(Base):
-    """A member's use of a tool: open while ``end`` is NULL."""
+    """A member's use of a tool: open while ``end`` is NULL.
+
+    ``member`` NULL: an unattended run of a tool no one badges at (a printer on a smart
+    plug), shown with the tool's use and never charged to anyone."""
 
     __tablename__ = "usage_sessions"
     __table_args__ = (
@@ -347,7 +355,7 @@ class UsageSession(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(40), unique=True)
     tool_id: Mapped[str] = mapped_column(String(64))
-    member: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)
     start: Mapped[datetime] = mapped_column(UTCDateTime)
     end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     busy_s: Mapped[float] = mapped_column(Float, default=0.0)

@@ -334,7 +334,8 @@ def _use(
         session.connection()
         .execute(
             select(UsageSession.member, UsageSession.tool_id, func.sum(ms), func.sum(busy_ms))
-            .where(*in_period)
+            # an unattended run (no member) is shown, never charged: no one's units
+            .where(*in_period, UsageSession.member.is_not(None))
             .group_by(UsageSession.member, UsageSession.tool_id)
         )
         .all()

@@ -45,7 +45,7 @@ from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, sto
 from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.outbox import OutboxPublisher, enqueue
-from hub.plugs import parse_plug, plug_subscriptions
+from hub.plugs import PlugMemory, parse_plug, plug_subscriptions
 from hub.seen import SeenIndex
 from hub.sessions import ToolStateChanged
 from hub.shop import DecisionRec, Message, Outcome, Record, ShopData
@@ -171,6 +171,7 @@ class Hub:
         self._rules_lock = threading.Lock()
         ingest = cfg.ingest
         self.power_range = PowerRange(ingest.min_power_w, ingest.max_power_w, ingest.max_wh_total)
+        self.plug_memory = PlugMemory()  # what each plug last said (Shelly partial updates)
         self._boot_rules()
         self.link = MqttLink(
             MqttSettings.from_config(cfg.mqtt),
@@ -382,45 +383,59 @@ class Hub:
             self.counters.decision_seconds.observe(time.perf_counter() - started)
         for message in outcome.messages:
             self._send(message)
-        self._queue.put(Work(msg, inbound, parsed, outcome.records))
+        # A plug's message may speak for several channels: all but the last go first, so
+        # the message is acked with the last, once every one of them is stored.
+        for more in parsed[:-1]:
+            self._queue.put(Work(None, inbound, more))
+        last = parsed[-1] if parsed else NOTHING
+        self._queue.put(Work(msg, inbound, last, outcome.records))
         pending = self._queue.qsize()
         if pending > self.counters.pending_peak:
             self.counters.pending_peak = pending
 
-    def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
+    def _decide(self, inbound: Inbound) -> tuple[list[Parsed], Outcome]:
+        now = inbound.received_at
         if inbound.topic.startswith(TOPIC_PREFIX):
             parsed = parse_inbound(inbound, self.power_range)
             if parsed.device_id in self._other_site_devices:
                 # Another site's device, heard over a bridge: its own hub stores it and
                 # runs its rules, so a restart of that hub still finds it unacked.
                 self.counters.other_site += 1
-                return NOTHING, Outcome()
-        else:
-            try:
-                plug = parse_plug(inbound.topic, inbound.payload, self.rules.data, self.power_range)
-            except ContractError as exc:
-                return Parsed(error=str(exc)), Outcome()
-            if plug is None:
-                return NOTHING, Outcome()  # a plug not bound to any tool: not ours
+                return [], Outcome()
+            return [parsed], self._run_rules(parsed, now)
+        try:
+            plugs = parse_plug(
+                inbound.topic, inbound.payload, self.rules.data, self.power_range, self.plug_memory
+            )
+        except ContractError as exc:
+            return [Parsed(error=str(exc))], Outcome()
+        # none: a plug not bound to any tool (not ours), or a message with no reading
+        out = Outcome()
+        every = []
+        for plug in plugs:
             if isinstance(plug, DeviceEvent):
                 parsed = Parsed(plug.device_id, event=plug)
             else:
                 parsed = Parsed(plug.device_id, status=plug)
-        now = inbound.received_at
+            every.append(parsed)
+            out.extend(self._run_rules(parsed, now))
+        return every, out
+
+    def _run_rules(self, parsed: Parsed, now: datetime) -> Outcome:
         try:
             if parsed.event is not None:
                 ev = parsed.event
                 if not self.seen.add(ev.device_id, ev.boot, ev.seq):
-                    return parsed, Outcome()  # stored already: its records exist too
-                return parsed, self.rules.on_event(ev, now)
+                    return Outcome()  # stored already: its records exist too
+                return self.rules.on_event(ev, now)
             if parsed.status is not None:
-                return parsed, self.rules.on_status(parsed.status, now)
+                return self.rules.on_status(parsed.status, now)
         except Exception:
             # A rule failing on one event must not stop the shop: the event is still
             # stored (and can be replayed with `peershop rebuild` once the rule is fixed).
             self.counters.internal_errors += 1
-            log.exception("rules failed on %s", inbound.topic)
-        return parsed, Outcome()
+            log.exception("rules failed on %s", parsed.device_id)
+        return Outcome()
 
     def _send(self, message: Message) -> None:
         try:

@@ -15,6 +15,11 @@ Policies:
   input off).  ``idle_timeout``, when set, applies to the other policies too: it is how a
   forgotten tap-off ends.
 
+A tool no one badges at (``unattended``: a 3D printer or a compressor on a smart plug
+with no reader) records its **runs**: a session with no member opens when its power
+reaches ``busy_w`` and ends when it falls below ``off_w`` (``power_off``), or by the
+rules below.  Nobody is charged for a run; it shows the tool's use and energy.
+
 Every policy also ends on ``max_duration`` (always set), the device going offline, a lock,
 a hub restart, a ``done``/``stop`` button at the tool (``tool_done``) and, for tools with
 ``end_on_stop``, the running input going off (``tool_stopped``).  Starting a session for a
@@ -73,6 +78,7 @@ CLOSE_REASONS = (
     "tool_stopped",  # the running input went off (tools with end_on_stop)
     "locked",  # a coordinator locked the tool
     "handover",  # a session for another member started (two-card induction)
+    "power_off",  # an unattended run: the tool's power fell below off_w
 )
 # close reasons the device does not know about: the hub must switch the tool off
 RELEASING = frozenset({"release", "timeout", "max_duration"})
@@ -86,6 +92,7 @@ class ToolRules:
     """A tool's session policy and power thresholds (the shop file's ``power:``).
 
     ``idle_w`` is the activity threshold of the idle timeout; None means ``off_w``.
+    ``unattended``: no one badges at the tool; its runs are sessions with no member.
     """
 
     policy: str = "tap"
@@ -97,6 +104,7 @@ class ToolRules:
     hysteresis: float = 0.0
     max_clock_skew: timedelta = CLOCK_SKEW
     end_on_stop: bool = False
+    unattended: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -125,16 +133,16 @@ class ToolRules:
 @dataclass(frozen=True, slots=True)
 class SessionStarted:
     tool: str
-    member: str
+    member: str | None  # None: an unattended run
     start: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEnded:
-    """A closed usage session, as the hub records it."""
+    """A closed usage session, as the hub records it (``member`` None: a run)."""
 
     tool: str
-    member: str
+    member: str | None
     start: datetime
     end: datetime
     close_reason: str
@@ -192,9 +200,11 @@ class _Snapshot:
 
 @dataclass(slots=True)
 class OpenSession:
-    """An open session; plain data so the hub can persist it and resume after a restart."""
+    """An open session; plain data so the hub can persist it and resume after a restart.
 
-    member: str
+    ``member`` None: an unattended run of the tool."""
+
+    member: str | None
     start: datetime
     started_rx: datetime
     name: str | None = None
@@ -294,7 +304,7 @@ class ToolSessionState:
 
     def resume(
         self,
-        member: str,
+        member: str | None,
         start: datetime,
         *,
         name: str | None = None,
@@ -371,9 +381,22 @@ class ToolSessionState:
         self._account(self.meter.sample(t, w, wh_total).segment)
         self._cursor_rx = now
         self.online = True
+        effects += self._run(t, now)
         if self.session is not None:
             self._activity(t, now, active=self._active())
         return effects + self._state_effects(t)
+
+    def _run(self, t: datetime, now: datetime) -> list[Effect]:
+        """An unattended tool's run starts at busy and ends below ``off_w``."""
+        if not self.rules.unattended or self.locked:
+            return []
+        level = self.meter.level
+        if self.session is None and level == "busy":
+            self.session = OpenSession(None, t, now)
+            return [SessionStarted(self.tool, None, t)]
+        if self.session is not None and self.session.member is None and level == "off":
+            return self._close("power_off", t, now)
+        return []
 
     def running_changed(
         self, on: bool, now: datetime, device_ts: datetime | None = None, *, replay=False

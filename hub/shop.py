@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from hub import peerconomy as pc
@@ -88,9 +88,13 @@ class ToolConfig:
     max_s: int | None = None
     project: str | None = None
     devices: tuple[str, ...] = ()  # device ids
-    plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+    plugs: tuple[PlugBinding, ...] = ()  # Tasmotas and Shellys, each with its channel
     # a plug, or a device whose birth lists ``power``: the tool's energy is measured
     metered: bool = False
+
+    def __post_init__(self) -> None:
+        # a plain (kind, ref) pair is the whole plug, channel 0
+        object.__setattr__(self, "plugs", tuple(PlugBinding(*p) for p in self.plugs))
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,8 @@ class ShopData:
         for tool in self.tools.values():
             for device in tool.devices:
                 mapping[device] = tool.id
-            for kind, ref in tool.plugs:
-                mapping[plug_device_id(kind, ref)] = tool.id
+            for plug in tool.plugs:
+                mapping[plug.device_id] = tool.id
         return mapping
 
     def allowed_uids(self, tool_id: str, now: datetime) -> list[str]:
@@ -158,9 +162,28 @@ class ShopData:
         )
 
 
-def plug_device_id(kind: str, ref: str) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have)."""
-    return f"{kind}/{ref}"
+def plug_device_id(kind: str, ref: str, channel: int = 0) -> str:
+    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have);
+    a channel other than 0 follows a ``#``, which no plug topic can hold.
+
+    >>> plug_device_id("tasmota", "shelly25-saws", 2)
+    'tasmota/shelly25-saws#2'
+    """
+    return f"{kind}/{ref}#{channel}" if channel else f"{kind}/{ref}"
+
+
+class PlugBinding(NamedTuple):
+    """An off-the-shelf plug feeding a tool: its kind, its topic (a Tasmota topic, a
+    Shelly prefix) and the channel, as the plug numbers it: a Tasmota's ``POWER<n>``
+    (from 1; 0 is the whole plug), a Shelly's ``switch:<n>`` (from 0)."""
+
+    kind: str
+    ref: str
+    channel: int = 0
+
+    @property
+    def device_id(self) -> str:
+        return plug_device_id(self.kind, self.ref, self.channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +225,7 @@ class DecisionRec:
 class SessionOpenRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None  # None: an unattended run (a tool no one badges at)
     start: datetime
 
 
@@ -210,7 +233,7 @@ class SessionOpenRec:
 class SessionCloseRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None
     start: datetime
     end: datetime
     busy_s: float
@@ -448,7 +471,7 @@ class ShopEngine:
         self,
         tool_id: str,
         key: str,
-        member: str,
+        member: str | None,
         start: datetime,
         name: str | None = None,
         *,
@@ -936,7 +959,8 @@ class ShopEngine:
                     )
                 )
                 cfg = self.data.tools.get(effect.tool)
-                if cfg is not None and not past:
+                # a run ends when the tool stops on its own: its plug stays as it is
+                if cfg is not None and not past and effect.member is not None:
                     out.messages.extend(self._switch_plugs(cfg, on=False))
             elif past:
                 continue
@@ -968,9 +992,11 @@ class ShopEngine:
 
     def _switch_plugs(self, cfg: ToolConfig, *, on: bool) -> list[Message]:
         messages = []
-        for kind, ref in cfg.plugs:
+        for kind, ref, channel in cfg.plugs:
             if kind == "tasmota":
-                messages.append(Message(f"cmnd/{ref}/POWER", b"ON" if on else b"OFF", qos=1))
+                # POWER<n> switches relay n; a plain POWER is the whole (single) plug
+                topic = f"cmnd/{ref}/POWER{channel or ''}"
+                messages.append(Message(topic, b"ON" if on else b"OFF", qos=1))
             elif kind == "shelly":
                 body = {
                     "id": 1,
@@ -978,7 +1004,7 @@ class ShopEngine:
                     # the only place the broker's ACL lets a Shelly publish
                     "src": f"{ref}/peershop-hub",
                     "method": "Switch.Set",
-                    "params": {"id": 0, "on": on},
+                    "params": {"id": channel, "on": on},
                 }
                 messages.append(Message(f"{ref}/rpc", json.dumps(body).encode()))
         return messages

@@ -51,6 +51,7 @@ from hub.shop import (
     EffortRec,
     OpenEffort,
     Outcome,
+    PlugBinding,
     PresenceRec,
     Record,
     SessionCloseRec,
@@ -141,8 +142,15 @@ def load_shop(
             except ValueError:
                 log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
-        plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
+        plugs = tuple(
+            PlugBinding(b.kind, b.ref, b.channel)
+            for b in tool.bindings
+            if b.kind in ("tasmota", "shelly")
+        )
         rules = tool_rules(tool)
+        if plugs and not devices:
+            # no reader: nobody badges at it, so its runs are recorded with no member
+            rules = replace(rules, unattended=True)
         tools[tool.id] = ToolConfig(
             id=tool.id,
             name=tool.name,
@@ -356,7 +364,7 @@ def _replay_session(
     engine: ShopEngine,
     key: str,
     tool_id: str,
-    member: str,
+    member: str | None,
     start: datetime,
     up_to_event: int,
 ) -> Outcome:

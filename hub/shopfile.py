@@ -86,6 +86,11 @@ ROLES = ("member", "trainer", "coordinator")
 TRAINERS = frozenset({"trainer", "coordinator"})
 STATION_KINDS = ("sign_in", "task_station")
 BINDING_KINDS = ("device", "tasmota", "shelly")
+# How a binding names one channel of a plug, in the plug's own numbering and bounds:
+# a Tasmota's POWER<n> (from 1), a Shelly's switch:<n> (from 0).
+CHANNEL_KEYS = {"tasmota": "channel", "shelly": "switch"}
+CHANNEL_FIRST = {"tasmota": 1, "shelly": 0}
+CHANNEL_LAST = 32
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
 DEFAULT_MODEL = "production_effort"
 UNITS = ("hours", "busy_hours")  # what a tool's use counts in at period close
@@ -165,9 +170,12 @@ class BindingSpec:
 
     kind: str
     ref: str
+    channel: int = 0  # a plug's channel (ToolBinding.channel); 0: the whole plug, switch:0
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.ref}"
+        if not self.channel:
+            return f"{self.kind} {self.ref}"
+        return f"{self.kind} {self.ref} {CHANNEL_KEYS[self.kind]} {self.channel}"
 
 
 @dataclass(frozen=True)
@@ -751,20 +759,22 @@ class _Parser:
                     )
                     continue
                 binding = BindingSpec("device", item)
-            elif (
-                isinstance(item, dict) and len(item) == 1 and next(iter(item)) in BINDING_KINDS[1:]
-            ):
-                kind, ref = next(iter(item.items()))
+            elif isinstance(item, dict) and len(kinds := set(item) & set(BINDING_KINDS[1:])) == 1:
+                kind = kinds.pop()
+                ref = item[kind]
                 if not isinstance(ref, str) or not PLUG_REF.fullmatch(ref):
                     e.error(
                         f"{kind} {_show(ref)} is not a topic ({_describe(PLUG_REF)})", line=line
                     )
                     continue
-                binding = BindingSpec(kind, ref)
+                channel = self.channel(e, kind, ref, item, line)
+                if channel is None:
+                    continue
+                binding = BindingSpec(kind, ref, channel)
             else:
                 e.error(
                     f"devices: {_show(item)} is neither a device id nor "
-                    "{tasmota: TOPIC} or {shelly: PREFIX}",
+                    "{tasmota: TOPIC[, channel: N]} or {shelly: PREFIX[, switch: N]}",
                     line=line,
                 )
                 continue
@@ -773,6 +783,34 @@ class _Parser:
                 continue
             out.append(binding)
         return out
+
+    def channel(
+        self, e: _Entry, kind: str, ref: str, item: dict[str, Any], line: int
+    ) -> int | None:
+        """The channel a plug binding names (0 when it names none); None after an error."""
+        key = CHANNEL_KEYS[kind]
+        extra = sorted(str(k) for k in item if k not in (kind, key))
+        if extra:
+            e.error(
+                f"{kind} {ref}: unknown key {', '.join(extra)} (a {kind} binding takes "
+                f"{kind}: and {key}:)",
+                line=line,
+            )
+            return None
+        value = item.get(key, 0)
+        first = CHANNEL_FIRST[kind]
+        if key in item and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not first <= value <= CHANNEL_LAST
+        ):
+            e.error(
+                f"{kind} {ref}: {key} must be a whole number from {first} to {CHANNEL_LAST} "
+                f"(as the plug numbers it), got {_show(value)}",
+                line=line,
+            )
+            return None
+        return value
 
     def power(self, e: _Entry, policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         keys = ("off_w", "idle_w", "busy_w", "hysteresis_w", "idle_timeout", "max_duration")
@@ -898,6 +936,17 @@ class _Parser:
                         t.at("devices"), t.label, f"{b} is already bound to {bound[b].label}"
                     )
                 bound.setdefault(b, t)
+        whole = {
+            (b.kind, b.ref): t for b, t in bound.items() if b.kind == "tasmota" and not b.channel
+        }
+        for b, t in bound.items():
+            if b.channel and (b.kind, b.ref) in whole:
+                self.problems.add(
+                    t.at("devices"),
+                    t.label,
+                    f"{b} is a channel of tasmota {b.ref}, which {whole[b.kind, b.ref].label} "
+                    "has whole; bind every tool to its own channel",
+                )
         for s in shop.stations:
             tool = bound.get(BindingSpec("device", s.device))
             if tool is not None:
@@ -1011,7 +1060,7 @@ class _Stored:
             badges={b.uid: b for b in rows(Badge)},
             grants={(g.training_id, g.member_id): g for g in rows(TrainingGrant)},
             tools={t.id: t for t in rows(Tool)},
-            bindings={BindingSpec(b.kind, b.ref): b for b in rows(ToolBinding)},
+            bindings={BindingSpec(b.kind, b.ref, b.channel): b for b in rows(ToolBinding)},
             tasks={t.id: t for t in rows(Task)},
             stations={s.device_id: s for s in rows(Station)},
             devices={d.id: d for d in rows(Device)},
@@ -1460,7 +1509,7 @@ class _Apply:
                 del self.db.bindings[b]
         for b, t in wanted.items():
             if b not in self.db.bindings:
-                row = ToolBinding(tool_id=t.id, kind=b.kind, ref=b.ref)
+                row = ToolBinding(tool_id=t.id, kind=b.kind, ref=b.ref, channel=b.channel)
                 self.session.add(row)
                 self.db.bindings[b] = row
                 self.note(f"+ binding {t.id}: {b}")

@@ -37,6 +37,7 @@ from hub.overrides import (
 )
 from hub.shop_store import bump_shop_version
 from hub.shopfile import (
+    CHANNEL_KEYS,
     TOOL_SETTINGS,
     Shop,
     _Apply,
@@ -140,7 +141,7 @@ def _entry(tool: Tool, values: Mapping[str, Any]) -> tuple[_Mapping, dict[int, s
         item["project"] = tool.project_id
     if tool.site != DEFAULT_SITE:
         item["site"] = tool.site
-    devices = _Sequence(b.ref if b.kind == "device" else {b.kind: b.ref} for b in tool.bindings)
+    devices = _Sequence(_binding_item(b) for b in tool.bindings)
     if devices:
         devices.line, devices.item_lines = 300, [300] * len(devices)
         item["devices"] = devices
@@ -351,3 +352,12 @@ def end_grant_override(session: Session, training: str, handle: str) -> list[str
     if grant is None or not unmark_grants(session, [grant.id]):
         raise ToolEditError({"member": f"{handle}'s {training} was not set in Admin"})
     return [f"= training grant {training}: {handle} given back to the shop file"]
+
+
+def _binding_item(b: Any) -> Any:
+    """A stored binding as the shop file writes it: a device id, or a plug's mapping."""
+    if b.kind == "device":
+        return b.ref
+    if not b.channel:
+        return {b.kind: b.ref}
+    return {b.kind: b.ref, CHANNEL_KEYS[b.kind]: b.channel}
