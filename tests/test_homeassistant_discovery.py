@@ -231,3 +231,45 @@ def test_a_removed_tools_configs_are_taken_back_after_a_restart(tmp_path, broker
     late.wait(lambda msgs: any("peershop_ha-laser" in m.topic for m in msgs))
     assert not [m for m in late.messages if m.topic.startswith(saw) and m.payload]
     late.close()
+
+
+def test_a_configured_prefix_is_followed_for_configs_births_and_take_backs(tmp_path, broker):
+    cfg = make_config(
+        tmp_path,
+        broker,
+        homeassistant={"discovery": True, "prefix": "shopha"},
+        mqtt={"client_id": "hub-prefix"},
+    )
+    _seed(cfg.db.url)
+    stale = "shopha/sensor/peershop_ha-old/state/config"
+    old = Device(broker.port, "old-hub-prefix")
+    old.send(b'{"name":"state"}', stale, retain=True)
+    old.flush()
+    old.close()
+    listener = Listener(broker.port, "shopha/#", "homeassistant/sensor/peershop_ha-saw/#")
+    hub = Hub(cfg)
+    hub.start()
+    try:
+        listener.wait(lambda msgs: any(m.topic == stale and not m.payload for m in msgs))
+
+        def announced(msgs: list[Any]) -> list[Any]:
+            head = "shopha/sensor/peershop_ha-"
+            return [m for m in msgs if m.topic.startswith(head) and m.payload and m.topic != stale]
+
+        listener.wait(lambda msgs: len(announced(msgs)) >= 7)  # laser 4, saw 3
+        before = len(announced(listener.messages))
+        ha = Device(broker.port, "home-assistant-prefix")
+        ha.send(b"online", topic="shopha/status")
+        ha.flush()
+        ha.close()
+        # Home Assistant's birth under the configured prefix: everything announced again
+        listener.wait(lambda msgs: len(announced(msgs)) >= before + 7)
+    finally:
+        hub.stop()
+        listener.close()
+    for m in announced(listener.messages):
+        assert sensor_problems(json.loads(m.payload)) == [], m.topic
+    # nothing was published under the default prefix (what is retained there is older)
+    assert not [
+        m for m in listener.messages if m.topic.startswith("homeassistant/") and not m.retain
+    ]
