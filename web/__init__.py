@@ -153,16 +153,16 @@ def create_app(
         tz = ZoneInfo(tz)
 
     @app.template_filter("clock")
-    def clock(at: datetime | str | None, seconds: bool = False) -> str:
+    def clock(at: datetime | str | None, seconds: bool = False, date: bool = False) -> str:
         """An instant (or its ISO 8601 text) as the shop's local time of day, with the
-        date if not today."""
+        date if not today or if ``date`` (a span of days, such as a period)."""
         if at is None or at == "":
             return ""
         if isinstance(at, str):
             at = datetime.fromisoformat(at)
         local = at.astimezone(tz)
         fmt = "%H:%M:%S" if seconds else "%H:%M"
-        if local.date() != datetime.now(tz).date():
+        if date or local.date() != datetime.now(tz).date():
             fmt = "%Y-%m-%d " + fmt
         return local.strftime(fmt)
 
