@@ -19,12 +19,14 @@ used since.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from hub.contract import PLAUSIBLE, DeviceEvent, DeviceStatus, PowerRange
 from hub.power import (
     PlugReading,
     shelly_online,
+    shelly_reply,
     shelly_switch,
     tasmota_online,
     tasmota_relay,
@@ -34,6 +36,9 @@ from hub.shop import PlugBinding, ShopData
 
 # Tasmota: periodic readings, the will, the answer to `Status 10`, the relays' states
 TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/STATUS10", "stat/+/+")
+# A Shelly answers the hub's RPCs on {src}/rpc: src is kept under the plug's own prefix,
+# the only place the broker's ACL lets a Shelly publish.
+HUB_RPC_SRC = "peershop-hub"
 
 PlugMessage = DeviceEvent | DeviceStatus
 
@@ -73,9 +78,38 @@ def plug_subscriptions(data: ShopData) -> list[str]:
     for kind, prefix, channel in plugs:
         if kind == "shelly":
             topics.extend(
-                (f"{prefix}/status/switch:{channel}", f"{prefix}/events/rpc", f"{prefix}/online")
+                (
+                    f"{prefix}/status/switch:{channel}",
+                    f"{prefix}/events/rpc",
+                    f"{prefix}/online",
+                    f"{prefix}/{HUB_RPC_SRC}/rpc",
+                )
             )
     return list(dict.fromkeys(topics))
+
+
+def status_request(data: ShopData, status: DeviceStatus) -> tuple[str, bytes] | None:
+    """What to ask a bound plug that came online (or that the hub heard online at its
+    start) for its whole status at once, as ``(topic, payload)``: a Tasmota ``Status
+    10`` (answered on ``stat/<topic>/STATUS10``), a Shelly ``Switch.GetStatus`` (answered
+    on ``<prefix>/peershop-hub/rpc``).  Without it the hub would know the plug's power
+    only at the next TelePeriod, or, for a Shelly, at its next change."""
+    if status.state != "online":
+        return None
+    for tool in data.tools.values():
+        for plug in tool.plugs:
+            if plug.device_id != status.device_id:
+                continue
+            if plug.kind == "tasmota":
+                return f"cmnd/{plug.ref}/STATUS", b"10"
+            body = {
+                "id": plug.channel,
+                "src": f"{plug.ref}/{HUB_RPC_SRC}",
+                "method": "Switch.GetStatus",
+                "params": {"id": plug.channel},
+            }
+            return f"{plug.ref}/rpc", json.dumps(body).encode()
+    return None
 
 
 def _identity(topic: str, payload: bytes) -> int:
@@ -150,6 +184,8 @@ def _shelly(
         prefix, leaf = prefix.removesuffix("/status"), f"status/{leaf}"
     elif leaf == "rpc" and prefix.endswith("/events"):
         prefix, leaf = prefix.removesuffix("/events"), "events/rpc"
+    elif leaf == "rpc" and prefix.endswith(f"/{HUB_RPC_SRC}"):
+        prefix, leaf = prefix.removesuffix(f"/{HUB_RPC_SRC}"), "reply"
     bindings = _bound(data, "shelly", prefix)
     if not bindings:
         return []
@@ -162,6 +198,8 @@ def _shelly(
             reading = shelly_switch(payload, switch)  # all None: not about this switch
         elif leaf == f"status/{switch}":
             reading = shelly_switch(payload, switch)
+        elif leaf == "reply":
+            reading = shelly_reply(payload, plug.channel)
         else:
             continue
         if reading == PlugReading(None, None):

@@ -232,3 +232,21 @@ tools:
         "shop.yaml:5: tools[3] (fan): tasmota roof: unknown key switch (a tasmota binding "
         "takes tasmota: and channel:)",
     ]
+
+
+def test_a_tasmota_coming_online_is_asked_for_a_reading_once(hub, broker):
+    """A plug's LWT ``Online`` (also the retained one a starting hub hears) gets one
+    ``Status 10``, not one per bound channel, and its answer is a reading."""
+    cmds = Listener(broker.port, "cmnd/#", "peershop/tool/router/state")
+    plug = Device(broker.port, "tasmota-sim")
+    plug.send(b"Online", "tele/bench-shelly25/LWT")
+    plug.flush()
+    cmds.wait(lambda ms: any(m.topic == "cmnd/bench-shelly25/STATUS" for m in ms))
+    status10 = {"StatusSNS": json.loads(sensor([23.63, 67.17], [0.1, 0.2], "2026-12-07T10:00:00"))}
+    plug.send(json.dumps(status10).encode(), "stat/bench-shelly25/STATUS10")
+    plug.flush()
+    cmds.wait(lambda _: any(s["state"] == "busy" for s in states(cmds, "router")))
+    asked = [m.payload for m in cmds.messages if m.topic == "cmnd/bench-shelly25/STATUS"]
+    assert asked == [b"10"]
+    for link in (plug, cmds):
+        link.close()
