@@ -34,8 +34,9 @@ from hub.power import (
 )
 from hub.shop import PlugBinding, ShopData
 
-# Tasmota: periodic readings, the will, the answer to `Status 10`, the relays' states
-TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/STATUS10", "stat/+/+")
+# Tasmota: periodic readings and the will; under stat/ the relays' states (POWER<n>)
+# and the answer to `Status 10` (STATUS10)
+TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/+")
 # A Shelly answers the hub's RPCs on {src}/rpc: src is kept under the plug's own prefix,
 # the only place the broker's ACL lets a Shelly publish.
 HUB_RPC_SRC = "peershop-hub"
