@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 
 from hub.contract import PLAUSIBLE, DeviceEvent, DeviceStatus, PowerRange
+from hub.errors import ContractError
 from hub.power import (
     PlugReading,
     shelly_online,
@@ -41,7 +42,17 @@ TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/+")
 # the only place the broker's ACL lets a Shelly publish.
 HUB_RPC_SRC = "peershop-hub"
 
-PlugMessage = DeviceEvent | DeviceStatus
+
+@dataclass(frozen=True)
+class PlugProblem:
+    """One bound channel's reading the hub cannot take (a dead letter), in a message
+    whose other channels' readings are good."""
+
+    device_id: str
+    reason: str
+
+
+PlugMessage = DeviceEvent | DeviceStatus | PlugProblem
 
 
 @dataclass
@@ -129,7 +140,8 @@ def parse_plug(
     empty list when it is not a bound plug's topic or says nothing about power.
 
     A bound plug's malformed payload, a channel it does not have, or a reading outside
-    ``power`` raises :class:`~hub.errors.ContractError` (a dead letter).  Negative power
+    ``power`` raises :class:`~hub.errors.ContractError` (a dead letter); when the
+    message's other channels read well, that channel's is a :class:`PlugProblem`.  Negative power
     within the range (``ingest.min_power_w`` below 0) goes on to the rules, which count
     it as 0 W.  ``memory`` lays a Shelly's partial updates over what it said before."""
     memory = PlugMemory() if memory is None else memory
@@ -157,9 +169,12 @@ def _tasmota(
     if (root, leaf) in (("tele", "SENSOR"), ("stat", "STATUS10")):
         out: list[PlugMessage] = []
         for plug in bindings:
-            reading = memory.overlay(plug.device_id, tasmota_sensor(payload, plug.channel))
-            out.extend(_event(plug, reading, topic, payload, power, "ENERGY.Power"))
-        return out
+            try:
+                reading = memory.overlay(plug.device_id, tasmota_sensor(payload, plug.channel))
+                out.extend(_event(plug, reading, topic, payload, power, "ENERGY.Power"))
+            except ContractError as exc:
+                out.append(PlugProblem(plug.device_id, str(exc)))
+        return _unless_all_bad(out)
     if root == "stat" and leaf.startswith("POWER"):
         # the relay of channel n (POWER<n>; a plain POWER is POWER1); off draws nothing
         number = leaf.removeprefix("POWER") or "1"
@@ -206,7 +221,19 @@ def _shelly(
         if reading == PlugReading(None, None):
             continue
         whole = memory.overlay(plug.device_id, reading)
-        out.extend(_event(plug, whole, topic, payload, power, "apower"))
+        try:
+            out.extend(_event(plug, whole, topic, payload, power, "apower"))
+        except ContractError as exc:
+            out.append(PlugProblem(plug.device_id, str(exc)))
+    return _unless_all_bad(out)
+
+
+def _unless_all_bad(out: list[PlugMessage]) -> list[PlugMessage]:
+    """One channel's bad reading is that channel's dead letter, and the others count;
+    when no channel's is good, the message is one dead letter, as any bad message."""
+    problems = [m for m in out if isinstance(m, PlugProblem)]
+    if problems and len(problems) == len(out):
+        raise ContractError(problems[0].reason)
     return out
 
 

@@ -45,7 +45,7 @@ from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, sto
 from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.outbox import OutboxPublisher, enqueue
-from hub.plugs import PlugMemory, parse_plug, plug_subscriptions, status_request
+from hub.plugs import PlugMemory, PlugProblem, parse_plug, plug_subscriptions, status_request
 from hub.seen import SeenIndex
 from hub.sessions import ToolStateChanged
 from hub.shop import DecisionRec, Message, Outcome, Record, ShopData
@@ -405,6 +405,9 @@ class Hub:
         every = []
         asked = set()
         for plug in plugs:
+            if isinstance(plug, PlugProblem):
+                every.append(Parsed(plug.device_id, error=plug.reason))
+                continue
             if isinstance(plug, DeviceEvent):
                 parsed = Parsed(plug.device_id, event=plug)
             else:
