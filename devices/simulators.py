@@ -261,13 +261,18 @@ class TasmotaPlug(_Plug):
             port,
             host,
             Will(f"tele/{topic}/LWT", b"Offline"),
-            [f"cmnd/{topic}/POWER"],
+            [f"cmnd/{topic}/POWER", f"cmnd/{topic}/STATUS"],
         )
 
     def _online(self) -> None:
         self.link.publish(f"tele/{self.topic}/LWT", b"Online", qos=1, retain=True)
 
     def _on_message(self, msg: Received) -> None:
+        if msg.topic.endswith("/STATUS"):
+            if msg.payload.strip() == b"10":  # Status 10: the sensors, now
+                body = json.dumps({"StatusSNS": self._sensor()}).encode()
+                self.link.publish(f"stat/{self.topic}/STATUS10", body, qos=1)
+            return
         self._advance()
         self.on = msg.payload.strip().upper() in (b"ON", b"1", b"TRUE")
         state = b"ON" if self.on else b"OFF"
@@ -281,14 +286,17 @@ class TasmotaPlug(_Plug):
             self._reported = now
             self.report()
 
-    def report(self) -> None:
+    def _sensor(self) -> dict[str, Any]:
         self._advance()
         w = self.watts if self.on else 0.0
-        body = {
+        return {
             "Time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
             "ENERGY": {"Total": round(self.wh_total / 1000, 5), "Power": round(w), "Voltage": 231},
         }
-        self.link.publish(f"tele/{self.topic}/SENSOR", json.dumps(body).encode(), qos=1)
+
+    def report(self) -> None:
+        body = json.dumps(self._sensor()).encode()
+        self.link.publish(f"tele/{self.topic}/SENSOR", body, qos=1)
 
 
 class ShellyPlug(_Plug):
@@ -323,6 +331,9 @@ class ShellyPlug(_Plug):
                 self._advance()
                 self.on = bool(req["params"]["on"])
                 self._notify({"id": 0, "output": self.on, "source": "MQTT"})
+            elif req.get("method") == "Switch.GetStatus":
+                reply = {"id": req["id"], "src": self.prefix, "result": self._status()}
+                self.link.publish(f"{req['src']}/rpc", json.dumps(reply).encode(), qos=1)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("shelly %s: bad rpc %r", self.prefix, msg.payload[:100])
 
@@ -355,9 +366,13 @@ class ShellyPlug(_Plug):
 
     def report(self) -> None:
         """The whole status on ``{prefix}/status/switch:0``, as ``Switch.GetStatus``."""
+        body = json.dumps(self._status()).encode()
+        self.link.publish(f"{self.prefix}/status/switch:0", body, qos=1)
+
+    def _status(self) -> dict[str, Any]:
         self._advance()
         w = self.watts if self.on else 0.0
-        body = {
+        return {
             "id": 0,
             "source": "init",
             "output": self.on,
@@ -365,7 +380,6 @@ class ShellyPlug(_Plug):
             "voltage": 231.2,
             "aenergy": self._aenergy(),
         }
-        self.link.publish(f"{self.prefix}/status/switch:0", json.dumps(body).encode(), qos=1)
 
 
 # --- the shop's members -------------------------------------------------------------------------

@@ -19,12 +19,15 @@ used since.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from hub.contract import PLAUSIBLE, DeviceEvent, DeviceStatus, PowerRange
+from hub.errors import ContractError
 from hub.power import (
     PlugReading,
     shelly_online,
+    shelly_reply,
     shelly_switch,
     tasmota_online,
     tasmota_relay,
@@ -32,10 +35,24 @@ from hub.power import (
 )
 from hub.shop import PlugBinding, ShopData
 
-# Tasmota: periodic readings, the will, the answer to `Status 10`, the relays' states
-TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/STATUS10", "stat/+/+")
+# Tasmota: periodic readings and the will; under stat/ the relays' states (POWER<n>)
+# and the answer to `Status 10` (STATUS10)
+TASMOTA_TOPICS = ("tele/+/SENSOR", "tele/+/LWT", "stat/+/+")
+# A Shelly answers the hub's RPCs on {src}/rpc: src is kept under the plug's own prefix,
+# the only place the broker's ACL lets a Shelly publish.
+HUB_RPC_SRC = "peershop-hub"
 
-PlugMessage = DeviceEvent | DeviceStatus
+
+@dataclass(frozen=True)
+class PlugProblem:
+    """One bound channel's reading the hub cannot take (a dead letter), in a message
+    whose other channels' readings are good."""
+
+    device_id: str
+    reason: str
+
+
+PlugMessage = DeviceEvent | DeviceStatus | PlugProblem
 
 
 @dataclass
@@ -73,9 +90,38 @@ def plug_subscriptions(data: ShopData) -> list[str]:
     for kind, prefix, channel in plugs:
         if kind == "shelly":
             topics.extend(
-                (f"{prefix}/status/switch:{channel}", f"{prefix}/events/rpc", f"{prefix}/online")
+                (
+                    f"{prefix}/status/switch:{channel}",
+                    f"{prefix}/events/rpc",
+                    f"{prefix}/online",
+                    f"{prefix}/{HUB_RPC_SRC}/rpc",
+                )
             )
     return list(dict.fromkeys(topics))
+
+
+def status_request(data: ShopData, status: DeviceStatus) -> tuple[str, bytes] | None:
+    """What to ask a bound plug that came online (or that the hub heard online at its
+    start) for its whole status at once, as ``(topic, payload)``: a Tasmota ``Status
+    10`` (answered on ``stat/<topic>/STATUS10``), a Shelly ``Switch.GetStatus`` (answered
+    on ``<prefix>/peershop-hub/rpc``).  Without it the hub would know the plug's power
+    only at the next TelePeriod, or, for a Shelly, at its next change."""
+    if status.state != "online":
+        return None
+    for tool in data.tools.values():
+        for plug in tool.plugs:
+            if plug.device_id != status.device_id:
+                continue
+            if plug.kind == "tasmota":
+                return f"cmnd/{plug.ref}/STATUS", b"10"
+            body = {
+                "id": plug.channel,
+                "src": f"{plug.ref}/{HUB_RPC_SRC}",
+                "method": "Switch.GetStatus",
+                "params": {"id": plug.channel},
+            }
+            return f"{plug.ref}/rpc", json.dumps(body).encode()
+    return None
 
 
 def _identity(topic: str, payload: bytes) -> int:
@@ -94,7 +140,8 @@ def parse_plug(
     empty list when it is not a bound plug's topic or says nothing about power.
 
     A bound plug's malformed payload, a channel it does not have, or a reading outside
-    ``power`` raises :class:`~hub.errors.ContractError` (a dead letter).  Negative power
+    ``power`` raises :class:`~hub.errors.ContractError` (a dead letter); when the
+    message's other channels read well, that channel's is a :class:`PlugProblem`.  Negative power
     within the range (``ingest.min_power_w`` below 0) goes on to the rules, which count
     it as 0 W.  ``memory`` lays a Shelly's partial updates over what it said before."""
     memory = PlugMemory() if memory is None else memory
@@ -122,9 +169,12 @@ def _tasmota(
     if (root, leaf) in (("tele", "SENSOR"), ("stat", "STATUS10")):
         out: list[PlugMessage] = []
         for plug in bindings:
-            reading = memory.overlay(plug.device_id, tasmota_sensor(payload, plug.channel))
-            out.extend(_event(plug, reading, topic, payload, power, "ENERGY.Power"))
-        return out
+            try:
+                reading = memory.overlay(plug.device_id, tasmota_sensor(payload, plug.channel))
+                out.extend(_event(plug, reading, topic, payload, power, "ENERGY.Power"))
+            except ContractError as exc:
+                out.append(PlugProblem(plug.device_id, str(exc)))
+        return _unless_all_bad(out)
     if root == "stat" and leaf.startswith("POWER"):
         # the relay of channel n (POWER<n>; a plain POWER is POWER1); off draws nothing
         number = leaf.removeprefix("POWER") or "1"
@@ -150,6 +200,8 @@ def _shelly(
         prefix, leaf = prefix.removesuffix("/status"), f"status/{leaf}"
     elif leaf == "rpc" and prefix.endswith("/events"):
         prefix, leaf = prefix.removesuffix("/events"), "events/rpc"
+    elif leaf == "rpc" and prefix.endswith(f"/{HUB_RPC_SRC}"):
+        prefix, leaf = prefix.removesuffix(f"/{HUB_RPC_SRC}"), "reply"
     bindings = _bound(data, "shelly", prefix)
     if not bindings:
         return []
@@ -162,12 +214,26 @@ def _shelly(
             reading = shelly_switch(payload, switch)  # all None: not about this switch
         elif leaf == f"status/{switch}":
             reading = shelly_switch(payload, switch)
+        elif leaf == "reply":
+            reading = shelly_reply(payload, plug.channel)
         else:
             continue
         if reading == PlugReading(None, None):
             continue
         whole = memory.overlay(plug.device_id, reading)
-        out.extend(_event(plug, whole, topic, payload, power, "apower"))
+        try:
+            out.extend(_event(plug, whole, topic, payload, power, "apower"))
+        except ContractError as exc:
+            out.append(PlugProblem(plug.device_id, str(exc)))
+    return _unless_all_bad(out)
+
+
+def _unless_all_bad(out: list[PlugMessage]) -> list[PlugMessage]:
+    """One channel's bad reading is that channel's dead letter, and the others count;
+    when no channel's is good, the message is one dead letter, as any bad message."""
+    problems = [m for m in out if isinstance(m, PlugProblem)]
+    if problems and len(problems) == len(out):
+        raise ContractError(problems[0].reason)
     return out
 
 

@@ -321,6 +321,21 @@ def shelly_switch(payload: bytes | str | dict[str, Any], switch: str = "switch:0
     return PlugReading(w, total, output)
 
 
+def shelly_reply(payload: bytes | str | dict[str, Any], switch: int) -> PlugReading:
+    """A Shelly's answer to the hub's RPC: a ``Switch.GetStatus`` result of switch
+    ``switch`` is its whole status; any other answer (``Switch.Set``'s ``was_on``, an
+    error, another switch) gives a reading of all None.
+
+    >>> reply = b'{"id":3,"result":{"id":0,"output":true,"apower":8.9,"aenergy":{"total":6.5}}}'
+    >>> shelly_reply(reply, 0)
+    PlugReading(w=8.9, wh_total=6.5, output=True)
+    """
+    result = _decode(payload).get("result")
+    if not isinstance(result, dict) or result.get("id") != switch or "output" not in result:
+        return PlugReading(None, None)
+    return shelly_switch(result)
+
+
 def tasmota_online(payload: bytes | str) -> bool:
     """``tele/{topic}/LWT``: ``Online`` or ``Offline``."""
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload

@@ -45,7 +45,7 @@ from hub.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, sto
 from hub.models import Event, HubStart
 from hub.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.outbox import OutboxPublisher, enqueue
-from hub.plugs import PlugMemory, parse_plug, plug_subscriptions
+from hub.plugs import PlugMemory, PlugProblem, parse_plug, plug_subscriptions, status_request
 from hub.seen import SeenIndex
 from hub.sessions import ToolStateChanged
 from hub.shop import DecisionRec, Message, Outcome, Record, ShopData
@@ -412,11 +412,20 @@ class Hub:
         # none: a plug not bound to any tool (not ours), or a message with no reading
         out = Outcome()
         every = []
+        asked = set()
         for plug in plugs:
+            if isinstance(plug, PlugProblem):
+                every.append(Parsed(plug.device_id, error=plug.reason))
+                continue
             if isinstance(plug, DeviceEvent):
                 parsed = Parsed(plug.device_id, event=plug)
             else:
                 parsed = Parsed(plug.device_id, status=plug)
+                # online: ask for its whole status now (once per plug, not per channel)
+                request = status_request(self.rules.data, plug)
+                if request is not None and request not in asked:
+                    asked.add(request)
+                    out.messages.append(Message(*request))
             every.append(parsed)
             out.extend(self._run_rules(parsed, now))
         return every, out

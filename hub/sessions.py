@@ -387,15 +387,14 @@ class ToolSessionState:
         return effects + self._state_effects(t)
 
     def _run(self, t: datetime, now: datetime) -> list[Effect]:
-        """An unattended tool's run starts at busy and ends below ``off_w``."""
-        if not self.rules.unattended or self.locked:
-            return []
+        """An unattended tool's run starts at busy and ends below ``off_w`` (also when
+        the tool got a reader meanwhile: the run it had goes on to its end)."""
         level = self.meter.level
-        if self.session is None and level == "busy":
-            self.session = OpenSession(None, t, now)
-            return [SessionStarted(self.tool, None, t)]
         if self.session is not None and self.session.member is None and level == "off":
             return self._close("power_off", t, now)
+        if self.session is None and level == "busy" and self.rules.unattended and not self.locked:
+            self.session = OpenSession(None, t, now)
+            return [SessionStarted(self.tool, None, t)]
         return []
 
     def running_changed(

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from hub.export import collect, to_csv
 from hub.models import Member, Period, Tool, UsageSession
 from hub.periods import _use, open_period
 from hub.service import Hub
+from hub.sessions import ReleaseTool, SessionEnded, SessionStarted, ToolRules, ToolSessionState
 from hub.shopfile import apply_shop, parse_shop
 from tests.helpers import Device, Listener, event_payload, wait_for
 from web import create_app
@@ -169,3 +170,33 @@ def test_a_tool_with_a_reader_records_no_run_when_nobody_badged(hub, broker):
     assert s.member == "ada"
     for link in (plug, reader, cmds):
         link.close()
+
+
+def test_a_run_from_busy_to_off_counts_busy_idle_and_energy():
+    rules = ToolRules("tap", off_w=5, busy_w=50, unattended=True)
+    tool = ToolSessionState("printer-2", rules)
+    t0 = datetime(2026, 12, 7, 10, tzinfo=UTC)
+
+    def at(minutes: float) -> datetime:
+        return t0 + timedelta(minutes=minutes)
+
+    assert not [e for e in tool.power(2.0, at(0)) if isinstance(e, SessionStarted)]
+    [started] = [e for e in tool.power(100.0, at(1)) if isinstance(e, SessionStarted)]
+    assert (started.member, started.start) == (None, at(1))
+    tool.power(30.0, at(10))  # heating done, printing slowly: idle, the run goes on
+    assert tool.session is not None
+    [ended] = [e for e in tool.power(0.0, at(20)) if isinstance(e, SessionEnded)]
+    assert (ended.member, ended.close_reason, ended.start, ended.end) == (
+        None,
+        "power_off",
+        at(1),
+        at(20),
+    )
+    assert (ended.busy_s, ended.idle_s) == (540.0, 600.0)
+    assert ended.wh == pytest.approx(100 * 9 / 60 + 30 * 10 / 60)
+    # no ReleaseTool: a run ending on its own leaves the tool as it is
+    assert not [e for e in tool.power(0.0, at(21)) if isinstance(e, ReleaseTool)]
+    # a locked tool runs nothing into the records
+    tool.lock(at(22))
+    effects = tool.power(900.0, at(23))
+    assert tool.session is None and not [e for e in effects if isinstance(e, SessionStarted)]

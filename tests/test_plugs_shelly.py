@@ -330,3 +330,39 @@ def test_a_simulated_shelly_as_it_comes_drives_its_tool(hub, broker):
     finally:
         sim.close()
         cmds.close()
+
+
+def test_a_shelly_coming_online_is_asked_for_its_whole_status(hub, broker):
+    """With factory settings a Shelly says nothing until something changes: when it
+    comes online (or the hub starts and hears it online) the hub asks each bound switch
+    for ``Switch.GetStatus`` and takes the answer as a whole reading."""
+    cmds = Listener(broker.port, f"{PRO4}/rpc", "peershop/tool/saw/state")
+    pro = Device(broker.port, "pro-sim")
+    pro.send(b"true", f"{PRO4}/online")
+    pro.flush()
+    cmds.wait(lambda _: len(cmds.payloads(f"{PRO4}/rpc")) == 2)
+    asked = {p["params"]["id"]: p for p in cmds.payloads(f"{PRO4}/rpc")}
+    assert set(asked) == {1, 3} and asked[1]["method"] == "Switch.GetStatus"
+    reply_to = f"{asked[1]['src']}/rpc"
+    assert reply_to == f"{PRO4}/peershop-hub/rpc"  # under the plug's own prefix
+    result = {
+        "id": 1,
+        "source": "init",
+        "output": True,
+        "apower": 640.0,
+        "voltage": 230.1,
+        "current": 2.8,
+        "aenergy": {"total": 5000.0, "by_minute": [0.0, 0.0, 0.0], "minute_ts": 1675935539},
+        "temperature": {"tC": 38.2, "tF": 100.8},
+    }
+    reply = {"id": asked[1]["id"], "src": PRO4, "dst": asked[1]["src"], "result": result}
+    pro.send(json.dumps(reply).encode(), reply_to)
+    # Switch.Set's answer says nothing about power: no reading, no dead letter
+    was_on = {"id": 1, "src": PRO4, "dst": asked[1]["src"], "result": {"was_on": False}}
+    pro.send(json.dumps(was_on).encode(), reply_to)
+    pro.flush()
+    cmds.wait(lambda _: any(s["state"] == "busy" and s["w"] == 640.0 for s in states(cmds, "saw")))
+    assert stored(hub, DeadLetter) == []
+    pro.send(b"", f"{PRO4}/online", retain=True)  # the next test's hub hears no old birth
+    for link in (pro, cmds):
+        link.close()

@@ -42,6 +42,9 @@ tools:
   - id: fan
     devices: [{tasmota: fan-shelly25, channel: 3}]
     power: {off_w: 5, busy_w: 50}
+  - id: vent
+    devices: [{tasmota: fan-shelly25, channel: 1}]
+    power: {off_w: 5, busy_w: 20}
   - id: compressor
     devices: [{tasmota: compressor_plug}]
     power: {off_w: 5, busy_w: 200}
@@ -160,18 +163,23 @@ def test_each_channel_of_a_shelly_25_on_tasmota_feeds_and_switches_its_own_tool(
 
 
 def test_channels_a_binding_cannot_take_are_dead_letters_saying_why(hub, broker):
+    cmds = Listener(broker.port, "peershop/tool/vent/state")
     plug = Device(broker.port, "tasmota-sim")
     two = sensor([23.63, 67.17], 0.105, "2026-12-07T10:00:00")
     plug.send(two, "tele/wall-shelly25/SENSOR")  # bound whole, but it has two channels
-    plug.send(two, "tele/fan-shelly25/SENSOR")  # bound to channel 3 of two
+    # bound to channels 3 (of two: a dead letter) and 1 (its reading counts)
+    plug.send(two, "tele/fan-shelly25/SENSOR")
     plug.flush()
     dead = wait_for(lambda: len(stored(hub, DeadLetter)) == 2 and stored(hub, DeadLetter))
-    assert {d.topic: d.reason for d in dead} == {
-        "tele/wall-shelly25/SENSOR": "ENERGY.Power has 2 channels: bind one "
+    assert {(d.topic, d.device_id): d.reason for d in dead} == {
+        ("tele/wall-shelly25/SENSOR", None): "ENERGY.Power has 2 channels: bind one "
         "({tasmota: TOPIC, channel: N})",
-        "tele/fan-shelly25/SENSOR": "ENERGY.Power has 2 channels, so no channel 3",
+        ("tele/fan-shelly25/SENSOR", "tasmota/fan-shelly25#3"): "ENERGY.Power has 2 "
+        "channels, so no channel 3",
     }
-    plug.close()
+    cmds.wait(lambda _: any(s["w"] == 23.63 for s in states(cmds, "vent")))
+    for link in (plug, cmds):
+        link.close()
 
 
 def test_a_plug_as_it_comes_reports_every_telepriod_and_when_switched(hub, broker):
@@ -232,3 +240,21 @@ tools:
         "shop.yaml:5: tools[3] (fan): tasmota roof: unknown key switch (a tasmota binding "
         "takes tasmota: and channel:)",
     ]
+
+
+def test_a_tasmota_coming_online_is_asked_for_a_reading_once(hub, broker):
+    """A plug's LWT ``Online`` (also the retained one a starting hub hears) gets one
+    ``Status 10``, not one per bound channel, and its answer is a reading."""
+    cmds = Listener(broker.port, "cmnd/#", "peershop/tool/router/state")
+    plug = Device(broker.port, "tasmota-sim")
+    plug.send(b"Online", "tele/bench-shelly25/LWT")
+    plug.flush()
+    cmds.wait(lambda ms: any(m.topic == "cmnd/bench-shelly25/STATUS" for m in ms))
+    status10 = {"StatusSNS": json.loads(sensor([23.63, 67.17], [0.1, 0.2], "2026-12-07T10:00:00"))}
+    plug.send(json.dumps(status10).encode(), "stat/bench-shelly25/STATUS10")
+    plug.flush()
+    cmds.wait(lambda _: any(s["state"] == "busy" for s in states(cmds, "router")))
+    asked = [m.payload for m in cmds.messages if m.topic == "cmnd/bench-shelly25/STATUS"]
+    assert asked == [b"10"]
+    for link in (plug, cmds):
+        link.close()
