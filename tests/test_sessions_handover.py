@@ -67,7 +67,13 @@ def test_a_handover_while_cutting_keeps_the_tool_busy_and_names_the_trainee():
     assert [s["state"] for s in shown(t.power(800.0, at(1)))] == ["busy"]
     effects = t.start("bea", at(31), name="Bea B.")
     assert shown(effects) == [
-        {"state": "busy", "member": "Bea B.", "since": "2026-11-26T10:31:00.000Z", "w": 800.0}
+        {
+            "state": "busy",
+            "member": "Bea B.",
+            "since": "2026-11-26T10:31:00.000Z",
+            "w": 800.0,
+            "wh_total": 400.0,  # Tom's half hour at 800 W, metered since the hub started
+        }
     ]
     assert (only_end(effects).busy_s, only_end(effects).wh) == (1800.0, 400.0)
     end = only_end(t.tap_out("bea", at(61)))
