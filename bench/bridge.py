@@ -14,7 +14,7 @@ measured average frame size.
 The round trip is what a member at a tool waits for: the node's badge event goes
 through the bridge to MQTT, a stand-in hub answers on the cmd topic at once, and the
 bridge hands the answer to the node.  The baseline is the same exchange made directly
-over MQTT by a §2 device, in the same run, against the same broker and responder.
+over MQTT by an MQTT device, in the same run, against the same broker and responder.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 Prints one JSON object.  What a member at a tool waits for is the time from the
 reader's badge event (QoS 1) to the hub's ``peershop/dev/{id}/cmd`` reply carrying
-``re`` = the event's seq (CONTRACT.md §2).  This bench measures it at a simulated
+``re`` = the event's seq (docs/device-protocol.md).  This bench measures it at a simulated
 reader, with the shop's telemetry going on, and compares it with the least any MQTT
 answer can take on the same broker at the same moment: a bare echo client.
 

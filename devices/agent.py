@@ -1,4 +1,4 @@
-"""``peershop agent``: a Raspberry Pi at a tool, speaking CONTRACT.md §2 like any node.
+"""``peershop agent``: a Raspberry Pi at a tool, speaking docs/device-protocol.md like any node.
 
 The agent wires the drivers of ``devices/`` (reader, interlock, indicator, current sensor
 or running input, buttons) to the broker:
@@ -101,7 +101,7 @@ class MockMains:
 
 
 class Agent:
-    """The drivers of one tool station, speaking CONTRACT.md §2 through the broker.
+    """The drivers of one tool station, speaking docs/device-protocol.md through the broker.
 
     :param cfg: the checked configuration (:func:`~devices.agent_config.load_agent_config`).
     :param pin_factory: a gpiozero pin factory; by default the one ``cfg.pin_factory``
@@ -584,7 +584,7 @@ class Agent:
             log.warning("allow-list refused (%s): %s", check.status, check.reason)
 
     def handle_command(self, command: dict[str, Any]) -> None:
-        """One ``cmd`` object of CONTRACT.md §2.
+        """One ``cmd`` object of docs/device-protocol.md.
 
         A ``grant`` switches the tool on only as the reply (``re``) to a badge this agent
         sent and still waits on, never while locked, and only with a ``max_s``: a grant
@@ -753,7 +753,7 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def agent_command(config_path: str, verbose: bool) -> None:
-    """Drive a tool station's reader, relay and sensors as a CONTRACT.md §2 device."""
+    """Drive a tool station's reader, relay and sensors as a docs/device-protocol.md device."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

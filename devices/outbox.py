@@ -4,7 +4,7 @@ One SQLite file in the agent's state folder, in WAL mode with ``synchronous=FULL
 committed row survives a power cut.  An event is written here *before* it is published
 and marked acknowledged when the broker has PUBACKed it: whatever a power cut, a SIGKILL
 or a broker outage interrupts is still here at the next start and is sent again with
-``replay: true`` (CONTRACT.md §2).
+``replay: true`` (docs/device-protocol.md).
 
 A PUBACK does not mean the event is safe: Mosquitto PUBACKs what it holds in memory and
 writes its persistence file only every ``autosave_interval``, so a broker killed outright

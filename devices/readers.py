@@ -3,7 +3,7 @@
 A reader driver turns its wire format into uids and hands each to :meth:`BadgeReader._seen`.
 The base class then does the rest the same way for every reader:
 
-* the uid is checked against CONTRACT.md §2 (uppercase hex, 4 to 10 bytes); one that fails
+* the uid is checked against docs/device-protocol.md (uppercase hex, 4 to 10 bytes); one that fails
   is counted in :attr:`~BadgeReader.bad_frames` and dropped, never reported;
 * a tag seen again within ``hold_time`` of its last sighting is the same presentation
   (125 kHz readers repeat their frame while a tag is held, and a polled reader sees it at

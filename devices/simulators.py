@@ -6,7 +6,7 @@ Every simulated peershop device runs the *real* code: :class:`AgentStation` is a
 samples a simulated mains wave; :class:`SerialNodeSim` is a
 :class:`~firmware_bridge.firmware.protocol.Node` on a pty pair with the
 :class:`~firmware_bridge.bridge.Bridge` on the other end, in-process.  Off-the-shelf plugs
-publish what Tasmota and Shelly firmware publish (CONTRACT.md §2, third-party devices).
+publish what Tasmota and Shelly firmware publish (docs/device-protocol.md, third-party devices).
 
 :class:`ShopSimulation` drives them with members' behaviour (arriving at the door, using
 tools with idle gaps, a task at the desk, one forgetting to sign out), scheduled in
@@ -242,39 +242,75 @@ class _Plug(abc.ABC):
 
 
 class TasmotaPlug(_Plug):
-    """A Tasmota-flashed plug: ``tele/{topic}/SENSOR`` with cumulative ``ENERGY.Total``."""
+    """A Tasmota-flashed plug as it comes: ``tele/{topic}/SENSOR`` (cumulative
+    ``ENERGY.Total`` in kWh) every ``tele_period`` seconds, Tasmota's ``TelePeriod``
+    (300 from the factory; the docs tell operators to set 10), and ``stat/{topic}/POWER``
+    when its relay is switched.  Call :meth:`tick` often; it reports when the period is up.
+    """
 
-    def __init__(self, topic: str, port: int, host: str = "127.0.0.1"):
+    def __init__(
+        self, topic: str, port: int, host: str = "127.0.0.1", *, tele_period: float = 300.0
+    ):
         self.topic = topic
+        self.tele_period = tele_period
+        self._reported: float | None = None
         super().__init__(
             f"tasmota-{topic}",
             port,
             host,
             Will(f"tele/{topic}/LWT", b"Offline"),
-            [f"cmnd/{topic}/POWER"],
+            [f"cmnd/{topic}/POWER", f"cmnd/{topic}/STATUS"],
         )
 
     def _online(self) -> None:
         self.link.publish(f"tele/{self.topic}/LWT", b"Online", qos=1, retain=True)
 
     def _on_message(self, msg: Received) -> None:
+        if msg.topic.endswith("/STATUS"):
+            if msg.payload.strip() == b"10":  # Status 10: the sensors, now
+                body = json.dumps({"StatusSNS": self._sensor()}).encode()
+                self.link.publish(f"stat/{self.topic}/STATUS10", body, qos=1)
+            return
+        self._advance()
         self.on = msg.payload.strip().upper() in (b"ON", b"1", b"TRUE")
+        state = b"ON" if self.on else b"OFF"
+        self.link.publish(f"stat/{self.topic}/RESULT", b'{"POWER":"%s"}' % state, qos=1)
+        self.link.publish(f"stat/{self.topic}/POWER", state, qos=1)
 
-    def report(self) -> None:
+    def tick(self) -> None:
+        """Report if ``tele_period`` has passed since the last report (real time)."""
+        now = time.monotonic()
+        if self._reported is None or now - self._reported >= self.tele_period:
+            self._reported = now
+            self.report()
+
+    def _sensor(self) -> dict[str, Any]:
         self._advance()
         w = self.watts if self.on else 0.0
-        body = {
+        return {
             "Time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
             "ENERGY": {"Total": round(self.wh_total / 1000, 5), "Power": round(w), "Voltage": 231},
         }
-        self.link.publish(f"tele/{self.topic}/SENSOR", json.dumps(body).encode(), qos=1)
+
+    def report(self) -> None:
+        body = json.dumps(self._sensor()).encode()
+        self.link.publish(f"tele/{self.topic}/SENSOR", body, qos=1)
 
 
 class ShellyPlug(_Plug):
-    """A Shelly Gen2+ plug: ``{prefix}/status/switch:0`` with ``aenergy.total`` in Wh."""
+    """A Shelly Gen2+ plug with factory MQTT settings: ``NotifyStatus`` on
+    ``{prefix}/events/rpc`` with what changed only (``apower`` when the load moves,
+    ``aenergy`` once a minute, ``output`` when the relay flips).  ``status_ntf`` is
+    Shelly's "Generic status update over MQTT" (off from the factory): the whole status
+    on ``{prefix}/status/switch:0`` at every report as well.  Call :meth:`tick` often."""
 
-    def __init__(self, prefix: str, port: int, host: str = "127.0.0.1"):
+    def __init__(
+        self, prefix: str, port: int, host: str = "127.0.0.1", *, status_ntf: bool = False
+    ):
         self.prefix = prefix
+        self.status_ntf = status_ntf
+        self._apower: float | None = None  # last apower notified
+        self._minute: int | None = None  # the minute of the last aenergy notified
         super().__init__(
             f"shelly-{prefix}",
             port,
@@ -290,21 +326,58 @@ class ShellyPlug(_Plug):
         try:
             req = json.loads(msg.payload)
             if req.get("method") == "Switch.Set":
+                self._advance()
                 self.on = bool(req["params"]["on"])
+                self._notify({"id": 0, "output": self.on, "source": "MQTT"})
+            elif req.get("method") == "Switch.GetStatus":
+                reply = {"id": req["id"], "src": self.prefix, "result": self._status()}
+                self.link.publish(f"{req['src']}/rpc", json.dumps(reply).encode(), qos=1)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("shelly %s: bad rpc %r", self.prefix, msg.payload[:100])
 
+    def _notify(self, switch: dict[str, Any]) -> None:
+        frame = {
+            "src": self.prefix,
+            "dst": f"{self.prefix}/events",
+            "method": "NotifyStatus",
+            "params": {"ts": round(time.time(), 2), "switch:0": switch},
+        }
+        self.link.publish(f"{self.prefix}/events/rpc", json.dumps(frame).encode(), qos=1)
+
+    def _aenergy(self) -> dict[str, Any]:
+        minute = int(time.time()) // 60 * 60
+        return {"by_minute": [0.0, 0.0, 0.0], "minute_ts": minute, "total": round(self.wh_total, 3)}
+
+    def tick(self) -> None:
+        """Notify what changed: the power when it moved, the counter at each new minute."""
+        self._advance()
+        w = round(self.watts if self.on else 0.0, 1)
+        if self._apower is None or abs(w - self._apower) >= 0.5:
+            self._apower = w
+            self._notify({"id": 0, "apower": w, "current": round(w / 231.2, 3)})
+        minute = int(time.time()) // 60
+        if self._minute != minute:
+            self._minute = minute
+            self._notify({"id": 0, "aenergy": self._aenergy()})
+        if self.status_ntf:
+            self.report()
+
     def report(self) -> None:
+        """The whole status on ``{prefix}/status/switch:0``, as ``Switch.GetStatus``."""
+        body = json.dumps(self._status()).encode()
+        self.link.publish(f"{self.prefix}/status/switch:0", body, qos=1)
+
+    def _status(self) -> dict[str, Any]:
         self._advance()
         w = self.watts if self.on else 0.0
-        body = {
+        return {
             "id": 0,
+            "source": "init",
             "output": self.on,
             "apower": round(w, 1),
             "voltage": 231.2,
-            "aenergy": {"total": round(self.wh_total, 3)},
+            "aenergy": self._aenergy(),
         }
-        self.link.publish(f"{self.prefix}/status/switch:0", json.dumps(body).encode(), qos=1)
 
 
 # --- the shop's members -------------------------------------------------------------------------
@@ -375,8 +448,11 @@ class ShopSimulation:
                 AgentStation("saw-node", state_dir, port, policy="card_present", **tool)
             )
             self.lathe = self._add(SerialNodeSim("lathe-node", port, mqtt_host=host))
-            self.extractor = self._add(TasmotaPlug("laser_extractor", port, host))
-            self.printer2 = self._add(TasmotaPlug("printer2_plug", port, host))
+            # the Tasmotas set up as docs/plugs.md says (TelePeriod 10); the Shellys as
+            # they come from the factory
+            tasmota = {"tele_period": 10.0}
+            self.extractor = self._add(TasmotaPlug("laser_extractor", port, host, **tasmota))
+            self.printer2 = self._add(TasmotaPlug("printer2_plug", port, host, **tasmota))
             self.printer1 = self._add(ShellyPlug("shellyplugs-printer1", port, host))
             self.compressor = self._add(ShellyPlug("shellyplus1pm-compressor", port, host))
         except BaseException:
@@ -543,9 +619,9 @@ class ShopSimulation:
                 return
 
     def _plugs(self) -> None:
-        while not self.clock.stop.wait(2.0):  # plugs report in real time, like telemetry
+        while not self.clock.stop.wait(1.0):  # plugs report in real time, like telemetry
             for plug in (self.extractor, self.printer2, self.printer1, self.compressor):
-                plug.report()
+                plug.tick()
 
     def _desk(self) -> None:
         self.clock.sleep(3 * 60)

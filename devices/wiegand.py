@@ -11,7 +11,7 @@ Frame layouts (bit 0 is sent first):
   last 16.
 
 The uid is the data bits as one big-endian number, first bit sent = most significant,
-in uppercase hex, zero-padded to 4 bytes (CONTRACT.md §2 wants at least 4): facility 0x12
+in uppercase hex, zero-padded to 4 bytes (docs/device-protocol.md wants at least 4): facility 0x12
 card 0x3456 in Wiegand 26 is ``00123456``; Wiegand 34 gives its 32 bits as they were sent
 (many 13.56 MHz readers send the card's 4-byte UID this way, some byte-reversed: check one
 card against a phone's NFC app). A frame of another length or with a parity error is

@@ -1,4 +1,5 @@
-"""The serial bridge of CONTRACT.md §4: serial nodes appear on MQTT as §2 devices.
+"""The serial bridge of docs/serial-protocol.md: serial nodes appear on MQTT as devices
+(docs/device-protocol.md).
 
 One :class:`NodePort` per serial port, each in its own thread, reads frames, binds the
 port to the node that says ``hello``, and gives that node its own
@@ -7,7 +8,7 @@ its own retained birth and last will.
 A node that knows the time says it in its ``hello`` (``ts``); the birth then carries the
 node's clock, advanced by the time since that hello, while the hub is online, and goes
 again when the hub comes (back) online: the hub learns the clock's offset from it and
-corrects the node's replayed times (CONTRACT.md §2 v2).  A node without a clock gets a
+corrects the node's replayed times (docs/device-protocol.md).  A node without a clock gets a
 birth without ``ts``: the bridge's own clock is not the node's.
 An event frame is published at QoS 1 and acked to the node only after the broker's
 PUBACK, so an ack always means the broker has it, in memory: Mosquitto writes its
@@ -87,7 +88,7 @@ COUNTERS = (
     "unbound_events",  # event frames before any hello (answered with rebirth)
     "events_published",  # event publishes sent to the broker
     "events_acked",  # acks sent to the node after a PUBACK
-    "invalid_events",  # events that fail §2 validation, forwarded for the hub's dead letters
+    "invalid_events",  # events the device protocol refuses, forwarded for the hub's dead letters
     "resends_held",  # resends of an event whose publish was still waiting for its PUBACK
     "reacked",  # resends of an event already stored: acked again, not republished
     "events_resent",  # PUBACKed events of the resend window published again on reconnect
@@ -483,7 +484,7 @@ class NodePort:
         # it says of the session: the resend window goes again, in order.  Their PUBACKs
         # start their window anew (this broker may be killed before its next save too);
         # the node had its acks already.
-        # Marked ``replay`` like any late copy (CONTRACT.md §2): if the hub never had it,
+        # Marked ``replay`` like any late copy (docs/device-protocol.md): if the hub never had it,
         # a badge is recorded and not answered seconds after the tap.
         for identity, (payload, _acked_at) in again:
             self._publish(
@@ -769,7 +770,7 @@ class NodePort:
 
 
 class Bridge:
-    """Serial nodes on several ports, each its own §2 device on the broker.
+    """Serial nodes on several ports, each its own MQTT device on the broker.
 
     :param settings: the broker (host, port, TLS); each node connects as username = its id.
     :param ports: device paths, ``/dev/serial/by-id`` links or pyserial URLs.
@@ -901,7 +902,7 @@ def bridge_command(
     silence: float,
     credentials: Path | None,
 ) -> None:
-    """Serial nodes on PORT(s) (CONTRACT.md §4) as MQTT devices (§2), until Ctrl-C.
+    """Serial nodes on PORT(s) (docs/serial-protocol.md) as MQTT devices, until Ctrl-C.
 
     PORT is a device path, a /dev/serial/by-id/... link or a pyserial URL; a port that
     goes away is reopened when it comes back.

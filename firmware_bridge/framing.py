@@ -1,4 +1,4 @@
-"""Serial framing of CONTRACT.md §4: one JSON object per line, guarded by a CRC-16.
+"""Serial framing of docs/serial-protocol.md: one JSON object per line, guarded by a CRC-16.
 
 A frame is the compact JSON of one object, ``*``, the CRC-16/CCITT-FALSE of the JSON
 bytes as 4 uppercase hex digits, and ``\\n``; at most 512 bytes in all::

@@ -145,7 +145,7 @@ def _clock(value: Any) -> time:
 
 
 # A site's id names it in the shop file (``site:`` of a tool or station), on the floor and
-# in bridge topics, so it follows the device id pattern of CONTRACT.md §2.
+# in bridge topics, so it follows the device id pattern of docs/device-protocol.md.
 SITE_ID = DEVICE_ID
 DEFAULT_SITE = "main"
 

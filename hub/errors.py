@@ -21,15 +21,15 @@ class ConfigError(PeershopError, ValueError):
 
 
 class ContractError(PeershopError, ValueError):
-    """A message does not follow CONTRACT.md; the message says what is wrong."""
+    """A message breaks docs/device-protocol.md; the message says what is wrong."""
 
 
 class ShopFileError(PeershopError, ValueError):
-    """A shop file (CONTRACT.md §6) is invalid; the message names the entry and line."""
+    """A shop file (docs/shop-file.md) is invalid; the message names the entry and line."""
 
 
 class ScenarioError(PeershopError, ValueError):
-    """A scenario file (CONTRACT.md §7) is invalid; the message names the entry."""
+    """A scenario file (docs/scenario-format.md) is invalid; the message names the entry."""
 
 
 class BrokerError(PeershopError, RuntimeError):

@@ -32,14 +32,15 @@ RATE = 2_000.0  # events/s offered by the whole fleet: slow enough to span the o
 
 
 class SimulatedDevice:
-    """One §2 device with an outbox: an event leaves it only when the broker PUBACKs it.
+    """One MQTT device with an outbox: an event leaves it only when the broker PUBACKs it.
 
     paho resends a publish that was in flight when the connection dropped, but a publish
     made while the broker is down returns ``MQTT_ERR_NO_CONN`` and its
     ``wait_for_publish()`` raises at once, although paho still sends it after the
     reconnect.  A real device (the agent's store-and-forward outbox) does not rely on
     either: it keeps every event until its PUBACK and republishes what is left.  So does
-    this one, tracking PUBACKs by packet id; a second copy is harmless by §2's identity.
+    this one, tracking PUBACKs by packet id; a second copy is harmless by the protocol's
+    identity rule.
     """
 
     boot = BOOT

@@ -58,7 +58,7 @@ def event_payload(boot: int, seq: int, type: str = "power", **fields: Any) -> by
 
 
 class Device:
-    """A simulated §2 device: publishes QoS 1 and waits for the broker's PUBACKs."""
+    """A simulated MQTT device: publishes QoS 1 and waits for the broker's PUBACKs."""
 
     def __init__(self, port: int, device_id: str):
         self.device_id = device_id

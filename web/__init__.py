@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, render_template, request
+from flask import Flask, abort, redirect, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +29,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from hub.contract.messages import holds_nul
 from web import admin, api, auth, floor, me, metrics, period, stream, tasks
-from web.errors import api_error, body_too_large
+from web.errors import api_error, bearer_challenge, body_too_large
 from web.proxies import ClientAddress, networks
 from web.serve import serve_in_thread
 from web.state import WebState, iso
@@ -159,17 +159,25 @@ def create_app(
         tz = ZoneInfo(tz)
 
     @app.template_filter("clock")
-    def clock(at: datetime | None, seconds: bool = False) -> str:
-        """An instant as the shop's local time of day (with the date if not today)."""
-        if at is None:
+    def clock(at: datetime | str | None, seconds: bool = False, date: bool = False) -> str:
+        """An instant (or its ISO 8601 text) as the shop's local time of day, with the
+        date if not today or if ``date`` (a span of days, such as a period)."""
+        if at is None or at == "":
             return ""
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
         local = at.astimezone(tz)
         fmt = "%H:%M:%S" if seconds else "%H:%M"
-        if local.date() != datetime.now(tz).date():
+        if date or local.date() != datetime.now(tz).date():
             fmt = "%Y-%m-%d " + fmt
         return local.strftime(fmt)
 
     app.add_template_filter(iso, "iso")
+
+    @app.context_processor
+    def shop_time() -> dict[str, str]:
+        # the pages' scripts show times in the shop's zone too, not the browser's
+        return {"timezone": str(tz)}
 
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented order
     state = WebState(
@@ -186,6 +194,10 @@ def create_app(
     # The API's POSTs are for bearer tokens, which no other site can send; a browser
     # session calling them still needs the CSRF token (api._guard_csrf).
     csrf.exempt(api.bp)
+
+    @app.get("/favicon.ico")
+    def favicon():  # asked for by browsers on pages without the icon's <link>, such as JSON
+        return redirect(url_for("static", filename="favicon.svg"), 301)
 
     @app.before_request
     def refuse_large_body():
@@ -225,6 +237,9 @@ def create_app(
         headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if request.path.startswith(("/api/", "/me", "/admin", "/tasks", "/periods")):
             headers.setdefault("Cache-Control", "no-store")
+        if response.status_code == 401:
+            # RFC 9110 §15.5.2: a 401 names how to authenticate (the login page's too)
+            headers.setdefault("WWW-Authenticate", bearer_challenge())
         return response
 
     def wants_json() -> bool:
@@ -234,26 +249,47 @@ def create_app(
     def csrf_error(exc: CSRFError):
         if wants_json():
             return api_error(400, "csrf", exc.description)
-        return render_template("error.html", status=400, message=exc.description), 400
+        return render_template(
+            "error.html", status=400, title="Form out of date", message=STALE_FORM
+        ), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
         if wants_json():
-            return api_error(
+            response = api_error(
                 status, (exc.name or "error").lower().replace(" ", "_"), exc.description
             )
-        return render_template("error.html", status=status, message=exc.description), status
+        else:
+            page = render_template(
+                "error.html", status=status, title=exc.name, message=exc.description
+            )
+            response = app.make_response((page, status))
+        # the headers the status requires and werkzeug sets (Allow on a 405, Retry-After)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
         app.logger.exception("request %s %s failed", request.method, request.path)
         if wants_json():
             return api_error(500, "internal", "internal error; see the hub's log")
-        return render_template("error.html", status=500, message="Internal error."), 500
+        return render_template(
+            "error.html", status=500, title="Something went wrong", message=INTERNAL
+        ), 500
 
     app.teardown_appcontext(state.teardown)
     return app
+
+
+# What a person at a browser reads; the API says it in its error codes.
+STALE_FORM = (
+    "This form is out of date, or it was sent from another page. "
+    "Go back, reload the page and try again."
+)
+INTERNAL = "Something went wrong on the hub. It is written in the hub's log; try again."
 
 
 def _json_body() -> Any:
@@ -281,5 +317,10 @@ def serve_hub(hub: Any, listen: tuple[str, int]) -> Callable[[], None]:
             create_app(hub=hub), listen, threads=http.threads, streams=http.streams
         )
     except OSError as exc:
-        log.error("web view not started: cannot listen on %s:%s (%s)", *listen, str(exc))
+        log.error(
+            "web view not started: cannot listen on %s:%s (%s); choose another address "
+            "with http.listen in peershop.toml",
+            *listen,
+            str(exc),
+        )
         return lambda: None

@@ -154,6 +154,10 @@ def _readers(session: Any) -> list[str]:
     return [device for device, _ in rows]
 
 
+# The empty first choice of a required list (HTML wants one): nothing is picked by default.
+CHOOSE_MEMBER = SelectChoice("", "Choose a member")
+
+
 def _forms(session: Any) -> dict[str, Any]:
     members = [
         SelectChoice(m.handle, f"{m.name} (@{m.handle})")
@@ -165,8 +169,9 @@ def _forms(session: Any) -> dict[str, Any]:
         TokenForm(prefix="token"),
     )
     assign.reader.choices = [SelectChoice(r) for r in _readers(session)]
-    assign.member.choices = members
-    secret.member.choices = members
+    # who gets a card or a password is chosen on purpose, not left at the first name
+    assign.member.choices = [CHOOSE_MEMBER, *members]
+    secret.member.choices = [CHOOSE_MEMBER, *members]
     token.member.choices = [SelectChoice("", "none"), *members]
     return {"assign": assign, "secret": secret, "token": token}
 
@@ -417,12 +422,18 @@ def tool_override_end(tool_id: str, setting: str) -> Any:
 def _grant_form(session: Any, form: GrantForm | None = None) -> GrantForm:
     form = form or GrantForm(prefix="grant")
     form.training.choices = [
-        SelectChoice(t.id, f"{t.name} ({t.id})")
-        for t in session.scalars(select(Training).order_by(Training.id))
+        SelectChoice("", "Choose a training"),
+        *(
+            SelectChoice(t.id, f"{t.name} ({t.id})")
+            for t in session.scalars(select(Training).order_by(Training.id))
+        ),
     ]
     form.member.choices = [
-        SelectChoice(m.handle, f"{m.name} (@{m.handle})")
-        for m in session.scalars(select(Member).order_by(Member.handle))
+        CHOOSE_MEMBER,
+        *(
+            SelectChoice(m.handle, f"{m.name} (@{m.handle})")
+            for m in session.scalars(select(Member).order_by(Member.handle))
+        ),
     ]
     return form
 

@@ -1,4 +1,4 @@
-"""The JSON API of CONTRACT.md §5.
+"""The JSON API of docs/http-api.md.
 
 Public: ``/hub``, ``/tools`` (member names only for logged-in clients and kiosks),
 ``/devices``.  Personal data (``/presence``, ``/sessions``, ``/effort``) needs a login
@@ -90,7 +90,7 @@ def _whose(requested: str | None) -> str | None:
 
 
 def _num(value: Decimal | None) -> float | None:
-    """Exact decimals as JSON numbers rounded to 6 places (as CONTRACT.md §7 prints them)."""
+    """Exact decimals as JSON numbers rounded to 6 places (as ``peershop simulate`` prints)."""
     return None if value is None else float(value.quantize(SIX))
 
 

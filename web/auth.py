@@ -430,7 +430,7 @@ def login() -> Any:
             response = _finish_login(member)
             _remember_device(response, account)
             return response
-        return _refused(form, KioskForm(), wait, "Wrong login or secret.")
+        return _refused(form, KioskForm(), wait, "Wrong handle or password.")
     return render_template("login.html", form=form, kiosk=KioskForm())
 
 

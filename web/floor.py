@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, render_template
 from flask_login import current_user
 
 from web.auth import can_see_names
-from web.views import device_health, event_summary, presence, recent_events
+from web.views import device_health, event_summary, presence, recent_events, recent_runs
 
 bp = Blueprint("floor", __name__)
 
@@ -26,6 +26,7 @@ def _context() -> dict[str, Any]:
         "present": presence(state, session),
         "health": device_health(session, now),
         "events": [(ev, event_summary(ev, coordinator=coordinator)) for ev in events],
+        "runs": recent_runs(session, now),
         "names": can_see_names(),
         "live": state.feed is not None,
     }

@@ -46,7 +46,16 @@ RANGE = [
     ),
 ]
 PERSONAL = {
-    "401": _error("not logged in and no valid token"),
+    "401": {
+        **_error("not logged in and no valid token"),
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'Bearer realm="peershop", with error="invalid_token" when '
+                "the token sent is unknown or revoked (RFC 6750)",
+                "schema": {"type": "string"},
+            }
+        },
+    },
     "403": _error("a member asked for someone else's records"),
     "400": _error("a bad query parameter"),
 }
@@ -172,7 +181,8 @@ def openapi_document() -> dict[str, Any]:
         {
             "id": {"type": "integer"},
             "tool": {"type": "string"},
-            "member": {"type": "string"},
+            # null: a run of a tool no one badges at (a smart plug alone), charged to no one
+            "member": NULL_STR,
             "start": INSTANT,
             "end": INSTANT,
             "busy_s": {"type": "number"},
@@ -495,7 +505,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "peershop hub",
             "version": __version__,
-            "description": 'CONTRACT.md §5. Errors are {"error":{"code","message"}}; '
+            "description": 'docs/http-api.md. Errors are {"error":{"code","message"}}; '
+            "a 401 carries WWW-Authenticate, a 405 Allow; "
             "a request body over http.max_body_bytes gets 413 before it is read.",
         },
         "paths": paths,

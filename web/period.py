@@ -98,6 +98,34 @@ def usage_per_tool_day(session: Any, period: Period) -> dict[str, list[tuple[str
     return out
 
 
+def unattended_runs(session: Any, period: Period) -> list[dict[str, Any]]:
+    """Per tool, the runs started in the period that no one badged for (a printer on a
+    smart plug): how many, their hours (an open one so far), busy hours and energy.
+    Shown, never charged."""
+    rows = session.execute(
+        select(
+            UsageSession.tool_id,
+            UsageSession.start,
+            UsageSession.end,
+            UsageSession.busy_s,
+            UsageSession.wh,
+        ).where(
+            UsageSession.start >= period.start,
+            UsageSession.start < period.end,
+            UsageSession.member.is_(None),
+        )
+    )
+    now = datetime.now(UTC)
+    sums: dict[str, dict[str, Any]] = {}
+    for tool, start, end, busy_s, wh in rows:
+        t = sums.setdefault(tool, {"tool": tool, "runs": 0, "hours": 0.0, "busy_hours": 0.0})
+        t["runs"] += 1
+        t["hours"] += max(((end or now) - start).total_seconds(), 0) / 3600
+        t["busy_hours"] += (busy_s or 0) / 3600
+        t["kwh"] = t.get("kwh", 0.0) + (wh or 0) / 1000
+    return [sums[tool] for tool in sorted(sums)]
+
+
 def effort_per_project(session: Any, period: Period) -> list[tuple[str, Decimal]]:
     """Weighted hours per project of the effort started in the period."""
     sums: dict[str, Decimal] = defaultdict(Decimal)
@@ -169,6 +197,7 @@ def _context(period_id: int | None) -> dict[str, Any]:
             "effort_chart": bars(effort, label="weighted hours per project", unit=" h"),
             "effort": effort,
             "slots": reservations_in(session, period),
+            "runs": unattended_runs(session, period),
         }
     running = periods[0] if periods and periods[0].closed_at is None else None
     return {

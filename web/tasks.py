@@ -1,4 +1,4 @@
-"""Tasks: the stigmergic board (PEERCONOMY.md "Hint").
+"""Tasks: the stigmergic board (docs/sharing-models.md "Hint").
 
 Open tasks in the order :func:`hub.ledger.taskboard.board` gives them (wanted, heavy and
 neglected tasks first), each with its weight, slots left and a weight-history chart.

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.store.models import DeadLetter, Device, Event, Member
+from hub.store.models import DeadLetter, Device, Event, Member, UsageSession
 from hub.store.shop_store import current_presence
 from web.state import WebState
 
@@ -66,6 +66,19 @@ def device_health(session: Session, now: datetime | None = None) -> Health:
 def recent_events(session: Session, limit: int = 15) -> list[Event]:
     """The newest events by id (the primary key: fast on a million-row log)."""
     return list(session.scalars(select(Event).order_by(Event.id.desc()).limit(limit)))
+
+
+def recent_runs(session: Session, now: datetime, limit: int = 8) -> list[UsageSession]:
+    """The newest runs no one badged for (tools on a smart plug with no reader) of the
+    last day, open ones included: the floor shows them; no one is charged for them."""
+    return list(
+        session.scalars(
+            select(UsageSession)
+            .where(UsageSession.member.is_(None), UsageSession.start >= now - timedelta(days=1))
+            .order_by(UsageSession.start.desc(), UsageSession.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def event_summary(ev: Event, *, coordinator: bool) -> str:

@@ -1,6 +1,6 @@
 """peershop reference tool node: RDM6300 reader, relay, current sense, status LED.
 
-MicroPython runs this file at boot.  It talks CONTRACT.md §4 to ``peershop bridge``
+MicroPython runs this file at boot.  It talks docs/serial-protocol.md to ``peershop bridge``
 over USB (or a UART), reports badges and power, and switches the tool's relay on a
 ``grant``.  The relay is off from the first instruction of :func:`run`, goes on only
 on a grant that answers a badge this node sent within ``reply_ms``, carries a
@@ -124,7 +124,7 @@ class ToolNode:
         node.on_command = self.on_command
 
     def on_command(self, command):
-        """A command of CONTRACT.md §2 from the hub (the protocol drops duplicates).
+        """A command of docs/device-protocol.md from the hub (the protocol drops duplicates).
 
         A ``grant`` switches the relay on only as the reply (``re``) to a badge this node
         sent at most ``reply_ms`` ago and has had no reply for, never while locked, and

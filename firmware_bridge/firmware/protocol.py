@@ -1,4 +1,4 @@
-"""The node side of CONTRACT.md §4, for MicroPython tool nodes and their CPython tests.
+"""The node side of docs/serial-protocol.md, for MicroPython tool nodes and their CPython tests.
 
 :class:`Node` speaks the serial protocol: it says ``hello``, numbers events by
 ``boot``/``seq``, keeps at most 8 of them unacknowledged on the wire and resends each
@@ -116,7 +116,7 @@ def _subtract(a, b):
 class Node:
     """A tool node's end of the serial link.
 
-    :param node_id: the device id, as in CONTRACT.md §2 (``[a-z0-9][a-z0-9-]{0,62}``).
+    :param node_id: the device id, as in docs/device-protocol.md (``[a-z0-9][a-z0-9-]{0,62}``).
     :param fw: the firmware version sent in ``hello``.
     :param write: called with each frame's bytes (``sys.stdout.buffer.write``, a UART).
     :param store: :class:`FileStore` on a board; anything with ``read``/``write``/``append``.
@@ -124,7 +124,7 @@ class Node:
     :param ticks_diff: ``ticks_diff(a, b)`` is ``a - b`` for that clock; pass
         ``time.ticks_diff`` with ``ticks_ms``, which wraps around.
     :param on_command: called with each command once, as the ``cmd`` object of
-        CONTRACT.md §2 (``{"re": 17, "action": "grant", ...}``, without ``t``/``hseq``).
+        docs/device-protocol.md (``{"re": 17, "action": "grant", ...}``, without ``t``/``hseq``).
     :param kind: optional list for the ``kind`` of the status birth (``["reader"]``).
     :param wall_clock: for a node that knows the time (an RTC set by NTP), a callable
         giving it in Unix seconds: ``hello`` and every event then carry it as ``ts``, and the hub
@@ -225,7 +225,7 @@ class Node:
     # -- events -----------------------------------------------------------------------
 
     def send_event(self, event_type, **fields):
-        """Queue an event of CONTRACT.md §2 and send it when the window has room.
+        """Queue an event of docs/device-protocol.md and send it when the window has room.
 
         Returns its ``seq``.  ``fields`` are the type's own (``uid=``, ``w=``, ``ts=`` …).
         Raises ``ValueError`` if the event would not fit in one frame; nothing is

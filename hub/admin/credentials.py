@@ -3,7 +3,7 @@
 Every device logs in to Mosquitto with its own username and password.  The database
 keeps only the password's hash, in Mosquitto's own ``$7$`` format (PBKDF2-SHA512, as
 ``mosquitto_passwd`` writes it), so the hub can rewrite the password file at any time
-without ever knowing a device's password again.  The ACL is CONTRACT.md §2: a device
+without ever knowing a device's password again.  The ACL is docs/device-protocol.md: a device
 writes only its ``event`` and ``status`` (never its own ``cmd``: only the hub commands a
 tool) and reads only its ``cmd``, its ``allowlist`` and ``peershop/hub/status``.  The
 config binds every login to its own client id, so no login takes over another's session.
@@ -119,7 +119,7 @@ def _check_id(device_id: str) -> None:
     if not DEVICE_ID.fullmatch(device_id):
         raise CredentialError(
             f"device id {device_id!r} is invalid: use 1-63 of a-z, 0-9 and '-', "
-            "starting with a letter or digit (CONTRACT.md §2)"
+            "starting with a letter or digit (docs/device-protocol.md)"
         )
 
 
@@ -196,7 +196,7 @@ def add_account(
 ) -> Credentials:
     """Register (or re-admit) an MQTT account and return its one-time credentials.
 
-    ``kind`` ``device`` is a §2 device: its ``devices`` row is created or approved.
+    ``kind`` ``device`` is an MQTT device: its ``devices`` row is created or approved.
     ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics,
     which may not reach a reserved tree or another plug's (:func:`plug_conflict`).
     An account that is active already keeps its password unless ``rotate`` is set.
@@ -386,7 +386,7 @@ def render_acl(
     shelly: Iterable[str],
     discovery_prefix: str = DISCOVERY_PREFIX,
 ) -> str:
-    """The ACL of CONTRACT.md §2; anything not listed is denied.
+    """The ACL of docs/device-protocol.md; anything not listed is denied.
 
     The caller leaves out plugs whose topics are not theirs (:func:`plug_conflict`)."""
     accounts = list(accounts)

@@ -333,14 +333,23 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
             )
         elif isinstance(rec, UsageRec):
             rebuilt_usage.append((rec.device_id, rec.boot, rec.seq, rec.member, rec.item, rec.qty))
+    # by repr: a run's member is None, which does not sort beside a handle
     stored_sessions = sorted(
-        _session_view(s.start, s.end, s.tool_id, s.member, s.busy_s, s.idle_s, s.wh, s.close_reason)
-        for s in session.scalars(select(UsageSession))
-        if s.end is not None
+        (
+            _session_view(
+                s.start, s.end, s.tool_id, s.member, s.busy_s, s.idle_s, s.wh, s.close_reason
+            )
+            for s in session.scalars(select(UsageSession))
+            if s.end is not None
+        ),
+        key=repr,
     )
     open_stored = sorted(
-        _session_view(s.start, None, s.tool_id, s.member, 0, 0, 0, None)
-        for s in session.scalars(select(UsageSession).where(UsageSession.end.is_(None)))
+        (
+            _session_view(s.start, None, s.tool_id, s.member, 0, 0, 0, None)
+            for s in session.scalars(select(UsageSession).where(UsageSession.end.is_(None)))
+        ),
+        key=repr,
     )
     stored_presence = sorted(
         (p.member, p.at, p.state, p.reason, p.site) for p in session.scalars(select(PresenceChange))
@@ -356,8 +365,8 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
         (u.device_id, u.boot, u.seq, u.member, u.item, u.qty)
         for u in session.scalars(select(UsageRecord))
     )
-    sessions_now = sorted(v for v in rebuilt_sessions.values() if v[3] is not None)
-    open_now = sorted(v for v in rebuilt_sessions.values() if v[3] is None)
+    sessions_now = sorted((v for v in rebuilt_sessions.values() if v[3] is not None), key=repr)
+    open_now = sorted((v for v in rebuilt_sessions.values() if v[3] is None), key=repr)
 
     def diff(a: list, b: list) -> tuple[int, int, list]:
         sa, sb = set(a), set(b)

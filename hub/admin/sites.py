@@ -31,7 +31,7 @@ DIRECTIONS = ("out", "both")
 
 
 def other_site_devices(session: Session, site: str) -> frozenset[str]:
-    """The §2 devices bound to tools or stations of other sites than ``site``."""
+    """The MQTT devices bound to tools or stations of other sites than ``site``."""
     bound = session.scalars(
         select(ToolBinding.ref)
         .join(Tool, Tool.id == ToolBinding.tool_id)

@@ -9,10 +9,12 @@ stops everything cleanly.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import tomllib
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import select
 
 from devices.simulators import ShopSimulation
 from hub.cli.context import setup_logging
@@ -30,13 +33,28 @@ from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop_file
 from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import Member
 from hub.store.queries import counts
 from web import create_app
+from web.auth import set_password
 from web.serve import serve_in_thread
 
 log = logging.getLogger(__name__)
 
 SHOP_FILE = Path(__file__).resolve().parents[2] / "examples" / "shop.yaml"
+
+# Web logins for trying the demo's pages, one of each role (README, Quick start).  The
+# demo's database is a throwaway on the demo's own machine; a real shop sets its
+# passwords with `peershop user password`.
+DEMO_LOGINS = (("dana", "member"), ("ada", "trainer"), ("farah", "coordinator"))
+DEMO_PASSWORD = "peershop-demo"
+
+
+def _set_demo_passwords(sm: Any) -> None:
+    with sm.begin() as session:
+        for handle, _role in DEMO_LOGINS:
+            member = session.scalars(select(Member).where(Member.handle == handle)).one()
+            set_password(session, member, DEMO_PASSWORD)
 
 
 def _broker_configured(source: Path | None) -> bool:
@@ -50,6 +68,21 @@ def _broker_configured(source: Path | None) -> bool:
     except (OSError, tomllib.TOMLDecodeError):
         return False
     return "host" in raw.get("mqtt", {})
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another program listens on ``host:port``, so a server cannot bind it
+    (with SO_REUSEADDR, as waitress and Mosquitto bind: a closed connection's TIME_WAIT
+    does not count)."""
+    if port == 0:
+        return False  # any free port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _counts(engine: Any) -> dict[str, int]:
@@ -94,6 +127,18 @@ def demo_command(
     }
     if port is not None:
         overrides["http"] = {"listen": f"{base.http.listen[0]}:{port}"}
+    # before anything starts: one line that says what to do, not a traceback
+    web_host, web_port = base.http.listen[0], base.http.listen[1] if port is None else port
+    if port_taken(web_host, web_port):
+        raise click.ClickException(
+            f"port {web_port} is taken by another program: give the demo another with "
+            f"--port (./dev start --port {web_port + 1})"
+        )
+    if mqtt_port is not None and port_taken("127.0.0.1", mqtt_port):
+        raise click.ClickException(
+            f"port {mqtt_port} is taken by another program: give the demo's Mosquitto "
+            "another with --mqtt-port, or leave it out for a free one"
+        )
     broker = None
     hub = sim = stop_web = None
     stop = threading.Event()
@@ -111,6 +156,7 @@ def demo_command(
         hub.start()
         if not hub.wait_ready(30):
             raise PeershopError(f"the hub could not reach {cfg.mqtt.host}:{cfg.mqtt.port}")
+        _set_demo_passwords(hub.sm)
         stop_web = serve_in_thread(
             create_app(hub=hub),  # its [http] settings come from the hub's config
             cfg.http.listen,
@@ -154,6 +200,8 @@ def demo_command(
     click.echo(f"  speed      simulated time x{speed:g}")
     if url:
         click.echo(f"  web        {url}")
+        logins = ", ".join(f"{handle} ({role})" for handle, role in DEMO_LOGINS)
+        click.echo(f"  log in as  {logins}; password {DEMO_PASSWORD}")
     else:
         click.echo("  web        not available in this build: live counts follow")
     click.echo("Ctrl-C stops the demo.")

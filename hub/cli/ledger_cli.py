@@ -161,7 +161,9 @@ def export_command(
 
 @click.command("simulate")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the CONTRACT.md §7 JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (docs/scenario-format.md)."
+)
 def simulate_command(file: Path, as_json: bool) -> None:
     """Run the peerconomy rules on a scenario FILE (no database or broker needed)."""
     try:

@@ -225,7 +225,7 @@ def mosquitto_config_command(
     tls_key: str | None,
     reload: bool,
 ) -> None:
-    """Write Mosquitto's config, passwords and ACL (CONTRACT.md §2) into OUT.
+    """Write Mosquitto's config, passwords and ACL (docs/device-protocol.md) into OUT.
 
     Options not given keep the values of the previous run in OUT.
     """

@@ -1,4 +1,4 @@
-"""The signed offline allow-list of CONTRACT.md §2, shared by the hub and the device agent.
+"""The signed offline allow-list of docs/device-protocol.md, shared by the hub and the device agent.
 
 The hub signs, with its Ed25519 key; a device verifies with the hub's public key (from
 ``GET /api/v1/hub``) and decides alone from the list while the hub is unreachable::
@@ -86,7 +86,7 @@ def _load_key(path: Path) -> SigningKey:
     text = path.read_text(encoding="ascii", errors="replace").strip()
     try:
         seed = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         seed = b""
     if len(seed) != 32:
         raise ValueError(f"{path} does not hold an Ed25519 key (32 bytes in base64)")
@@ -104,7 +104,7 @@ def load_public_key(text: str | bytes | VerifyKey) -> VerifyKey:
         return text
     try:
         raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or text that is not ASCII
         raw = b""
     if len(raw) != 32:
         raise ValueError("a public key is 32 bytes in base64")

@@ -1,4 +1,4 @@
-"""The device protocol of CONTRACT.md §2 as plain, frozen data.
+"""The device protocol of docs/device-protocol.md as plain, frozen data.
 
 Everything that turns bytes from a device into something the hub can trust lives here,
 so the hub, the agent, the bridge and the simulators share one schema.  Parsing never
@@ -41,8 +41,9 @@ DENY_REASONS = (
 CMD_ACTIONS = ("grant", "deny", "release", "lock", "unlock", "rebirth")
 TOOL_STATES = ("free", "in_use", "idle", "busy", "offline", "locked")
 
-# Topic trees no plug may take (§2): peershop's own and Tasmota's.  Home Assistant's
-# discovery prefix (``homeassistant.prefix``) joins them, and ``$`` topics are the broker's.
+# Topic trees no plug may take (docs/device-protocol.md): peershop's own and Tasmota's.
+# Home Assistant's discovery prefix (``homeassistant.prefix``) joins them, and ``$``
+# topics are the broker's.
 TASMOTA_ROOTS = ("tele", "stat", "cmnd")
 RESERVED_ROOTS = ("peershop", *TASMOTA_ROOTS)
 DISCOVERY_PREFIX = "homeassistant"
@@ -70,7 +71,7 @@ def tool_state_topic(tool_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
-    """One event of CONTRACT.md §2, validated; ``data`` holds the type's own fields."""
+    """One event of docs/device-protocol.md, validated; ``data`` holds the type's own fields."""
 
     device_id: str
     boot: int
@@ -87,7 +88,7 @@ class DeviceEvent:
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
-    """A birth (``online``) or last will (``offline``) of CONTRACT.md §2.
+    """A birth (``online``) or last will (``offline``) of docs/device-protocol.md.
 
     ``device_ts`` is a birth's ``ts`` (v2): the device's clock when it sent the birth,
     which the hub compares with its own receive time to learn the clock's offset."""

@@ -1,7 +1,7 @@
 """Closing an accounting period, and reading what a close stored.
 
 Closing a period (:func:`close_period`, :func:`close_due_periods`) runs the rules of
-PEERCONOMY.md with :mod:`hub.peerconomy.economy`, per project by the project's ``model``:
+docs/sharing-models.md with :mod:`hub.peerconomy.economy`, per project by the project's ``model``:
 
 * effort: the period's effort records (by ``start``) with a task and a weight; records
   whose task was never chosen are left out and listed in the close report;
@@ -141,7 +141,8 @@ def _use(
         session.connection()
         .execute(
             select(UsageSession.member, UsageSession.tool_id, func.sum(ms), func.sum(busy_ms))
-            .where(*in_period)
+            # an unattended run (no member) is shown, never charged: no one's units
+            .where(*in_period, UsageSession.member.is_not(None))
             .group_by(UsageSession.member, UsageSession.tool_id)
         )
         .all()
@@ -544,7 +545,7 @@ def close_period(
 
 
 def period_summary(session: Session, period: Period) -> dict[str, Any]:
-    """A period as CONTRACT.md §5 shows it: members per project and resource unit costs."""
+    """A period as docs/http-api.md shows it: members per project and resource unit costs."""
     members: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for b in session.execute(
         select(PeriodBalance)

@@ -13,7 +13,9 @@ them into
 * ``valueflows``: a JSON-LD graph of ValueFlows economic events: ``work`` (effort, with
   ``effortQuantity`` in hours), ``use`` (tool use, ``effortQuantity`` hours of use and
   ``resourceQuantity`` one tool), ``consume`` (``resourceQuantity`` in the item's unit),
-  each with ``provider``, ``receiver``, ``inScopeOf`` (the project) and its time.
+  each with ``provider``, ``receiver``, ``inScopeOf`` (the project) and its time, and
+  the agents, resources and units they name; its ``@context`` maps every term
+  (:data:`VF_TERMS`), so JSON-LD processors keep them all (docs/periods.md, Exports).
 
 A record is in the range when it starts in it (an effort's or session's ``start``, a
 consumable's ``at``), as the period close counts it.
@@ -24,9 +26,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -272,6 +276,77 @@ def to_csv(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+# The terms of the ValueFlows export, each mapped to its IRI, so that a JSON-LD processor
+# keeps every property (a context of prefixes alone lets it drop them all).  The names are
+# those of ValueFlows (https://w3id.org/valueflows/ont/vf#, as its vf-graphql schema
+# spells them); quantities are om2 measures, times xsd:dateTime.
+VF_TERMS: dict[str, Any] = {
+    "EconomicEvent": "vf:EconomicEvent",
+    "EconomicResource": "vf:EconomicResource",
+    "ResourceSpecification": "vf:ResourceSpecification",
+    "Person": "vf:Person",
+    "Organization": "vf:Organization",
+    "Unit": "om2:Unit",
+    "name": "vf:name",
+    "note": "vf:note",
+    "label": "rdfs:label",
+    "action": {"@id": "vf:action", "@type": "@vocab"},
+    "work": "vf:work",
+    "use": "vf:use",
+    "consume": "vf:consume",
+    "provider": {"@id": "vf:provider", "@type": "@id"},
+    "receiver": {"@id": "vf:receiver", "@type": "@id"},
+    "inScopeOf": {"@id": "vf:inScopeOf", "@type": "@id"},
+    "resourceInventoriedAs": {"@id": "vf:resourceInventoriedAs", "@type": "@id"},
+    "resourceConformsTo": {"@id": "vf:resourceConformsTo", "@type": "@id"},
+    "effortQuantity": "vf:effortQuantity",
+    "resourceQuantity": "vf:resourceQuantity",
+    "hasNumericalValue": "om2:hasNumericalValue",
+    "hasUnit": {"@id": "om2:hasUnit", "@type": "@vocab"},
+    "hasPointInTime": {"@id": "vf:hasPointInTime", "@type": "xsd:dateTime"},
+    "hasBeginning": {"@id": "vf:hasBeginning", "@type": "xsd:dateTime"},
+    "hasEnd": {"@id": "vf:hasEnd", "@type": "xsd:dateTime"},
+    "peershop:weight": {"@id": "peershop:weight", "@type": "xsd:decimal"},
+}
+VF_PREFIXES = {
+    **VF_CONTEXT,
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+}
+# units of om2 for the units peershop records; any other (sheet, spool) is peershop's own
+OM2_UNITS = {
+    "hour": "om2:hour",
+    "one": "om2:one",
+    "g": "om2:gram",
+    "kg": "om2:kilogram",
+    "m": "om2:metre",
+    "mm": "om2:millimetre",
+    "l": "om2:litre",
+    "ml": "om2:millilitre",
+    "Wh": "om2:watthour",
+    "kWh": "om2:kilowatthour",
+}
+
+
+UNIT_TERM = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _unit_iri(unit: str) -> str:
+    return OM2_UNITS.get(unit, _iri("unit", unit))
+
+
+def _unit_ref(unit: str) -> str:
+    """How an event names its unit: the unit itself, a term of the context, unless that
+    name is taken or is no plain word; then its IRI."""
+    if UNIT_TERM.fullmatch(unit) and unit not in VF_TERMS and unit not in VF_PREFIXES:
+        return unit
+    return _unit_iri(unit)
+
+
+def _iri(kind: str, name: str) -> str:
+    return f"peershop:{kind}/{quote(name, safe='')}"
+
+
 def _quantity(value: Decimal, unit: str) -> dict[str, Any]:
     return {"hasNumericalValue": float(value), "hasUnit": unit}
 
@@ -283,21 +358,38 @@ def _when(start: datetime | None, end: datetime | None) -> dict[str, str]:
 
 
 def _agent(kind: str, name: str | None) -> str | None:
-    return None if name is None else f"peershop:{kind}/{name}"
+    return None if name is None else _iri(kind, name)
 
 
 def to_valueflows(data: dict[str, Any]) -> dict[str, Any]:
-    """The range's effort, tool use and consumables as ValueFlows economic events."""
+    """The range's effort, tool use and consumables as ValueFlows economic events, with
+    the agents, resources and units they refer to, as linked data (JSON-LD)."""
     graph: list[dict[str, Any]] = []
+    people: set[str] = set()
+    projects: set[str] = set()
+    tools: set[str] = set()
+    items: set[str] = set()
+    units: set[str] = {"hour"}
+
+    def scope(project: str | None) -> str | None:
+        if project is not None:
+            projects.add(project)
+        return _agent("project", project)
+
+    def person(member: str | None) -> str | None:
+        if member is not None:
+            people.add(member)
+        return _agent("member", member)
+
     for e in data["effort"]:
         if e["hours"] is None:
             continue
-        project = _agent("project", e["project"])
+        project = scope(e["project"])
         event = {
-            "@id": f"peershop:effort/{e['key']}",
-            "@type": "vf:EconomicEvent",
+            "@id": _iri("effort", e["key"]),
+            "@type": "EconomicEvent",
             "action": "work",
-            "provider": _agent("member", e["member"]),
+            "provider": person(e["member"]),
             "receiver": project,
             "inScopeOf": project,
             "effortQuantity": _quantity(e["hours"], "hour"),
@@ -311,37 +403,56 @@ def to_valueflows(data: dict[str, Any]) -> dict[str, Any]:
     for u in data["use"]:
         if u["hours"] is None:
             continue
-        project = _agent("project", u["project"])
+        project = scope(u["project"])
+        tools.add(u["tool"])
+        units.add("one")
         graph.append(
             {
-                "@id": f"peershop:use/{u['key']}",
-                "@type": "vf:EconomicEvent",
+                "@id": _iri("use", u["key"]),
+                "@type": "EconomicEvent",
                 "action": "use",
                 "provider": project,
-                "receiver": _agent("member", u["member"]),
+                "receiver": person(u["member"]),
                 "inScopeOf": project,
-                "resourceInventoriedAs": f"peershop:tool/{u['tool']}",
+                "resourceInventoriedAs": _iri("tool", u["tool"]),
                 "effortQuantity": _quantity(u["hours"], "hour"),
                 "resourceQuantity": _quantity(Decimal(1), "one"),
                 **_when(u["start"], u["end"]),
             }
         )
     for c in data["consume"]:
-        project = _agent("project", c["project"])
+        project = scope(c["project"])
+        items.add(c["item"])
+        units.add(c["unit"])
         graph.append(
             {
-                "@id": f"peershop:consume/{c['id']}",
-                "@type": "vf:EconomicEvent",
+                "@id": _iri("consume", str(c["id"])),
+                "@type": "EconomicEvent",
                 "action": "consume",
                 "provider": project,
-                "receiver": _agent("member", c["member"]),
+                "receiver": person(c["member"]),
                 "inScopeOf": project,
-                "resourceClassifiedAs": f"peershop:item/{c['item']}",
-                "resourceQuantity": _quantity(c["qty"], c["unit"]),
+                "resourceConformsTo": _iri("item", c["item"]),
+                "resourceQuantity": _quantity(c["qty"], _unit_ref(c["unit"])),
                 **_when(c["at"], None),
             }
         )
-    return {"@context": VF_CONTEXT, "@graph": graph}
+    declared: list[dict[str, Any]] = []
+    declared += [{"@id": _iri("member", m), "@type": "Person", "name": m} for m in sorted(people)]
+    declared += [
+        {"@id": _iri("project", p), "@type": "Organization", "name": p} for p in sorted(projects)
+    ]
+    declared += [
+        {"@id": _iri("tool", t), "@type": "EconomicResource", "name": t} for t in sorted(tools)
+    ]
+    declared += [
+        {"@id": _iri("item", i), "@type": "ResourceSpecification", "name": i} for i in sorted(items)
+    ]
+    declared += [{"@id": _unit_iri(u), "@type": "Unit", "label": u} for u in sorted(units)]
+    # a unit is a term of its own, so ``"hasUnit": "hour"`` reads as om2:hour
+    unit_terms = {u: _unit_iri(u) for u in sorted(units) if _unit_ref(u) == u}
+    context = {**VF_PREFIXES, **VF_TERMS, **unit_terms}
+    return {"@context": context, "@graph": declared + graph}
 
 
 def render(data: dict[str, Any], fmt: str) -> str:

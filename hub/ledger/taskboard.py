@@ -23,7 +23,7 @@ inside the period (:func:`hub.peerconomy.economy.weight_at`); :func:`board` show
 :func:`claim` records, that weight at ``now``.  :func:`slot_takes` says which slots are
 taken; the live hub's task stations read the same (``hub.store.shop_store.load_shop``).
 
-**Big claims** (PEERCONOMY.md (j)): a done whose hours exceed the task's posted hours by
+**Big claims** (docs/sharing-models.md, (j)): a done whose hours exceed the task's posted hours by
 more than half is credited at the posted hours and waits (:data:`ClaimStatus.PENDING`)
 until a coordinator, or another member who was there, confirms it (:func:`confirm`);
 a coordinator may reject it instead (:func:`reject`), and it stays at the posted hours.

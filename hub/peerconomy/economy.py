@@ -1,4 +1,4 @@
-"""The peerconomy rules of PEERCONOMY.md as pure functions over frozen data.
+"""The peerconomy rules of docs/sharing-models.md as pure functions over frozen data.
 
 The hub calls these at period close and ``peershop simulate`` calls them on a scenario
 file, so both give the same numbers.  Nothing here reads a clock, a file or a database:
@@ -103,8 +103,8 @@ def to_decimal(value: Any, name: str) -> Decimal:
 def _tidy(d: Decimal) -> Decimal:
     """Drop trailing zeros without switching to exponent notation (20, not 2E+1)."""
     if d == d.to_integral_value():
-        return d.quantize(Decimal(1))
-    return d.normalize()
+        return d.quantize(Decimal(1), context=_EXACT)
+    return d.normalize(context=_EXACT)
 
 
 def _terminating(fr: Fraction) -> Decimal:
@@ -120,13 +120,13 @@ def _terminating(fr: Fraction) -> Decimal:
     if den != 1:
         raise ValueError(f"{fr} has no finite decimal form")
     scale = max(twos, fives)
-    return _tidy(Decimal(fr.numerator * 10**scale // fr.denominator).scaleb(-scale))
+    return _tidy(Decimal(fr.numerator * 10**scale // fr.denominator).scaleb(-scale, _EXACT))
 
 
 def _rounded(fr: Fraction, places: int = PLACES) -> Decimal:
     """``fr`` rounded half-even to ``places`` decimal places (for display values)."""
     n = round(fr * 10**places)  # Fraction.__round__ rounds half to even, exactly
-    return _tidy(Decimal(n).scaleb(-places))
+    return _tidy(Decimal(n).scaleb(-places, _EXACT))
 
 
 def apportion(total: Decimal, exact: Mapping[str, Fraction]) -> dict[str, Decimal]:
@@ -153,7 +153,7 @@ def apportion(total: Decimal, exact: Mapping[str, Fraction]) -> dict[str, Decima
     left = int(Fraction(total) * per_quantum) - sum(floors.values())
     for key in sorted(remainders, key=lambda k: (-remainders[k], k))[:left]:
         floors[key] += 1
-    return {key: _tidy(Decimal(n).scaleb(exponent)) for key, n in floors.items()}
+    return {key: _tidy(Decimal(n).scaleb(exponent, _EXACT)) for key, n in floors.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def next_weight(
     hi: Any = HI,
     pinned: bool = False,
 ) -> Decimal:
-    """Next period's weight of a task by rule (a) of PEERCONOMY.md.
+    """Next period's weight of a task by rule (a) of docs/sharing-models.md.
 
     ``slots`` (S, at least 1) were needed and ``volunteers`` (V) were claimed or done in
     the closing period.  Too few takers make the task heavier, too many lighter::
@@ -276,7 +276,7 @@ BIG_CLAIM = Decimal("1.5")
 
 def confirmations_needed(hours: Any, posted: Any) -> int:
     """How many confirmations a done of ``hours`` on a task posted at ``posted`` hours
-    waits for before its hours count (PEERCONOMY.md (j), "Big claims are confirmed").
+    waits for before its hours count (docs/sharing-models.md, rule (j), "Big claims are confirmed").
 
     A done whose hours exceed the posted hours by more than half waits for one, by a
     coordinator or by another member who was there; until then it is credited at the
@@ -718,7 +718,9 @@ def share(
     ex = _exact_shares(model, effort, use, participants, clearings)
     expected = apportion(ex.total, ex.expected)
     members = {
-        m: MemberShare(ex.credited[m], expected[m], _tidy(ex.credited[m] - expected[m]))
+        m: MemberShare(
+            ex.credited[m], expected[m], _tidy(_EXACT.subtract(ex.credited[m], expected[m]))
+        )
         for m in sorted(ex.credited)
     }
     resources: dict[str, ResourceCost] = {}
@@ -790,5 +792,5 @@ def pool_report(
     report = {}
     for p in sorted(expected):
         e_d = _terminating(earned[p])
-        report[p] = ProjectShare(e_d, rounded[p], _tidy(e_d - rounded[p]))
+        report[p] = ProjectShare(e_d, rounded[p], _tidy(_EXACT.subtract(e_d, rounded[p])))
     return report

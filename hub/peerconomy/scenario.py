@@ -1,11 +1,11 @@
-"""Scenario files (CONTRACT.md §7): the peerconomy rules with no database or broker.
+"""Scenario files (docs/scenario-format.md): the peerconomy rules with no database or broker.
 
 ``peershop simulate FILE.yaml [--json]`` loads a scenario, checks it, runs the same
 functions the hub runs at period close (:mod:`hub.peerconomy.economy`) and prints the result.
 A bad scenario raises :class:`~hub.errors.ScenarioError` naming the entry
 (``effort[2]: hours must not be negative``) and nothing is printed but the message.
 
-Beyond §7, a scenario may carry ``period:`` (a string, default ``"scenario"``): the
+Beyond the rules' inputs, a scenario may carry ``period:`` (a string, default ``"scenario"``): the
 period id that seeds the auction lottery, so a tie at the cut can be replayed.  A task
 entry may carry ``pinned: true``.  When ``members:`` is given it is the roster, and
 effort, use or bids by anyone else are an error (a typo would otherwise invent a member).
@@ -300,7 +300,7 @@ def _num(d: Decimal | None) -> float | None:
 
 
 def to_json(result: SimulationResult) -> dict[str, Any]:
-    """The CONTRACT.md §7 output: members, resources, next_weights and invariant totals.
+    """The docs/scenario-format.md output: members, resources, next_weights and invariant totals.
 
     ``unit_cost`` is ``null`` where use does not set a cost (flat_rate; a pool nobody
     used).  A resource with an auction also has ``scarce_multiplier``,
@@ -330,7 +330,7 @@ def to_json(result: SimulationResult) -> dict[str, Any]:
 
 
 def simulate(path: str | Path) -> dict[str, Any]:
-    """Load, check and run a scenario file; return the §7 JSON object."""
+    """Load, check and run a scenario file; return the JSON object of docs/scenario-format.md."""
     return to_json(run_scenario(load_scenario(path)))
 
 

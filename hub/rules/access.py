@@ -4,7 +4,7 @@ Pure: plain data about the member, the tool and the reservations, plus ``now``, 
 :class:`AccessOutcome` comes out, whose ``reply`` the hub sends on
 ``peershop/dev/{id}/cmd`` (:func:`reply_payload`).
 
-Deny reasons are those of CONTRACT.md §2, exactly one per deny, the first that applies in
+Deny reasons are those of docs/device-protocol.md, exactly one per deny, the first that applies in
 this order (:data:`DENY_ORDER`):
 
 1. ``unknown_badge``: the uid belongs to no member;
@@ -21,7 +21,7 @@ lasting first, so the reader says what the member can act on.
 
 A grant's ``max_s`` is the tool's maximum session length, cut to the end of the member's
 reservation when the grant rests on one.  Closing time does not cut a running job.  Every
-grant the hub sends has one: devices obey no grant without it (CONTRACT.md §2).
+grant the hub sends has one: devices obey no grant without it (docs/device-protocol.md).
 
 The same member badging again at a ``tap`` tool they hold gets :class:`TapOut` (reply
 ``release``; the hub calls ``ToolSessionState.tap_out``) whatever else has changed, so a

@@ -224,7 +224,7 @@ class ShopEngine:
         self,
         tool_id: str,
         key: str,
-        member: str,
+        member: str | None,
         start: datetime,
         name: str | None = None,
         *,
@@ -712,7 +712,8 @@ class ShopEngine:
                     )
                 )
                 cfg = self.data.tools.get(effect.tool)
-                if cfg is not None and not past:
+                # a run ends when the tool stops on its own: its plug stays as it is
+                if cfg is not None and not past and effect.member is not None:
                     out.messages.extend(self._switch_plugs(cfg, on=False))
             elif past:
                 continue
@@ -744,9 +745,11 @@ class ShopEngine:
 
     def _switch_plugs(self, cfg: ToolConfig, *, on: bool) -> list[Message]:
         messages = []
-        for kind, ref in cfg.plugs:
+        for kind, ref, channel in cfg.plugs:
             if kind == "tasmota":
-                messages.append(Message(f"cmnd/{ref}/POWER", b"ON" if on else b"OFF", qos=1))
+                # POWER<n> switches relay n; a plain POWER is the whole (single) plug
+                topic = f"cmnd/{ref}/POWER{channel or ''}"
+                messages.append(Message(topic, b"ON" if on else b"OFF", qos=1))
             elif kind == "shelly":
                 body = {
                     "id": 1,
@@ -754,7 +757,7 @@ class ShopEngine:
                     # the only place the broker's ACL lets a Shelly publish
                     "src": f"{ref}/peershop-hub",
                     "method": "Switch.Set",
-                    "params": {"id": 0, "on": on},
+                    "params": {"id": channel, "on": on},
                 }
                 messages.append(Message(f"{ref}/rpc", json.dumps(body).encode()))
         return messages

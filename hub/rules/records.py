@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from hub.peerconomy import economy as pc
@@ -37,8 +38,14 @@ class ToolConfig:
     scarce: WeeklyHours | None = None  # slots that need a winning reservation (enforced)
     max_s: int | None = None
     project: str | None = None
-    devices: tuple[str, ...] = ()  # §2 device ids
-    plugs: tuple[tuple[str, str], ...] = ()  # ("tasmota", topic) / ("shelly", prefix)
+    devices: tuple[str, ...] = ()  # device ids
+    plugs: tuple[PlugBinding, ...] = ()  # Tasmotas and Shellys, each with its channel
+    # a plug, or a device whose birth lists ``power``: the tool's energy is measured
+    metered: bool = False
+
+    def __post_init__(self) -> None:
+        # a plain (kind, ref) pair is the whole plug, channel 0
+        object.__setattr__(self, "plugs", tuple(PlugBinding(*p) for p in self.plugs))
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,8 @@ class ShopData:
         for tool in self.tools.values():
             for device in tool.devices:
                 mapping[device] = tool.id
-            for kind, ref in tool.plugs:
-                mapping[plug_device_id(kind, ref)] = tool.id
+            for plug in tool.plugs:
+                mapping[plug.device_id] = tool.id
         return mapping
 
     def allowed_uids(self, tool_id: str, now: datetime) -> list[str]:
@@ -106,14 +113,33 @@ class ShopData:
         )
 
 
-def plug_device_id(kind: str, ref: str) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no §2 id can have)."""
-    return f"{kind}/{ref}"
+def plug_device_id(kind: str, ref: str, channel: int = 0) -> str:
+    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have);
+    a channel other than 0 follows a ``#``, which no plug topic can hold.
+
+    >>> plug_device_id("tasmota", "shelly25-saws", 2)
+    'tasmota/shelly25-saws#2'
+    """
+    return f"{kind}/{ref}#{channel}" if channel else f"{kind}/{ref}"
+
+
+class PlugBinding(NamedTuple):
+    """An off-the-shelf plug feeding a tool: its kind, its topic (a Tasmota topic, a
+    Shelly prefix) and the channel, as the plug numbers it: a Tasmota's ``POWER<n>``
+    (from 1; 0 is the whole plug), a Shelly's ``switch:<n>`` (from 0)."""
+
+    kind: str
+    ref: str
+    channel: int = 0
+
+    @property
+    def device_id(self) -> str:
+        return plug_device_id(self.kind, self.ref, self.channel)
 
 
 @dataclass(frozen=True, slots=True)
 class ClockReading:
-    """A device's clock at a birth (CONTRACT.md §2 v2 ``ts``): it read ``device_ts``
+    """A device's clock at a birth (docs/device-protocol.md ``ts``): it read ``device_ts``
     when the hub received the birth at ``at``.  ``offset`` is how far that boot's clock
     is ahead of the hub's (negative: behind)."""
 
@@ -150,7 +176,7 @@ class DecisionRec:
 class SessionOpenRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None  # None: an unattended run (a tool no one badges at)
     start: datetime
 
 
@@ -158,7 +184,7 @@ class SessionOpenRec:
 class SessionCloseRec:
     key: str
     tool_id: str
-    member: str
+    member: str | None
     start: datetime
     end: datetime
     busy_s: float

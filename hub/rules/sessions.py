@@ -1,4 +1,4 @@
-"""Usage sessions of one tool from its events (CONTRACT.md §3), as a pure state machine.
+"""Usage sessions of one tool from its events (docs/device-protocol.md), as a pure state machine.
 
 The hub keeps one :class:`ToolSessionState` per tool, calls :meth:`~ToolSessionState.start`
 after an access grant, feeds it the tool's events and calls :meth:`~ToolSessionState.tick`
@@ -14,6 +14,11 @@ Policies:
 * ``timeout``: ends after ``idle_timeout`` with no power above ``idle_w`` (or the running
   input off).  ``idle_timeout``, when set, applies to the other policies too: it is how a
   forgotten tap-off ends.
+
+A tool no one badges at (``unattended``: a 3D printer or a compressor on a smart plug
+with no reader) records its **runs**: a session with no member opens when its power
+reaches ``busy_w`` and ends when it falls below ``off_w`` (``power_off``), or by the
+rules below.  Nobody is charged for a run; it shows the tool's use and energy.
 
 Every policy also ends on ``max_duration`` (always set), the device going offline, a lock,
 a hub restart, a ``done``/``stop`` button at the tool (``tool_done``) and, for tools with
@@ -73,6 +78,7 @@ CLOSE_REASONS = (
     "tool_stopped",  # the running input went off (tools with end_on_stop)
     "locked",  # a coordinator locked the tool
     "handover",  # a session for another member started (two-card induction)
+    "power_off",  # an unattended run: the tool's power fell below off_w
 )
 # close reasons the device does not know about: the hub must switch the tool off
 RELEASING = frozenset({"release", "timeout", "max_duration"})
@@ -83,9 +89,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class ToolRules:
-    """A tool's session policy and power thresholds (CONTRACT.md §3, §6 ``power:``).
+    """A tool's session policy and power thresholds (the shop file's ``power:``).
 
     ``idle_w`` is the activity threshold of the idle timeout; None means ``off_w``.
+    ``unattended``: no one badges at the tool; its runs are sessions with no member.
     """
 
     policy: str = "tap"
@@ -97,6 +104,7 @@ class ToolRules:
     hysteresis: float = 0.0
     max_clock_skew: timedelta = CLOCK_SKEW
     end_on_stop: bool = False
+    unattended: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -125,16 +133,16 @@ class ToolRules:
 @dataclass(frozen=True, slots=True)
 class SessionStarted:
     tool: str
-    member: str
+    member: str | None  # None: an unattended run
     start: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEnded:
-    """A closed usage session, as the hub records it."""
+    """A closed usage session, as the hub records it (``member`` None: a run)."""
 
     tool: str
-    member: str
+    member: str | None
     start: datetime
     end: datetime
     close_reason: str
@@ -157,10 +165,17 @@ class ToolStateChanged:
     name: str | None
     since: datetime
     w: float | None
+    # the energy the tool's meter counted since the hub started (Wh; None: no meter
+    # reading yet); it only grows, and starts again from 0 when the hub restarts, as a
+    # device's counter does at a reset (Home Assistant's ``total_increasing``)
+    wh_total: float | None = None
 
     def payload(self) -> dict[str, Any]:
         since = self.since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return {"state": self.state, "member": self.name, "since": since, "w": self.w}
+        body = {"state": self.state, "member": self.name, "since": since, "w": self.w}
+        if self.wh_total is not None:
+            body["wh_total"] = self.wh_total
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +200,11 @@ class _Snapshot:
 
 @dataclass(slots=True)
 class OpenSession:
-    """An open session; plain data so the hub can persist it and resume after a restart."""
+    """An open session; plain data so the hub can persist it and resume after a restart.
 
-    member: str
+    ``member`` None: an unattended run of the tool."""
+
+    member: str | None
     start: datetime
     started_rx: datetime
     name: str | None = None
@@ -226,6 +243,8 @@ class ToolSessionState:
         self.running = False
         self.late_events = 0
         self._has_power = False
+        self._metered = False  # a power reading ever arrived: the tool has a meter
+        self.energy_wh = 0.0  # counted by the meter since this object was made
         self._cursor_rx: datetime | None = None
         self._shown: tuple[str, str | None] | None = None
         self._since: datetime | None = None
@@ -248,7 +267,7 @@ class ToolSessionState:
         member = self.session.member if self.session else None
         name = self.session.name if self.session else None
         return ToolStateChanged(
-            self.tool, self.state, member, name, self._since or now, self._watts()
+            self.tool, self.state, member, name, self._since or now, self._watts(), self._wh()
         )
 
     # --- calls from the hub --------------------------------------------------------
@@ -285,7 +304,7 @@ class ToolSessionState:
 
     def resume(
         self,
-        member: str,
+        member: str | None,
         start: datetime,
         *,
         name: str | None = None,
@@ -358,13 +377,25 @@ class ToolSessionState:
         if late:
             self.late_events += 1
             return effects
-        self._has_power = True
+        self._has_power = self._metered = True
         self._account(self.meter.sample(t, w, wh_total).segment)
         self._cursor_rx = now
         self.online = True
+        effects += self._run(t, now)
         if self.session is not None:
             self._activity(t, now, active=self._active())
         return effects + self._state_effects(t)
+
+    def _run(self, t: datetime, now: datetime) -> list[Effect]:
+        """An unattended tool's run starts at busy and ends below ``off_w`` (also when
+        the tool got a reader meanwhile: the run it had goes on to its end)."""
+        level = self.meter.level
+        if self.session is not None and self.session.member is None and level == "off":
+            return self._close("power_off", t, now)
+        if self.session is None and level == "busy" and self.rules.unattended and not self.locked:
+            self.session = OpenSession(None, t, now)
+            return [SessionStarted(self.tool, None, t)]
+        return []
 
     def running_changed(
         self, on: bool, now: datetime, device_ts: datetime | None = None, *, replay=False
@@ -521,6 +552,8 @@ class ToolSessionState:
         return t
 
     def _account(self, seg: Segment | None) -> None:
+        if seg is not None:
+            self.energy_wh += max(seg.wh, 0.0)  # with or without a session
         s = self.session
         if s is None or seg is None:
             return
@@ -570,6 +603,9 @@ class ToolSessionState:
     def _watts(self) -> float | None:
         return self.meter.w if self._has_power else None
 
+    def _wh(self) -> float | None:
+        return round(self.energy_wh, 3) if self._metered else None
+
     def _state_effects(self, at: datetime) -> list[Effect]:
         member = self.session.member if self.session else None
         shown = (self.state, member)
@@ -578,7 +614,7 @@ class ToolSessionState:
         self._shown = shown
         self._since = at
         name = self.session.name if self.session else None
-        return [ToolStateChanged(self.tool, shown[0], member, name, at, self._watts())]
+        return [ToolStateChanged(self.tool, shown[0], member, name, at, self._watts(), self._wh())]
 
 
 def tool_rules(policy: str, power: dict[str, Any], options: dict[str, Any]) -> ToolRules:

@@ -43,10 +43,21 @@ from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
 from hub.errors import ContractError
 from hub.ledger.closing import close_due_periods
 from hub.ledger.reservations import winning_reservations
-from hub.plugs.decode import parse_plug, plug_subscriptions
+from hub.plugs.decode import (
+    PlugMemory,
+    PlugProblem,
+    parse_plug,
+    plug_subscriptions,
+    status_request,
+)
 from hub.rules.records import DecisionRec, Message, Outcome, Record, ShopData
 from hub.rules.sessions import ToolStateChanged
-from hub.service.homeassistant import birth_topic, discovery_messages
+from hub.service.homeassistant import (
+    Discovery,
+    birth_topic,
+    config_filter,
+    is_config_topic,
+)
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.db_lock import hold_for_hub
 from hub.store.ingest import NOTHING, BatchResult, Inbound, Parsed, parse_inbound, store_parsed
@@ -153,6 +164,7 @@ class Hub:
         self.cfg = cfg
         # Held until stop(): `peershop restore` refuses while any hub holds it.
         self.db_lock = hold_for_hub(cfg.db.url, cfg.site.id)
+        self.discovery = Discovery(cfg.homeassistant.prefix)  # Home Assistant's configs
         try:
             self._setup(cfg, engine)
         except BaseException:
@@ -173,6 +185,7 @@ class Hub:
         self._rules_lock = threading.Lock()
         ingest = cfg.ingest
         self.power_range = PowerRange(ingest.min_power_w, ingest.max_power_w, ingest.max_wh_total)
+        self.plug_memory = PlugMemory()  # what each plug last said (Shelly partial updates)
         self._boot_rules()
         self.link = MqttLink(
             MqttSettings.from_config(cfg.mqtt),
@@ -328,13 +341,14 @@ class Hub:
 
     def _ha_subscriptions(self) -> list[str]:
         ha = self.cfg.homeassistant
-        return [birth_topic(ha.prefix)] if ha.discovery else []
+        # the configs left on the broker too, so those of a tool now gone are taken back
+        return [birth_topic(ha.prefix), config_filter(ha.prefix)] if ha.discovery else []
 
     def _announce_to_home_assistant(self) -> None:
         ha = self.cfg.homeassistant
         if not ha.discovery:
             return
-        for message in discovery_messages(self.rules.data, ha.prefix):
+        for message in self.discovery.announce(self.rules.data):
             self._send(message)
 
     def _on_published(self, mid: int) -> None:
@@ -366,6 +380,13 @@ class Hub:
                 self._announce_to_home_assistant()
             self._queue.put(Work(msg))  # nothing to store; acked with its batch
             return
+        if self.cfg.homeassistant.discovery and is_config_topic(
+            self.cfg.homeassistant.prefix, msg.topic
+        ):
+            for message in self.discovery.found(msg.topic, msg.payload, self.rules.data):
+                self._send(message)
+            self._queue.put(Work(msg))  # nothing to store; acked with its batch
+            return
         with self._rules_lock:
             parsed, outcome = self._decide(inbound)
         if outcome.reply is not None:
@@ -374,45 +395,68 @@ class Hub:
             self.counters.decision_seconds.observe(time.perf_counter() - started)
         for message in outcome.messages:
             self._send(message)
-        self._queue.put(Work(msg, inbound, parsed, outcome.records))
+        # A plug's message may speak for several channels: all but the last go first, so
+        # the message is acked with the last, once every one of them is stored.
+        for more in parsed[:-1]:
+            self._queue.put(Work(None, inbound, more))
+        last = parsed[-1] if parsed else NOTHING
+        self._queue.put(Work(msg, inbound, last, outcome.records))
         pending = self._queue.qsize()
         if pending > self.counters.pending_peak:
             self.counters.pending_peak = pending
 
-    def _decide(self, inbound: Inbound) -> tuple[Parsed, Outcome]:
+    def _decide(self, inbound: Inbound) -> tuple[list[Parsed], Outcome]:
+        now = inbound.received_at
         if inbound.topic.startswith(TOPIC_PREFIX):
             parsed = parse_inbound(inbound, self.power_range)
             if parsed.device_id in self._other_site_devices:
                 # Another site's device, heard over a bridge: its own hub stores it and
                 # runs its rules, so a restart of that hub still finds it unacked.
                 self.counters.other_site += 1
-                return NOTHING, Outcome()
-        else:
-            try:
-                plug = parse_plug(inbound.topic, inbound.payload, self.rules.data, self.power_range)
-            except ContractError as exc:
-                return Parsed(error=str(exc)), Outcome()
-            if plug is None:
-                return NOTHING, Outcome()  # a plug not bound to any tool: not ours
+                return [], Outcome()
+            return [parsed], self._run_rules(parsed, now)
+        try:
+            plugs = parse_plug(
+                inbound.topic, inbound.payload, self.rules.data, self.power_range, self.plug_memory
+            )
+        except ContractError as exc:
+            return [Parsed(error=str(exc))], Outcome()
+        # none: a plug not bound to any tool (not ours), or a message with no reading
+        out = Outcome()
+        every = []
+        asked = set()
+        for plug in plugs:
+            if isinstance(plug, PlugProblem):
+                every.append(Parsed(plug.device_id, error=plug.reason))
+                continue
             if isinstance(plug, DeviceEvent):
                 parsed = Parsed(plug.device_id, event=plug)
             else:
                 parsed = Parsed(plug.device_id, status=plug)
-        now = inbound.received_at
+                # online: ask for its whole status now (once per plug, not per channel)
+                request = status_request(self.rules.data, plug)
+                if request is not None and request not in asked:
+                    asked.add(request)
+                    out.messages.append(Message(*request))
+            every.append(parsed)
+            out.extend(self._run_rules(parsed, now))
+        return every, out
+
+    def _run_rules(self, parsed: Parsed, now: datetime) -> Outcome:
         try:
             if parsed.event is not None:
                 ev = parsed.event
                 if not self.seen.add(ev.device_id, ev.boot, ev.seq):
-                    return parsed, Outcome()  # stored already: its records exist too
-                return parsed, self.rules.on_event(ev, now)
+                    return Outcome()  # stored already: its records exist too
+                return self.rules.on_event(ev, now)
             if parsed.status is not None:
-                return parsed, self.rules.on_status(parsed.status, now)
+                return self.rules.on_status(parsed.status, now)
         except Exception:
             # A rule failing on one event must not stop the shop: the event is still
             # stored (and can be replayed with `peershop rebuild` once the rule is fixed).
             self.counters.internal_errors += 1
-            log.exception("rules failed on %s", inbound.topic)
-        return parsed, Outcome()
+            log.exception("rules failed on %s", parsed.device_id)
+        return Outcome()
 
     def _send(self, message: Message) -> None:
         try:

@@ -23,9 +23,7 @@ from hub.config import DEFAULT_SITE
 from hub.contract.messages import DISCOVERY_PREFIX
 from hub.peerconomy import economy as pc
 from hub.rules.sessions import tool_rules
-from hub.shopfile.parse import (
-    _Problems,
-)
+from hub.shopfile.entries import _Problems
 from hub.shopfile.spec import (
     TRAINERS,
     BindingSpec,
@@ -93,7 +91,7 @@ class _Stored:
             badges={b.uid: b for b in rows(Badge)},
             grants={(g.training_id, g.member_id): g for g in rows(TrainingGrant)},
             tools={t.id: t for t in rows(Tool)},
-            bindings={BindingSpec(b.kind, b.ref): b for b in rows(ToolBinding)},
+            bindings={BindingSpec(b.kind, b.ref, b.channel): b for b in rows(ToolBinding)},
             tasks={t.id: t for t in rows(Task)},
             stations={s.device_id: s for s in rows(Station)},
             devices={d.id: d for d in rows(Device)},
@@ -170,7 +168,7 @@ def _check_references(shop: Shop, db: _Stored) -> None:
 def _check_plugs(
     shop: Shop, db: _Stored, logins: list[tuple[str, str, str]], discovery_prefix: str
 ) -> None:
-    """A plug's topic may not reach a reserved tree or another plug's (CONTRACT.md §2):
+    """A plug's topic may not reach a reserved tree or another plug's (docs/device-protocol.md):
     the hub would take that tree's messages for the plug's, and the plug's login (if it
     has the same topic) may write it."""
     problems = _Problems(shop.source)
@@ -512,7 +510,7 @@ class _Apply:
                 del self.db.bindings[b]
         for b, t in wanted.items():
             if b not in self.db.bindings:
-                row = ToolBinding(tool_id=t.id, kind=b.kind, ref=b.ref)
+                row = ToolBinding(tool_id=t.id, kind=b.kind, ref=b.ref, channel=b.channel)
                 self.session.add(row)
                 self.db.bindings[b] = row
                 self.note(f"+ binding {t.id}: {b}")

@@ -21,7 +21,8 @@ MAX_ERRORS = 20
 SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Ids of projects, members (handles), trainings and tasks."""
 # Tools and devices appear in MQTT topics (``peershop/tool/{tool}/state``), so they use
-# the device id pattern of CONTRACT.md §2: no dots, no underscores, at most 63 characters.
+# the device id pattern of docs/device-protocol.md: no dots, no underscores, at most 63
+# characters.
 TOOL_ID = DEVICE_ID
 PLUG_REF = re.compile(r"[^\s+#/][^\s+#]{0,199}")
 """A Tasmota topic or Shelly prefix: no spaces, no MQTT wildcards, no leading slash."""
@@ -30,6 +31,11 @@ ROLES = ("member", "trainer", "coordinator")
 TRAINERS = frozenset({"trainer", "coordinator"})
 STATION_KINDS = ("sign_in", "task_station")
 BINDING_KINDS = ("device", "tasmota", "shelly")
+# How a binding names one channel of a plug, in the plug's own numbering and bounds:
+# a Tasmota's POWER<n> (from 1), a Shelly's switch:<n> (from 0).
+CHANNEL_KEYS = {"tasmota": "channel", "shelly": "switch"}
+CHANNEL_FIRST = {"tasmota": 1, "shelly": 0}
+CHANNEL_LAST = 32
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
 DEFAULT_MODEL = "production_effort"
 UNITS = ("hours", "busy_hours")  # what a tool's use counts in at period close
@@ -59,7 +65,7 @@ class _Located:
 @dataclass(frozen=True)
 class ProjectSpec(_Located):
     """A project; ``gain``, ``weight_min``, ``weight_max`` and ``weight_mode`` are rule
-    (a)'s settings (PEERCONOMY.md defaults when the file leaves them out)."""
+    (a)'s settings (docs/sharing-models.md defaults when the file leaves them out)."""
 
     id: str
     name: str
@@ -109,9 +115,12 @@ class BindingSpec:
 
     kind: str
     ref: str
+    channel: int = 0  # a plug's channel (ToolBinding.channel); 0: the whole plug, switch:0
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.ref}"
+        if not self.channel:
+            return f"{self.kind} {self.ref}"
+        return f"{self.kind} {self.ref} {CHANNEL_KEYS[self.kind]} {self.channel}"
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ class Shop:
     stations: tuple[StationSpec, ...] = ()
 
     def devices(self) -> list[str]:
-        """Every §2 device the file names (tool bindings and stations), in file order."""
+        """Every MQTT device the file names (tool bindings and stations), in file order."""
         ids = [b.ref for t in self.tools for b in t.bindings if b.kind == "device"]
         ids += [s.device for s in self.stations]
         return list(dict.fromkeys(ids))

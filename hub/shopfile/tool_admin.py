@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 from hub.config import DEFAULT_SITE
 from hub.errors import ToolEditError
 from hub.shopfile.apply import TOOL_SETTINGS, _Apply, _Stored
-from hub.shopfile.parse import _Mapping, _Parser, _Sequence
-from hub.shopfile.spec import Shop, _fmt, _fmt_duration
+from hub.shopfile.entries import _Mapping, _Sequence
+from hub.shopfile.parse import _Parser
+from hub.shopfile.spec import CHANNEL_KEYS, Shop, _fmt, _fmt_duration
 from hub.store.models import Member, Tool, Training, TrainingGrant
 from hub.store.overrides import (
     grant_overrides,
@@ -124,7 +125,7 @@ def _entry(tool: Tool, values: Mapping[str, Any]) -> tuple[_Mapping, dict[int, s
         item["project"] = tool.project_id
     if tool.site != DEFAULT_SITE:
         item["site"] = tool.site
-    devices = _Sequence(b.ref if b.kind == "device" else {b.kind: b.ref} for b in tool.bindings)
+    devices = _Sequence(_binding_item(b) for b in tool.bindings)
     if devices:
         devices.line, devices.item_lines = 300, [300] * len(devices)
         item["devices"] = devices
@@ -335,3 +336,12 @@ def end_grant_override(session: Session, training: str, handle: str) -> list[str
     if grant is None or not unmark_grants(session, [grant.id]):
         raise ToolEditError({"member": f"{handle}'s {training} was not set in Admin"})
     return [f"= training grant {training}: {handle} given back to the shop file"]
+
+
+def _binding_item(b: Any) -> Any:
+    """A stored binding as the shop file writes it: a device id, or a plug's mapping."""
+    if b.kind == "device":
+        return b.ref
+    if not b.channel:
+        return {b.kind: b.ref}
+    return {b.kind: b.ref, CHANNEL_KEYS[b.kind]: b.channel}

@@ -4,7 +4,7 @@
 caller's transaction, so a batch is stored whole or not at all, and the MQTT adapter
 acks the batch only after that transaction commits.  Each event identity
 ``(device, boot, seq)`` is stored once, however often it arrives; anything that does not
-follow CONTRACT.md §2 becomes a dead letter with the reason and never stops ingest.
+follow docs/device-protocol.md becomes a dead letter with the reason and never stops ingest.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ NOTHING = Parsed()
 
 
 def parse_inbound(msg: Inbound, power: PowerRange = PLAUSIBLE) -> Parsed:
-    """Validate one device message against CONTRACT.md §2 (pure, never raises); a
+    """Validate one device message against docs/device-protocol.md (pure, never raises); a
     ``power`` reading outside ``power`` is a dead letter."""
     device_id = None
     try:

@@ -53,7 +53,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """A Decimal kept exactly, as text, on every backend (PEERCONOMY invariant 4)."""
+    """A Decimal kept exactly, as text, on every backend (docs/sharing-models.md, Rounding)."""
 
     impl = String(40)
     cache_ok = True
@@ -103,7 +103,7 @@ class Member(Base):
 
 
 class Badge(Base):
-    """A card; ``uid`` is uppercase hex as CONTRACT.md §2 stores and compares it."""
+    """A card; ``uid`` is uppercase hex as docs/device-protocol.md stores and compares it."""
 
     __tablename__ = "badges"
     uid: Mapped[str] = mapped_column(String(20), primary_key=True)
@@ -158,14 +158,19 @@ class Tool(Base):
 
 
 class ToolBinding(Base):
-    """A device feeding a tool: a §2 device id, a Tasmota topic or a Shelly prefix."""
+    """A device feeding a tool: an MQTT device id, a Tasmota topic or a Shelly prefix.
+
+    ``channel`` is one channel of a multi-channel plug, as the plug numbers it: a
+    Tasmota's ``POWER<n>`` (from 1), a Shelly's ``switch:<n>`` (from 0).  0 is the whole
+    plug for a Tasmota and ``switch:0`` for a Shelly."""
 
     __tablename__ = "tool_bindings"
-    __table_args__ = (UniqueConstraint("kind", "ref"),)
+    __table_args__ = (UniqueConstraint("kind", "ref", "channel"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tool_id: Mapped[str] = mapped_column(ForeignKey("tools.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # device | tasmota | shelly
     ref: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tool: Mapped[Tool] = relationship(back_populates="bindings")
 
 
@@ -194,7 +199,7 @@ class Station(Base):
 
 
 class Device(Base):
-    """A §2 device as the hub knows it.  Unknown ids arrive as ``pending``."""
+    """A MQTT device as the hub knows it.  Unknown ids arrive as ``pending``."""
 
     __tablename__ = "devices"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -243,7 +248,7 @@ class DeviceStatusLog(Base):
 
 
 class DeviceClock(Base):
-    """A device's clock as its birth read it (CONTRACT.md §2 v2 ``ts``): it said
+    """A device's clock as its birth read it (docs/device-protocol.md ``ts``): it said
     ``device_ts`` when the hub received it at ``received_at``.
 
     Only births the hub heard as they were sent count (not a retained copy, which is
@@ -291,7 +296,7 @@ class Outbox(Base):
 
 
 class MqttAccount(Base):
-    """A login at the broker: a §2 device, or a Tasmota/Shelly plug with its topic.
+    """A login at the broker: an MQTT device, or a Tasmota/Shelly plug with its topic.
 
     ``password_hash`` is Mosquitto's own ``$7$`` line, so the password file can be
     rewritten from the database alone; a revoked account keeps its row for the audit.
@@ -337,7 +342,10 @@ class BadgeDecision(Base):
 
 
 class UsageSession(Base):
-    """A member's use of a tool: open while ``end`` is NULL."""
+    """A member's use of a tool: open while ``end`` is NULL.
+
+    ``member`` NULL: an unattended run of a tool no one badges at (a printer on a smart
+    plug), shown with the tool's use and never charged to anyone."""
 
     __tablename__ = "usage_sessions"
     __table_args__ = (
@@ -347,7 +355,7 @@ class UsageSession(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(40), unique=True)
     tool_id: Mapped[str] = mapped_column(String(64))
-    member: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str | None] = mapped_column(String(64), nullable=True)
     start: Mapped[datetime] = mapped_column(UTCDateTime)
     end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     busy_s: Mapped[float] = mapped_column(Float, default=0.0)
@@ -408,7 +416,7 @@ class UsageRecord(Base):
 
 
 class AllowlistVersion(Base):
-    """The latest signed allow-list issued for a tool (CONTRACT.md §2)."""
+    """The latest signed allow-list issued for a tool (docs/device-protocol.md)."""
 
     __tablename__ = "allowlists"
     tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -518,7 +526,7 @@ class TaskClaim(Base):
     """A member took a slot of a task on the board, at the weight posted then.
 
     Marked done, it keeps the ``hours`` the member reported.  A big claim (more than
-    half again the task's posted hours, PEERCONOMY.md (j)) is credited at the posted
+    half again the task's posted hours, docs/sharing-models.md, rule (j)) is credited at the posted
     hours until ``confirmations_needed`` members confirm it (:class:`ClaimReview`)."""
 
     __tablename__ = "task_claims"
@@ -602,7 +610,7 @@ class ProjectRules(Base):
     """Rule (a) settings of a project: gain ``k``, a task weight's bounds and the weight
     mode (``close``: weights move at period close only; ``clock``: an unfilled slot's
     weight also rises day by day inside the period).  A project without a row uses
-    PEERCONOMY.md's defaults (0.2, 0.25, 4.0, close)."""
+    docs/sharing-models.md's defaults (0.2, 0.25, 4.0, close)."""
 
     __tablename__ = "project_rules"
     project_id: Mapped[str] = mapped_column(
@@ -681,7 +689,7 @@ class ApiToken(Base):
 
 
 class ParticipationFactor(Base):
-    """A member's participation factor ``f`` (PEERCONOMY.md (b)): their share of the
+    """A member's participation factor ``f`` (docs/sharing-models.md, rule (b)): their share of the
     effort shared flat (flat_rate, and production_effort's overhead) is ``E x f / Σf``.
     A member without a row has factor 1."""
 

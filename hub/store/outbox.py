@@ -4,7 +4,7 @@ A rule that decides to tell a device something calls :func:`enqueue` in the same
 transaction as the records it writes, so the command exists exactly when the decision
 does.  :class:`OutboxPublisher` publishes pending rows and deletes each one when the
 broker has acknowledged it (PUBACK).  After a hub restart every remaining row is sent
-again: devices treat a repeated command by its ``re``/identity, as CONTRACT.md §2 says.
+again: devices treat a repeated command by its ``re``/identity, as docs/device-protocol.md says.
 
 A PUBACK does not make a message safe: Mosquitto acknowledges what it holds in memory
 and writes its persistence file only every ``autosave_interval`` (1 s), so a broker

@@ -20,7 +20,7 @@ from hub.store.models import (
 
 
 def counts(session: Session) -> dict[str, int]:
-    """``peershop stats``: what the hub has stored so far (CONTRACT.md §1)."""
+    """``peershop stats``: what the hub has stored so far (docs/configuration.md)."""
 
     def count(column) -> int:
         return session.scalar(select(func.count(column))) or 0

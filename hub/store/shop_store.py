@@ -31,6 +31,7 @@ from hub.rules.records import (
     EffortRec,
     OpenEffort,
     Outcome,
+    PlugBinding,
     PresenceRec,
     Record,
     SessionCloseRec,
@@ -50,6 +51,7 @@ from hub.store.models import (
     AllowlistVersion,
     Badge,
     BadgeDecision,
+    Device,
     DeviceClock,
     EffortRecord,
     Event,
@@ -125,6 +127,7 @@ def load_shop(
         )
         by_id[m.id] = m.handle
     badges = {b.uid: by_id[b.member_id] for b in session.scalars(select(Badge))}
+    meters = {d.id for d in session.scalars(select(Device)) if "power" in (d.kind or [])}
     tools = {}
     for tool in session.scalars(select(Tool).where(*_at_site(Tool.site, site))):
         options = tool.options or {}
@@ -144,8 +147,15 @@ def load_shop(
             except ValueError:
                 log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
-        plugs = tuple((b.kind, b.ref) for b in tool.bindings if b.kind in ("tasmota", "shelly"))
+        plugs = tuple(
+            PlugBinding(b.kind, b.ref, b.channel)
+            for b in tool.bindings
+            if b.kind in ("tasmota", "shelly")
+        )
         rules = tool_rules(tool)
+        if plugs and not devices:
+            # no reader: nobody badges at it, so its runs are recorded with no member
+            rules = replace(rules, unattended=True)
         tools[tool.id] = ToolConfig(
             id=tool.id,
             name=tool.name,
@@ -160,6 +170,7 @@ def load_shop(
             project=tool.project_id,
             devices=devices,
             plugs=plugs,
+            metered=bool(plugs) or any(d in meters for d in devices),
         )
     stations = {
         s.device_id: s.kind
@@ -356,7 +367,7 @@ def _replay_session(
     engine: ShopEngine,
     key: str,
     tool_id: str,
-    member: str,
+    member: str | None,
     start: datetime,
     up_to_event: int,
 ) -> Outcome:
@@ -576,7 +587,7 @@ def issue_allowlists(
     expires soon; returns the tools re-issued.  Runs in the caller's transaction, and the
     retained messages go through the outbox, so a crash cannot lose a revocation.
 
-    A list names its tool inside the signature (CONTRACT.md §2), so two tools never share
+    A list names its tool inside the signature (docs/device-protocol.md), so two tools never share
     one.  With thousands of members each is hundreds of KB: the stored lists are not read
     back, and each tool's rows are flushed before the next is signed, so one list at a
     time is in memory, not all of them."""

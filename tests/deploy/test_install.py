@@ -16,7 +16,9 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,78 @@ def test_watchdog_interval_is_half_of_watchdogsec_for_this_process_only():
     assert systemd.watchdog_interval(env=env) == 30.0
     assert systemd.watchdog_interval(env={**env, "WATCHDOG_PID": "1"}) is None
     assert systemd.watchdog_interval(env={}) is None
+
+
+# --- trying it out: ./dev and the package (issue 17, item 8) -------------------------------
+
+
+def test_the_package_declares_its_data_so_setuptools_builds_it_without_warnings(tmp_path):
+    """The web view's templates and static files, and the migrations' template, are in the
+    wheel, and setuptools says nothing about packages it was not told of."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), "."],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    output = built.stdout + built.stderr
+    assert "absent from the `packages` configuration" not in output
+    assert "Package would be ignored" not in output
+    [wheel] = tmp_path.glob("peershop-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "web").rglob("*") if p.is_file()}
+    data = {n for n in shipped if n.startswith(("web/templates/", "web/static/"))}
+    assert data and data <= names
+    assert "hub/migrations/script.py.mako" in names
+
+
+def test_dev_says_in_one_line_when_the_test_postgresql_does_not_connect():
+    env = {
+        **os.environ,
+        "PEERSHOP_TEST_PG": "postgresql+psycopg://nobody:secret@127.0.0.1:1/postgres",
+    }
+    ran = subprocess.run(
+        [str(REPO / "dev"), "test", "--collect-only"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert ran.returncode != 0
+    [line] = [ln for ln in ran.stderr.splitlines() if "PEERSHOP_TEST_PG" in ln and "==>" not in ln]
+    assert "does not connect" in line and "127.0.0.1:1" in line
+    assert "secret" not in ran.stderr  # the password is not shown
+    assert "pytest on" not in ran.stderr  # it stopped before the suite
+
+
+def test_dev_start_installs_what_running_needs_and_test_installs_the_test_tools():
+    script = (REPO / "dev").read_text()
+    start = script[script.index("  start)") : script.index("  test)")]
+    tests = script[script.index("  test)") :]
+    assert "setup run" in start and "setup dev" in tests
+    setup = script[script.index("setup() {") : script.index("\n}\n", script.index("setup() {"))]
+    assert 'pip install -q -e ".[dev]"' in setup and "pip install -q -e .\n" in setup
+
+
+def test_the_demo_says_which_flag_to_use_when_its_port_is_taken(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ran = subprocess.run(
+            [str(Path(sys.executable).with_name("peershop")), "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+    assert ran.returncode != 0
+    [line] = ran.stderr.strip().splitlines()
+    assert f"port {port} is taken" in line and "--port" in line

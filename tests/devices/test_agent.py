@@ -480,7 +480,7 @@ def test_sigterm_cuts_the_relay_and_says_offline(tmp_path, broker):
         hub.send(b'{"re":0,"action":"grant","member":"Bob","max_s":600}', cmd_topic(device_id))
         hub.flush()
         proc.proc.send_signal(signal.SIGTERM)
-        assert proc.proc.wait(20) == 0
+        assert proc.proc.wait(60) == 0  # a loaded CI machine stops slowly; it must stop
         err = proc.proc.stderr.read()
         assert "relay off" in err
         statuses = [json.loads(m.payload) for m in listener.messages if m.topic.endswith("/status")]

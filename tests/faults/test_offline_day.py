@@ -1,15 +1,16 @@
 """A tool's node offline for a simulated day, then its buffer replayed: issue 9's fault suite.
 
 Real processes: a private Mosquitto, ``peershop run`` on the test pass's database, and
-simulated §2 devices.  The laser's node lost the broker for a day.  Meanwhile members
+simulated MQTT devices.  The laser's node lost the broker for a day.  Meanwhile members
 badged in and out at it (it decided alone from its signed allow-list) and the laser drew
 power in several sessions; an untrained member's badge was refused.  Its clock was six
 hours fast all along (an RTC set to a local time taken for UTC).  After the reconnect it
-sends its birth, with its clock (CONTRACT §2 v2 ``ts``), and replays its buffer of
+sends its birth, with its clock (docs/device-protocol.md ``ts``), and replays its buffer of
 several thousand events, ``replay: true``, the way a node that resends unacked events
-does: out of order within §4's window of 8 unacked, and some of them twice.  While the
-replay goes on, members badge live at the door, at the drill and at the laser itself.
-In one run the hub is SIGKILLed in the middle of the replay and started again.
+does: out of order within the serial protocol's window of 8 unacked, and some of them
+twice.  While the replay goes on, members badge live at the door, at the drill and at
+the laser itself.  In one run the hub is SIGKILLed in the middle of the replay and
+started again.
 
 What a coordinator would check afterwards: every event stored once and none
 dead-lettered; no replayed badge answered; one session per visit, in order, with the
@@ -80,7 +81,7 @@ stations:
 UID = {"ada": "04A1B2C3D4E5F6", "bob": "5E2A9C11", "cy": "77001122"}
 BOOT = 7
 SKEW = timedelta(hours=6)  # the node's clock: six hours fast
-WINDOW = 8  # CONTRACT §4: at most 8 unacked events, each resent on its own timer
+WINDOW = 8  # docs/serial-protocol.md: at most 8 unacked events, each resent on its own timer
 SAMPLE = timedelta(seconds=10)  # power while the laser is in use
 QUIET = timedelta(seconds=30)  # power while it stands off
 # (member, minutes after the day's start, minutes long); bob is not trained for the laser

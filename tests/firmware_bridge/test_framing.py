@@ -1,4 +1,4 @@
-"""The serial framing of CONTRACT.md §4 (firmware_bridge/framing.py)."""
+"""The serial framing of docs/serial-protocol.md (firmware_bridge/framing.py)."""
 
 import binascii
 import itertools

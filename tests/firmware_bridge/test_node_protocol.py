@@ -1,4 +1,4 @@
-"""The node side of CONTRACT.md §4 (firmware_bridge/firmware/), driven under CPython.
+"""The node side of docs/serial-protocol.md (firmware_bridge/firmware/), driven under CPython.
 
 A fake clock and a fake link stand in for the board: no sleeps, no serial port.  The
 link decodes what the node writes with the host's framing, as the bridge would.

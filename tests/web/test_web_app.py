@@ -278,7 +278,7 @@ def test_wrong_password_and_unknown_handle_look_the_same(client):
     wrong = client.post("/login", data={"handle": "ada", "password": "nope", "csrf_token": token})
     nobody = client.post("/login", data={"handle": "zed", "password": "x", "csrf_token": token})
     assert wrong.status_code == nobody.status_code == 401
-    assert "Wrong login or secret" in wrong.get_data(as_text=True)
+    assert "Wrong handle or password" in wrong.get_data(as_text=True)
     assert client.get("/me").status_code == 302
 
 

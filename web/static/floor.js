@@ -10,10 +10,30 @@
   var panelsUrl = tools.dataset.panels;
   var panels = document.getElementById("panels");
 
+  // Times in the shop's time zone (data-tz), as the server writes them (web/__init__.py,
+  // the clock filter): "21:05" today, "2026-12-06 21:05" on another day.
+  var tz = tools.dataset.tz || undefined;
+  var parts;
+  try {
+    parts = new Intl.DateTimeFormat("en-CA", {
+      timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    });
+  } catch (e) {  // a zone this browser does not know: its own
+    parts = new Intl.DateTimeFormat("en-CA", {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    });
+  }
+  function local(d) {
+    var out = {};
+    parts.formatToParts(d).forEach(function (p) { out[p.type] = p.value; });
+    return { date: out.year + "-" + out.month + "-" + out.day, time: out.hour + ":" + out.minute };
+  }
   function clock(iso) {
     var d = new Date(iso);
     if (isNaN(d)) { return ""; }
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+    var at = local(d);
+    return at.date === local(new Date()).date ? at.time : at.date + " " + at.time;
   }
 
   function setField(card, name, text) {

@@ -1,5 +1,5 @@
 """Device credentials and the broker files: what `peershop device` and
-`peershop mosquitto-config` give an operator (CONTRACT.md §1, §2)."""
+`peershop mosquitto-config` give an operator (docs/configuration.md, docs/device-protocol.md)."""
 
 from __future__ import annotations
 

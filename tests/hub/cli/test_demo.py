@@ -10,14 +10,15 @@ import sys
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.helpers import Listener, wait_for
+from hub.cli.demo import DEMO_LOGINS, DEMO_PASSWORD
+from tests.helpers import Listener, WebClient, wait_for
 
 
 @pytest.mark.sqlite_only("peershop demo keeps its shop in a SQLite file in --data by design")
 def test_demo_shows_a_live_shop_and_stops_cleanly(tmp_path):
     from hub.service.broker import free_port
 
-    mqtt_port = free_port()
+    mqtt_port, web_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -27,7 +28,7 @@ def test_demo_shows_a_live_shop_and_stops_cleanly(tmp_path):
             "--speed",
             "120",
             "--port",
-            str(free_port()),
+            str(web_port),
             "--mqtt-port",
             str(mqtt_port),
             "--data",
@@ -43,11 +44,21 @@ def test_demo_shows_a_live_shop_and_stops_cleanly(tmp_path):
     listener = None
     try:
         assert proc.stdout is not None
+        banner = []
         for line in proc.stdout:  # the banner comes once everything runs
+            banner.append(line)
             if line.startswith("Ctrl-C stops the demo"):
                 break
         else:
             raise AssertionError(f"the demo exited with {proc.wait()}")
+        # the logins it prints work: a member's page, a coordinator's Admin
+        (logins,) = [line for line in banner if "log in as" in line]
+        assert "dana (member)" in logins and DEMO_PASSWORD in logins, logins
+        for handle, role in DEMO_LOGINS:
+            browser = WebClient(f"http://127.0.0.1:{web_port}")
+            assert browser.log_in(handle, DEMO_PASSWORD).status == 302, handle
+            page = "/admin/" if role == "coordinator" else "/me"
+            assert browser.get(page).status == 200, (handle, page)
         listener = Listener(mqtt_port, "peershop/tool/+/state")
 
         def in_use() -> list[str]:

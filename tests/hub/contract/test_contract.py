@@ -1,4 +1,4 @@
-"""CONTRACT.md §2 parsing: what a device may send, and the reason when it may not."""
+"""docs/device-protocol.md parsing: what a device may send, and the reason when it may not."""
 
 import json
 from datetime import UTC, datetime

@@ -43,7 +43,7 @@ def test_the_hub_closes_ended_periods_and_moves_weights_by_rule(tmp_path, broker
         with running.sm() as session:
             weight = session.get(Task, "empty-dust").weight
         # nobody took the task: S = 4, V = 0, so each close multiplies by 1 + 0.2
-        # (PEERCONOMY rule a): 1.2, 1.44, ... up to the 4.0 bound
+        # (docs/sharing-models.md, rule (a)): 1.2, 1.44, ... up to the 4.0 bound
         assert weight in {min(Decimal("1.2") ** n, Decimal(4)) for n in range(1, 10)}
         # the live rules post it: a station effort started now is credited at it
         wait_for(lambda: running.rules.data.tasks["empty-dust"].weight >= Decimal("1.2"))

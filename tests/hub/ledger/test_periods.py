@@ -522,7 +522,7 @@ def test_a_factor_halves_the_overhead_share_but_not_the_cost_of_use(sm):
         open_period(s, cfg, WEEK)
         [result] = close_due_periods(s, cfg, NEXT_WEEK + timedelta(minutes=1))
         got = balances(s, result.period_id)
-    # PEERCONOMY.md's week: overhead 13; laser 0.5/h, printer 0.1/h.  A used 2 laser
+    # docs/sharing-models.md's week: overhead 13; laser 0.5/h, printer 0.1/h.  A used 2 laser
     # hours (1.0), D 5 laser and 5 printer hours (3.0).  With D at 0.5, the overhead is
     # shared 1 : 1 : 1 : 0.5, so A, B, C carry 13/3.5 each and D half of that.
     overhead_a = got["A"][1] - Decimal("1.0")

@@ -163,7 +163,7 @@ def test_a_pinned_weight_stays_at_close_until_unpinned(sm):
         assert s.execute(select(Task.weight).where(Task.id == "dust")).scalar() == Decimal("1.44")
 
 
-# --- big claims (issue 13, item 4; PEERCONOMY.md (j)) ----------------------------------------
+# --- big claims (issue 13, item 4; docs/sharing-models.md, rule (j)) --------------------
 
 
 def sign_in(s: Session, member: str, at: datetime, until: datetime | None = None, site="main"):

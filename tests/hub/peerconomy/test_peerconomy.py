@@ -1,4 +1,4 @@
-"""The peerconomy engine: PEERCONOMY.md's worked examples, invariants and edge cases."""
+"""The peerconomy engine: docs/sharing-models.md's worked examples, invariants and edge cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenario files (CONTRACT.md §7): the examples, the checks and ``peershop simulate``."""
+"""Scenario files (docs/scenario-format.md): the examples, the checks and ``peershop simulate``."""
 
 from __future__ import annotations
 

@@ -224,6 +224,7 @@ def test_tool_state_follows_the_session_and_the_power_level():
         "member": "Ada L.",
         "since": "2026-11-26T10:01:00.000Z",
         "w": 812.4,
+        "wh_total": 0.0,  # the first reading: nothing counted yet
     }
     assert states(t.power(190, at(2))) == []  # inside the band: still busy
     assert states(t.power(50, at(3))) == ["idle"]

@@ -299,21 +299,21 @@ def test_tasmota_and_shelly_plugs_become_power_events_of_their_tool():
     data = shop(plugs=(("tasmota", "laser_plug"), ("shelly", "shellies/saw-plug")))
     assert "tele/+/SENSOR" in plug_subscriptions(data)
     assert "shellies/saw-plug/status/switch:0" in plug_subscriptions(data)
-    ev = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', data)
+    [ev] = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', data)
     assert (ev.device_id, ev.type, ev.data) == (
         "tasmota/laser_plug",
         "power",
         {"w": 812.0, "wh_total": 1500.0},
     )
-    again = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', data)
+    [again] = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', data)
     assert again.identity == ev.identity  # a redelivery is the same reading
-    status = parse_plug("tele/laser_plug/LWT", b"Offline", data)
+    [status] = parse_plug("tele/laser_plug/LWT", b"Offline", data)
     assert (status.device_id, status.state) == ("tasmota/laser_plug", "offline")
-    shelly = parse_plug(
+    [shelly] = parse_plug(
         "shellies/saw-plug/status/switch:0", b'{"apower":40.5,"aenergy":{"total":12.5}}', data
     )
     assert shelly.data == {"w": 40.5, "wh_total": 12.5}
-    assert parse_plug("tele/someone_elses_plug/SENSOR", b"{}", data) is None
+    assert parse_plug("tele/someone_elses_plug/SENSOR", b"{}", data) == []
     engine = ShopEngine(data)
     engine.on_event(Reader("laser-node")("badge", uid=ADA), T0)
     engine.on_event(ev, T0 + timedelta(minutes=1))

@@ -35,7 +35,7 @@ def test_tools_appear_in_home_assistant_and_are_announced_again_after_its_birth(
         assert power["state_topic"] == "peershop/tool/laser-1/state"
         assert power["unit_of_measurement"] == "W" and power["device_class"] == "power"
         assert power["device"]["name"] == "Laser cutter"
-        assert power["availability_topic"] == "peershop/hub/status"
+        assert power["availability"][0]["topic"] == "peershop/hub/status"
         assert all(m.retain is False for m in listener.messages)  # live delivery
         ha = Device(broker.port, "home-assistant")
         ha.send(b"online", topic="homeassistant/status")

@@ -1,4 +1,4 @@
-"""The shop file (CONTRACT.md §6): checking, the idempotent upsert, ``peershop load``."""
+"""The shop file (docs/shop-file.md): checking, the idempotent upsert, ``peershop load``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from hub.store.shop_store import shop_version
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "shop.yaml"
 TABLES = (Project, Member, Badge, Training, TrainingGrant, Tool, ToolBinding, Task, Station, Device)
 
-# CONTRACT.md §6, verbatim (a backslash at a line's end joins it with the next).  It
+# docs/shop-file.md, verbatim (a backslash at a line's end joins it with the next).  It
 # grants laser "by: bob", who is not in the file: bob has to be a trainer or coordinator
 # the database already knows.
 CONTRACT_EXAMPLE = """\

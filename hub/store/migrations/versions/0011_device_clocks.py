@@ -1,4 +1,4 @@
-"""device clocks: what a birth's ts (CONTRACT.md §2 v2) said, to correct replayed times
+"""device clocks: what a birth's ts (docs/device-protocol.md) said, to correct replayed times
 
 Revision ID: 0011
 Revises: 0010
