@@ -244,7 +244,8 @@ def test_the_package_declares_its_data_so_setuptools_builds_it_without_warnings(
     shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "web").rglob("*") if p.is_file()}
     data = {n for n in shipped if n.startswith(("web/templates/", "web/static/"))}
     assert data and data <= names
-    assert "hub/migrations/script.py.mako" in names
+    assert "hub/store/migrations/script.py.mako" in names
+    assert "firmware_bridge/firmware/protocol.py" in names  # the demo's simulated nodes run it
 
 
 def test_dev_says_in_one_line_when_the_test_postgresql_does_not_connect():
