@@ -376,3 +376,9 @@ def test_plug_topics_that_only_look_alike_are_fine(ref):
 )
 def test_two_plugs_overlap_when_one_could_speak_as_the_other(a, b, overlap):
     assert plugs_overlap(a, b) is overlap
+
+
+def test_a_readings_identity_stays_the_same_across_hub_versions():
+    # stored with the reading: a redelivery after an upgrade must still be recognised
+    ev = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA)
+    assert ev.seq == 3673274264508049473
