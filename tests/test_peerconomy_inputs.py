@@ -104,3 +104,37 @@ def test_hours_to_earn_at_small_weights():
     assert pc.hours_to_earn(9, "0.25") == 36
     assert pc.hours_to_earn(0, 2) == 0
     assert pc.hours_to_earn(1, 3) == Decimal("0.333333333333")
+
+
+def test_a_cleared_auction_says_its_supply_and_how_many_asked():
+    few = pc.clear_auction("laser", 3, [pc.Bid("ada", 2), pc.Bid("bob", "1.5")], seed="W48")
+    assert (few.supply, few.requests, few.multiplier, few.winners, few.losers) == (
+        3,
+        2,
+        Decimal(1),
+        ("ada", "bob"),
+        (),
+    )
+    bids = [pc.Bid("ada", 3), pc.Bid("bob", "1.5"), pc.Bid("cy", 2)]
+    many = pc.clear_auction("laser", 2, bids, seed="W48")
+    assert (many.supply, many.requests, many.multiplier, many.winners, many.losers) == (
+        2,
+        3,
+        Decimal("1.5"),
+        ("ada", "cy"),
+        ("bob",),
+    )
+    assert says(lambda: pc.clear_auction("laser", -1, bids, seed="W48")) == (
+        "scarce_units must not be negative"
+    )
+
+
+def test_a_project_that_only_owns_a_used_resource_is_expected_its_cost():
+    effort = [
+        EffortEntry("ada", "laser-care", 6, 1, resource="laser", project="commons"),
+        EffortEntry("bob", "sweeping", 2, 1, project="commons"),
+    ]
+    use = [UseEntry("cy", "laser", 2)]
+    report = pc.pool_report("production_effort", effort, use, resource_projects={"laser": "lab"})
+    assert report["lab"] == pc.ProjectShare(Decimal(0), Decimal(6), Decimal(-6))
+    assert report["commons"] == pc.ProjectShare(Decimal(8), Decimal(2), Decimal(6))
