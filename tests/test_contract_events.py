@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hub.contract import PowerRange, parse_event, parse_status, parse_topic
+from hub.contract import PowerRange, parse_event, parse_status, parse_topic, plug_ref_problem
 from hub.errors import ContractError
 
 
@@ -182,3 +182,28 @@ def test_a_wrong_topic_is_refused_with_a_reason(topic, reason):
     with pytest.raises(ContractError) as caught:
         parse_topic(topic)
     assert str(caught.value) == reason
+
+
+def test_a_nul_character_is_refused_in_a_key_as_in_a_value():
+    payload = b'{"boot":3,"seq":7,"type":"button","name":"done","x\\u0000":1}'
+    assert refused(payload) == "payload holds a NUL character (\\u0000), which no field may"
+
+
+def test_a_value_of_exactly_forty_characters_is_shown_whole():
+    forty = "x" * 38  # 40 with its quotes
+    assert refused(event(type="running", on=forty)) == (
+        f"field 'on' must be true or false, got {json.dumps(forty)}"
+    )
+    longer = "x" * 39
+    assert refused(event(type="running", on=longer)) == (
+        f"field 'on' must be true or false, got {json.dumps(longer)[:37]}..."
+    )
+
+
+def test_a_status_names_its_device():
+    birth = parse_status("laser-node", b'{"state":"online","boot":2}')
+    assert (birth.device_id, birth.fw) == ("laser-node", None)
+
+
+def test_a_tasmota_topic_starting_with_a_dollar_is_refused_by_its_name():
+    assert plug_ref_problem("tasmota", "$x").startswith("Tasmota topic '$x' is a broker topic ($)")
