@@ -402,3 +402,58 @@ def test_the_running_input_keeps_a_timeout_session_alive_and_its_end_starts_the_
     assert t.tick(at(40)) == []
     end = only_end(t.tick(at(41)))
     assert (end.end, end.busy_s) == (at(31), 1800.0)
+
+
+# --- a tool's rules as the shop file gives them --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"policy": "badge"}, "policy must be one of card_present, tap, timeout, got 'badge'"),
+        ({"policy": "timeout"}, "policy 'timeout' needs an idle_timeout"),
+        ({"idle_timeout": timedelta(0)}, "idle_timeout must be positive, got 0:00:00"),
+        ({"max_duration": timedelta(0)}, "max_duration must be positive, got 0:00:00"),
+        (
+            {"max_clock_skew": timedelta(seconds=-1)},
+            "max_clock_skew must not be negative, got -1 day, 23:59:59",
+        ),
+        ({"idle_w": -0.5}, "idle_w must not be negative, got -0.5"),
+    ],
+)
+def test_a_tools_rules_refuse_what_cannot_work_saying_why(kw, says):
+    with pytest.raises(ValueError) as caught:
+        ToolRules(**kw)
+    assert str(caught.value) == says
+
+
+def test_a_tools_rules_allow_their_edges():
+    rules = ToolRules(max_clock_skew=timedelta(0), idle_w=0, off_w=0, busy_w=0)
+    assert (rules.activity_w, rules.max_clock_skew) == (0, timedelta(0))
+    assert ToolRules(idle_w=0.5).activity_w == 0.5
+
+
+def test_idle_time_adds_up_over_several_readings():
+    t = tool()
+    t.start("ada", at(0))
+    t.power(50.0, at(0))  # between off_w and busy_w: idle
+    t.power(60.0, at(10))
+    t.power(55.0, at(20))
+    end = only_end(t.tap_out("ada", at(30)))
+    assert (end.idle_s, end.busy_s) == (1800.0, 0.0)
+
+
+def test_a_running_tool_that_went_offline_is_not_busy_when_it_comes_back():
+    t = tool("card_present")
+    t.running_changed(True, at(0))
+    assert [s["state"] for s in shown(t.device_offline(at(5)))] == ["offline"]
+    assert [s["state"] for s in shown(t.device_online(at(6)))] == ["free"]
+
+
+def test_a_running_input_without_power_readings_counts_busy_time():
+    t = tool("card_present")
+    t.start("ada", at(0))
+    t.running_changed(True, at(0))
+    t.running_changed(False, at(20))
+    end = only_end(t.badge_removed("ada", at(30)))
+    assert (end.busy_s, end.idle_s, end.wh) == (1200.0, 0.0, 0.0)
