@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from hub.contract import PowerRange, parse_event, parse_status, parse_topic, plug_ref_problem
+from hub.contract import (
+    PowerRange,
+    event_to_payload,
+    format_timestamp,
+    parse_event,
+    parse_status,
+    parse_topic,
+    plug_ref_problem,
+)
 from hub.errors import ContractError
 
 
@@ -207,3 +215,31 @@ def test_a_status_names_its_device():
 
 def test_a_tasmota_topic_starting_with_a_dollar_is_refused_by_its_name():
     assert plug_ref_problem("tasmota", "$x").startswith("Tasmota topic '$x' is a broker topic ($)")
+
+
+def test_the_edges_of_a_device_clock_and_of_a_payload():
+    epoch = parse_event("n", event(type="running", on=True, ts=0))
+    assert epoch.device_ts.isoformat() == "1970-01-01T00:00:00+00:00"
+    last = parse_event("n", event(type="running", on=True, ts=253402300799))
+    assert last.device_ts.year == 9999
+    padded = event(type="running", on=True, pad="")
+    exact = padded[:-2] + b" " * (4096 - len(padded)) + padded[-2:]
+    assert len(exact) == 4096
+    assert parse_event("n", exact).data == {"on": True}
+    assert refused(b" " + exact) == "payload is 4097 bytes, over the 4096 limit"
+    assert refused(b"[" * 5000 + b"]" * 5000) == "payload is 10000 bytes, over the 4096 limit"
+
+
+def test_a_wrong_uid_is_shown_in_the_reason():
+    assert refused(event(type="badge", uid=5)) == "field 'uid' must be a hex string, got 5"
+    assert refused(event(type="badge", uid="04A1")) == (
+        "field 'uid' must be 4 to 10 bytes of hex, got \"04A1\""
+    )
+
+
+def test_a_device_clock_is_written_in_utc_to_the_millisecond():
+    ev = parse_event("n", event(type="running", on=True, ts="2026-11-26T11:00:00.5+01:00"))
+    assert format_timestamp(ev.device_ts) == "2026-11-26T10:00:00.500Z"
+    assert event_to_payload(ev) == (
+        b'{"boot":3,"seq":7,"type":"running","ts":"2026-11-26T10:00:00.500Z","on":true}'
+    )
