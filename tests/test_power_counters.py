@@ -135,3 +135,12 @@ def test_off_and_busy_thresholds_may_be_equal_but_not_crossed():
     with pytest.raises(ValueError) as caught:
         PowerThresholds(hysteresis_w=-1)
     assert str(caught.value) == "hysteresis_w must be a finite number >= 0, got -1"
+
+
+def test_two_session_boundaries_between_counter_readings_are_not_counted_twice():
+    m = PowerMeter(LASER)
+    m.sample(at(0), 600.0, wh_total=0.0)
+    first = m.advance(at(20)).wh  # ada's session ends: 200 Wh estimated
+    second = m.advance(at(40)).wh  # bob's ends too: 200 more
+    third = m.sample(at(60), 0.0, wh_total=500.0).segment.wh  # the counter: 500 in all
+    assert (first, second, third) == pytest.approx((200.0, 200.0, 100.0))
