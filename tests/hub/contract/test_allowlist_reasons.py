@@ -14,6 +14,7 @@ from hub.contract.allowlist import (
     load_or_create_key,
     load_public_key,
     next_version,
+    uid_allowed,
     verify_allowlist,
 )
 
@@ -138,3 +139,8 @@ def test_a_key_file_with_a_stray_character_is_refused(tmp_path):
     path.write_bytes(b"\xff" * 44)
     with pytest.raises(ValueError, match="does not hold an Ed25519 key"):
         load_or_create_key(path)
+
+
+def test_a_list_without_uids_allows_no_badge():
+    assert uid_allowed({}, "DEADBEEF") is False
+    assert uid_allowed(signed(), "deadbeef") is True

@@ -4,12 +4,22 @@ closes, the days it names, and windows that run past midnight.
 Times are written in the shop's local time (Berlin), as the shop file writes hours.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.rules.access import Deny, Grant, MemberAccess, ToolAccess, WeeklyHours, decide
+from hub.rules.access import (
+    Deny,
+    Grant,
+    MemberAccess,
+    NoReply,
+    Reservation,
+    ToolAccess,
+    WeeklyHours,
+    decide,
+    reply_payload,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ADA = MemberAccess("ada", "Ada L.", trainings={"laser": None})
@@ -137,3 +147,73 @@ def test_hours_a_shop_file_gets_wrong_are_refused_with_what_is_wrong(text, says)
     with pytest.raises(ValueError) as caught:
         WeeklyHours.parse(text, BERLIN)
     assert str(caught.value) == says
+
+
+@pytest.mark.parametrize(
+    ("hours", "at", "shown"),
+    [
+        ("Mon 10:00-10:00", "Mon 2026-12-07 09:59", "outside_hours"),
+        ("Mon 10:00-10:00", "Mon 2026-12-07 10:00", "granted"),  # a full day from 10:00
+        ("Mon 10:00-10:00", "Tue 2026-12-08 09:59", "granted"),
+        ("Mon 10:00-10:00", "Tue 2026-12-08 10:00", "outside_hours"),
+        ("; Mon 10:00-12:00", "Mon 2026-12-07 11:00", "granted"),  # an empty part is skipped
+        ("Mon 10:00-12:00;; Tue 10:00-12:00", "Tue 2026-12-08 11:00", "granted"),
+        ("Mon 09:00-17:59", "Mon 2026-12-07 17:58", "granted"),
+    ],
+)
+def test_a_window_may_last_a_whole_day_and_empty_parts_are_skipped(hours, at, shown):
+    assert badge(hours, at) == shown
+
+
+@pytest.mark.parametrize("text", ["Mon 25:00-26:00", "Mon 09:00-25:00", "Mon 09:60-10:00"])
+def test_times_past_the_end_of_the_day_are_refused(text):
+    with pytest.raises(ValueError, match="is not a time of day"):
+        WeeklyHours.parse(text, BERLIN)
+
+
+# --- reservations and the grant's length ---------------------------------------------
+
+SLOTS = WeeklyHours.parse("Mon-Sun 18:00-22:00", BERLIN)
+
+
+def test_a_grant_in_a_reserved_slot_is_cut_to_the_shorter_of_tool_limit_and_reservation():
+    laser = ToolAccess("laser-1", training="laser", max_s=3600, scarce=SLOTS)
+    at = local("Mon 2026-12-07 18:00")
+    long_booking = [Reservation("ada", at, at + timedelta(hours=3))]
+    assert decide(laser, ADA, at, reservations=long_booking).reply == Grant("ada", "Ada L.", 3600)
+    short_booking = [Reservation("ada", at, at + timedelta(minutes=20))]
+    assert decide(laser, ADA, at, reservations=short_booking).reply == Grant("ada", "Ada L.", 1200)
+
+
+def test_a_reservation_covers_its_first_instant_and_not_its_last():
+    laser = ToolAccess("laser-1", training="laser", max_s=3600, scarce=SLOTS)
+    at = local("Mon 2026-12-07 19:00")
+    booking = [Reservation("ada", at, at + timedelta(hours=1))]
+    assert isinstance(decide(laser, ADA, at, reservations=booking).reply, Grant)
+    end = at + timedelta(hours=1)
+    assert decide(laser, ADA, end, reservations=booking).reply == Deny("no_reservation", "ada")
+
+
+def test_a_replayed_badge_records_the_decision_with_its_reservation():
+    laser = ToolAccess("laser-1", training="laser", max_s=3600, scarce=SLOTS)
+    at = local("Mon 2026-12-07 18:00")
+    booking = [Reservation("ada", at, at + timedelta(minutes=20))]
+    out = decide(laser, ADA, at, reservations=booking, replay=True)
+    assert out.reply == NoReply("replay", Grant("ada", "Ada L.", 1200))
+    late = decide(laser, ADA, local("Mon 2026-12-07 23:00"), replay=True)
+    assert late.reply == NoReply("replay", Grant("ada", "Ada L.", 3600))
+
+
+def test_a_trainee_badging_the_instant_the_trainer_did_is_inducted():
+    trainer = MemberAccess("tom", "Tom T.", trainings={"laser": None}, trains=frozenset({"laser"}))
+    laser = ToolAccess("laser-1", training="laser", max_s=3600)
+    at = local("Mon 2026-12-07 18:00")
+    pending = decide(laser, trainer, at).pending
+    out = decide(laser, MemberAccess("bea", "Bea B."), at, pending=pending)
+    assert out.training is not None and out.training.trainee == "bea"
+
+
+def test_the_reply_is_compact_utf8_json_as_a_device_reads_it():
+    assert reply_payload(7, Grant("zoe", "Zoë Ø", 60)) == (
+        '{"re":7,"action":"grant","member":"Zoë Ø","max_s":60}'.encode()
+    )

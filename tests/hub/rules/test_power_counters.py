@@ -91,3 +91,56 @@ def test_a_session_boundary_between_counter_readings_is_not_counted_twice():
 def test_a_plug_without_any_counter_is_estimated_from_its_power():
     readings = [(0, partial(1200)), (30, partial(0)), (60, partial(0))]
     assert metered(readings) == pytest.approx(600.0)
+
+
+# --- levels at their edges ------------------------------------------------------------
+
+BANDED = PowerThresholds(off_w=5, busy_w=200, hysteresis_w=20)
+
+
+def test_a_first_reading_inside_the_off_band_counts_as_off():
+    m = PowerMeter(BANDED)
+    assert m.sample(at(0), 6.0).level == "off"  # a tool starts off: 6 W does not leave it
+
+
+def test_a_tool_that_went_away_starts_again_from_off_at_zero_watts():
+    m = PowerMeter(BANDED)
+    m.sample(at(0), 800.0)
+    m.forget_reading()
+    assert (m.level, m.w) == ("off", 0.0)
+    assert m.advance(at(1)).wh == 0.0  # no reading while it was away: nothing drawn
+    assert m.sample(at(2), 24.0).level == "off"  # inside the band above off: still off
+
+
+def test_a_late_reading_reports_the_level_and_power_that_still_hold():
+    m = PowerMeter(BANDED)
+    m.sample(at(10), 300.0)
+    out = m.sample(at(5), 0.0)
+    assert (out.segment, out.level, out.w, out.note) == (None, "busy", 300.0, "late")
+
+
+def test_zero_and_small_power_are_not_negative():
+    m = PowerMeter(BANDED)
+    assert m.sample(at(0), 0.0).note is None
+    assert (m.sample(at(1), 0.5).note, m.w) == (None, 0.5)
+    out = m.sample(at(2), -0.5)
+    assert (out.note, out.w) == ("negative_power", 0.0)
+
+
+def test_off_and_busy_thresholds_may_be_equal_but_not_crossed():
+    assert PowerThresholds(off_w=50, busy_w=50).busy_w == 50
+    with pytest.raises(ValueError) as caught:
+        PowerThresholds(off_w=60, busy_w=50)
+    assert str(caught.value) == "off_w (60) must not be above busy_w (50)"
+    with pytest.raises(ValueError) as caught:
+        PowerThresholds(hysteresis_w=-1)
+    assert str(caught.value) == "hysteresis_w must be a finite number >= 0, got -1"
+
+
+def test_two_session_boundaries_between_counter_readings_are_not_counted_twice():
+    m = PowerMeter(LASER)
+    m.sample(at(0), 600.0, wh_total=0.0)
+    first = m.advance(at(20)).wh  # ada's session ends: 200 Wh estimated
+    second = m.advance(at(40)).wh  # bob's ends too: 200 more
+    third = m.sample(at(60), 0.0, wh_total=500.0).segment.wh  # the counter: 500 in all
+    assert (first, second, third) == pytest.approx((200.0, 200.0, 100.0))

@@ -1,6 +1,7 @@
-"""A two-card handover as the floor shows it, and a tool's events through ``feed()``, the
+"""A two-card handover as the floor shows it; a tool's events through ``feed()``, the
 path the hub's engine takes for every device event (the done button, the running input,
-a card leaving the reader, power)."""
+a card leaving the reader, power); and a session across a hub restart, a lock and a
+device coming back, with the live state the floor shows between changes."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -258,3 +259,207 @@ def test_carrying_on_a_session_past_its_maximum_closes_it():
     effects = live.carry_on(past, at(190))
     assert only_end(effects).close_reason == "max_duration"
     assert live.session is None
+
+
+def live_states(effects) -> list[tuple[str, str | None, datetime]]:
+    return [(e.state, e.member, e.since) for e in effects if isinstance(e, ToolStateChanged)]
+
+
+# --- what the floor shows between changes -------------------------------------------
+
+
+def test_the_snapshot_shows_the_member_the_level_and_the_watts_since_the_last_change():
+    t = tool()
+    t.start("ada", at(0), name="Ada L.")
+    t.power(812.5, at(1))
+    t.power(790.0, at(2))  # still busy: no new state, but the watts moved
+    snap = t.snapshot(at(3))
+    assert snap == ToolStateChanged("laser-1", "busy", "ada", "Ada L.", at(1), 790.0)
+    assert snap.payload() == {
+        "state": "busy",
+        "member": "Ada L.",
+        "since": "2026-11-26T10:01:00.000Z",
+        "w": 790.0,
+    }
+
+
+def test_a_fresh_tool_shows_free_since_now_with_no_watts():
+    assert tool().snapshot(at(5)) == ToolStateChanged("laser-1", "free", None, None, at(5), None)
+
+
+# --- a hub restart -------------------------------------------------------------------
+
+
+def test_a_restart_closes_at_the_last_event_and_the_next_session_starts_at_hub_time():
+    t = tool()
+    t.start("ada", at(0))
+    t.power(900.0, at(1))
+    effects = t.hub_restart(at(30))
+    end = only_end(effects)
+    assert (end.close_reason, end.end, end.busy_s) == ("hub_restart", at(1), 0.0)
+    assert live_states(effects) == [("busy", None, at(1))]  # the plug still draws 900 W
+    t.start("bob", at(40))
+    assert t.session is not None and t.session.start == at(40)
+
+
+def test_a_resumed_session_is_the_one_that_was_open():
+    t = tool("tap", idle_timeout=timedelta(minutes=10))
+    t.power(900.0, at(-60))  # before the session: not counted
+    t.resume("ada", at(0), name="Ada L.", rx=at(2))
+    s = t.session
+    assert (s.member, s.name, s.start, s.started_rx, s.replayed) == (
+        "ada",
+        "Ada L.",
+        at(0),
+        at(2),
+        False,
+    )
+    t.power(0.0, at(30))  # no device time: 28 minutes of hub time after the badge
+    end = only_end(t.tap_out("ada", at(31)))
+    assert (end.start, end.busy_s, end.wh) == (at(0), 1680.0, 420.0)
+
+
+def test_a_resumed_session_is_received_at_its_start_unless_told_otherwise():
+    t = tool("tap", max_duration=timedelta(hours=1))
+    t.resume("ada", at(0))
+    assert t.session.started_rx == at(0)
+    assert only_end(t.tick(at(60))).close_reason == "max_duration"
+
+
+def test_a_resumed_replayed_session_stays_open_over_another_restart():
+    t = tool()
+    t.resume("ada", at(0), replayed=True)
+    assert t.session.replayed is True
+    assert t.hub_restart(at(5)) == []
+
+
+def test_a_resumed_idle_session_times_out_from_its_badges_arrival():
+    t = tool("timeout", idle_timeout=timedelta(minutes=10))
+    t.resume("ada", at(0), rx=at(3))
+    assert t.tick(at(12)) == []
+    assert only_end(t.tick(at(13))).end == at(0)
+
+
+def test_after_a_resume_an_untimed_event_is_placed_by_hub_time_since_the_badge():
+    t = tool("card_present")
+    t.resume("ada", at(0), rx=at(2))  # the device's clock was 2 minutes behind
+    end = only_end(t.badge_removed("ada", at(12)))
+    assert end.end == at(10)
+
+
+# --- lock, unlock, a device coming back ----------------------------------------------
+
+
+def test_a_lock_shows_locked_from_the_moment_it_was_locked():
+    t = tool()
+    t.start("ada", at(0))
+    effects = t.lock(at(5))
+    assert live_states(effects) == [("locked", None, at(5))]
+    assert live_states(t.unlock(at(9))) == [("free", None, at(9))]
+
+
+def test_a_device_coming_back_still_runs_the_timers():
+    t = tool("tap", max_duration=timedelta(hours=1))
+    t.start("ada", at(0))
+    t.device_offline(at(10))
+    t.start("ada", at(11))
+    effects = t.device_online(at(75))
+    assert only_end(effects).close_reason == "max_duration"
+    assert live_states(effects)[-1][0] == "free"
+
+
+def test_a_device_back_online_shows_its_state_from_the_record_clock():
+    t = tool()
+    t.power(3.0, at(0), device_ts=at(-2))  # this device's clock runs 2 minutes behind
+    t.device_offline(at(1))
+    assert live_states(t.device_online(at(5))) == [("free", None, at(3))]
+
+
+# --- the running input ---------------------------------------------------------------
+
+
+def test_a_late_running_change_is_counted_and_ignored():
+    t = tool("card_present", end_on_stop=True)
+    t.start("ada", at(0))
+    t.running_changed(True, at(10))
+    assert t.running_changed(False, at(11), device_ts=at(7)) == []
+    assert t.late_events == 1
+    t.running_changed(False, at(12), device_ts=at(8))
+    assert t.late_events == 2
+    assert t.session is not None
+
+
+def test_a_print_job_ending_shows_the_tool_free_at_the_jobs_end():
+    t = tool("card_present", end_on_stop=True)
+    t.start("ada", at(0))
+    t.running_changed(True, at(1))
+    effects = t.running_changed(False, at(31))
+    assert live_states(effects) == [("free", None, at(31))]
+    t.start("bob", at(40))
+    assert t.session.start == at(40)
+
+
+def test_the_running_input_keeps_a_timeout_session_alive_and_its_end_starts_the_timer():
+    t = tool("timeout", idle_timeout=timedelta(minutes=10))
+    t.start("ada", at(0))
+    t.running_changed(True, at(1))
+    assert t.tick(at(30)) == []
+    t.running_changed(False, at(31))
+    assert t.tick(at(40)) == []
+    end = only_end(t.tick(at(41)))
+    assert (end.end, end.busy_s) == (at(31), 1800.0)
+
+
+# --- a tool's rules as the shop file gives them --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"policy": "badge"}, "policy must be one of card_present, tap, timeout, got 'badge'"),
+        ({"policy": "timeout"}, "policy 'timeout' needs an idle_timeout"),
+        ({"idle_timeout": timedelta(0)}, "idle_timeout must be positive, got 0:00:00"),
+        ({"max_duration": timedelta(0)}, "max_duration must be positive, got 0:00:00"),
+        (
+            {"max_clock_skew": timedelta(seconds=-1)},
+            "max_clock_skew must not be negative, got -1 day, 23:59:59",
+        ),
+        ({"idle_w": -0.5}, "idle_w must not be negative, got -0.5"),
+    ],
+)
+def test_a_tools_rules_refuse_what_cannot_work_saying_why(kw, says):
+    with pytest.raises(ValueError) as caught:
+        ToolRules(**kw)
+    assert str(caught.value) == says
+
+
+def test_a_tools_rules_allow_their_edges():
+    rules = ToolRules(max_clock_skew=timedelta(0), idle_w=0, off_w=0, busy_w=0)
+    assert (rules.activity_w, rules.max_clock_skew) == (0, timedelta(0))
+    assert ToolRules(idle_w=0.5).activity_w == 0.5
+
+
+def test_idle_time_adds_up_over_several_readings():
+    t = tool()
+    t.start("ada", at(0))
+    t.power(50.0, at(0))  # between off_w and busy_w: idle
+    t.power(60.0, at(10))
+    t.power(55.0, at(20))
+    end = only_end(t.tap_out("ada", at(30)))
+    assert (end.idle_s, end.busy_s) == (1800.0, 0.0)
+
+
+def test_a_running_tool_that_went_offline_is_not_busy_when_it_comes_back():
+    t = tool("card_present")
+    t.running_changed(True, at(0))
+    assert [s["state"] for s in shown(t.device_offline(at(5)))] == ["offline"]
+    assert [s["state"] for s in shown(t.device_online(at(6)))] == ["free"]
+
+
+def test_a_running_input_without_power_readings_counts_busy_time():
+    t = tool("card_present")
+    t.start("ada", at(0))
+    t.running_changed(True, at(0))
+    t.running_changed(False, at(20))
+    end = only_end(t.badge_removed("ada", at(30)))
+    assert (end.busy_s, end.idle_s, end.wh) == (1200.0, 0.0, 0.0)
