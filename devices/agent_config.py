@@ -22,21 +22,12 @@ from hub import __version__
 from hub.config import parse_duration
 from hub.contract.allowlist import load_public_key
 from hub.contract.messages import DEVICE_ID, normalize_uid
+from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError, ContractError
 
 READER_TYPES = ("rdm6300", "pn532", "wiegand", "keyboard_wedge")
 PIN_FACTORIES = ("default", "mock")
 POLICIES = ("tap", "card_present")
-
-
-@dataclass(frozen=True)
-class MqttOptions:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    keepalive: int = 30
 
 
 @dataclass(frozen=True)
@@ -100,7 +91,7 @@ class AgentConfig:
     maintainers: tuple[str, ...] = ()
     pin_factory: str = "default"
     public_key: str | None = None
-    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     reader: ReaderOptions | None = None
     interlock: InterlockOptions | None = None
     indicator: IndicatorOptions | None = None
@@ -276,7 +267,7 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
         tls_ca = s.get("tls_ca", _str)
         if tls_ca and not (base / tls_ca).is_file():
             raise ConfigError("agent.mqtt.tls_ca", f"file {tls_ca} does not exist")
-        cfg["mqtt"] = MqttOptions(
+        cfg["mqtt"] = MqttSettings(
             host=s.get("host", _str, "127.0.0.1"),
             port=s.get("port", _int(1, 65535), 1883),
             username=s.get("username", _str, None),
