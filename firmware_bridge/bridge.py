@@ -920,7 +920,7 @@ def bridge_command(
     passwords = load_passwords(credentials) if credentials else {}
     try:
         bridge = Bridge(
-            MqttSettings.from_config(cfg.mqtt),
+            cfg.mqtt.settings(),
             list(ports),
             node_id=node_id,
             silence=silence,

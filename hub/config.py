@@ -15,13 +15,14 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.contract.messages import DEVICE_ID
+from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError
 
 DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))
@@ -231,6 +232,14 @@ class Key:
     default: Any
 
 
+def _key(parse: Callable[[Any], Any], default: Any) -> Any:
+    """A section field: its parser and its default as written in TOML (``"7d"``).
+
+    ``None`` defaults are optional keys (or, for ``db.url`` and ``http.streams``, derived
+    from other keys in :func:`load_config`)."""
+    return field(metadata={"key": Key(parse, default)})
+
+
 # Threads of the web server that live pages' streams may never take: the pages, the API
 # and /metrics always have these (http.streams <= http.threads - PAGE_THREADS).
 PAGE_THREADS = 8
@@ -241,103 +250,116 @@ def default_streams(threads: int) -> int:
     return max(0, min(threads * 2 // 3, threads - PAGE_THREADS))
 
 
-# The schema: section -> key -> (parser, default).  ``None`` defaults are optional keys.
-SCHEMA: dict[str, dict[str, Key]] = {
-    "site": {
-        "name": Key(_str, "peershop"),
-        # which site's tools and stations this hub runs (several hubs share one database)
-        "id": Key(_site_id, DEFAULT_SITE),
-        "data_dir": Key(_path, "./data"),
-        "timezone": Key(_timezone, "UTC"),
-    },
-    "db": {
-        "url": Key(_db_url, None),  # default derived from site.data_dir
-    },
-    "mqtt": {
-        "host": Key(_str, "127.0.0.1"),
-        "port": Key(_port, 1883),
-        "username": Key(_opt_str, None),
-        "password": Key(_opt_str, None),
-        "tls_ca": Key(_opt_str, None),
-        "client_id": Key(_str, "peershop-hub"),
-        "keepalive": Key(_int_range(5, 3600), 30),
-    },
-    "http": {
-        "listen": Key(_listen, "127.0.0.1:8080"),
-        # browsers at these addresses (the wall screen) see member names without a login
-        "kiosk_networks": Key(_networks, []),
-        # waitress's worker threads; each open live page (SSE stream) holds one
-        "threads": Key(_int_range(PAGE_THREADS, 1024), 48),
-        # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3
-        # of the threads
-        "streams": Key(_int_range(0, 1024 - PAGE_THREADS), None),
-        # streams one client address may hold, so one client cannot take them all
-        "streams_per_client": Key(_int_range(1, 1024), 4),
-        # the TLS proxy in front: only from these addresses is X-Forwarded-For believed
-        "trusted_proxies": Key(_networks, []),
-        # request bodies larger than this get 413 before anything reads them
-        "max_body_bytes": Key(_int_range(1024, 16 * 1024 * 1024), 64 * 1024),
-        # a kiosk login (badge and PIN) ends after this long without a click or a key
-        "kiosk_idle": Key(_duration_range(timedelta(seconds=10), timedelta(hours=1)), "2m"),
-    },
-    "period": {
-        "length": Key(parse_duration, "7d"),
-        "anchor": Key(_anchor, "monday 00:00"),
-        # `peershop period close` refuses to end a period younger than this (--force
-        # does it anyway): closing twice in a row made a period of one second
-        "min_length": Key(parse_duration, "1h"),
-    },
-    "presence": {
-        # forgotten sign-outs (and task-station efforts) close at this local time
-        "auto_signout": Key(_clock, "04:00"),
-    },
-    "homeassistant": {
-        "discovery": Key(_bool, False),
-        "prefix": Key(_str, "homeassistant"),
-    },
-    "ingest": {
-        "batch_max": Key(_int_range(1, 10000), 1000),
-        "receive_maximum": Key(_int_range(20, 65535), 2000),
-        # decided messages waiting for their commit, at most: past it the MQTT thread
-        # stops reading, so a broker's backlog waits in the broker, not in the hub's memory
-        "max_pending": Key(_int_range(100, 1_000_000), 10_000),
-        "reset_on_start": Key(_bool, False),
-        # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
-        "min_power_w": Key(_number_range(-1_000_000, 1_000_000), 0.0),
-        "max_power_w": Key(_number_range(1, 10_000_000), 100_000.0),
-        "max_wh_total": Key(_number_range(1, 10**15), 1e10),  # 100 kW for over 11 years
-    },
-    # Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
-    # global: every client gets the same).  A queue cap loses messages past it, so the
-    # defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
-    "broker": {
-        # the largest MQTT packet: room for a 5,000-member shop's signed allow-list
-        # (~320 KB) three times over; a device that sends a bigger one is disconnected
-        "max_packet_size": Key(_int_range(65_536, 268_435_460), 1_048_576),
-        # per client, beyond those in flight; more are dropped for that client
-        "max_queued_messages": Key(_int_range(1_000, 100_000_000), 500_000),
-        "max_queued_bytes": Key(_int_range(1_048_576, 1 << 40), 64 << 20),
-    },
-}
+# One dataclass per section: each field's type is what the hub reads, its metadata the
+# parser and the TOML default.  SCHEMA below is derived from them.
 
 
-def _section(name: str) -> type:
-    fields = SCHEMA[name]
-    return dataclass(frozen=True)(
-        type(f"{name.title()}Config", (), {"__annotations__": dict.fromkeys(fields, Any)})
-    )
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str = _key(_str, "peershop")
+    # which site's tools and stations this hub runs (several hubs share one database)
+    id: str = _key(_site_id, DEFAULT_SITE)
+    data_dir: Path = _key(_path, "./data")
+    timezone: ZoneInfo = _key(_timezone, "UTC")
 
 
-SiteConfig = _section("site")
-DbConfig = _section("db")
-MqttConfig = _section("mqtt")
-HttpConfig = _section("http")
-PeriodConfig = _section("period")
-PresenceConfig = _section("presence")
-HomeAssistantConfig = _section("homeassistant")
-IngestConfig = _section("ingest")
-BrokerConfig = _section("broker")
-_SECTIONS = {
+@dataclass(frozen=True)
+class DbConfig:
+    url: str = _key(_db_url, None)  # default derived from site.data_dir
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = _key(_str, "127.0.0.1")
+    port: int = _key(_port, 1883)
+    username: str | None = _key(_opt_str, None)
+    password: str | None = _key(_opt_str, None)
+    tls_ca: str | None = _key(_opt_str, None)
+    client_id: str = _key(_str, "peershop-hub")
+    keepalive: int = _key(_int_range(5, 3600), 30)
+
+    def settings(self) -> MqttSettings:
+        """The broker's address and login for :class:`~hub.contract.mqtt.MqttLink`."""
+        return MqttSettings(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            tls_ca=self.tls_ca,
+            keepalive=self.keepalive,
+        )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] = _key(_listen, "127.0.0.1:8080")
+    # browsers at these addresses (the wall screen) see member names without a login
+    kiosk_networks: tuple[str, ...] = _key(_networks, [])
+    # waitress's worker threads; each open live page (SSE stream) holds one
+    threads: int = _key(_int_range(PAGE_THREADS, 1024), 48)
+    # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3 of
+    # the threads
+    streams: int = _key(_int_range(0, 1024 - PAGE_THREADS), None)
+    # streams one client address may hold, so one client cannot take them all
+    streams_per_client: int = _key(_int_range(1, 1024), 4)
+    # the TLS proxy in front: only from these addresses is X-Forwarded-For believed
+    trusted_proxies: tuple[str, ...] = _key(_networks, [])
+    # request bodies larger than this get 413 before anything reads them
+    max_body_bytes: int = _key(_int_range(1024, 16 * 1024 * 1024), 64 * 1024)
+    # a kiosk login (badge and PIN) ends after this long without a click or a key
+    kiosk_idle: timedelta = _key(_duration_range(timedelta(seconds=10), timedelta(hours=1)), "2m")
+
+
+@dataclass(frozen=True)
+class PeriodConfig:
+    length: timedelta = _key(parse_duration, "7d")
+    # the weekday (0 = Monday) and local time at which periods start
+    anchor: tuple[int, time] = _key(_anchor, "monday 00:00")
+    # `peershop period close` refuses to end a period younger than this (--force does it
+    # anyway): closing twice in a row made a period of one second
+    min_length: timedelta = _key(parse_duration, "1h")
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    # forgotten sign-outs (and task-station efforts) close at this local time
+    auto_signout: time = _key(_clock, "04:00")
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    discovery: bool = _key(_bool, False)
+    prefix: str = _key(_str, "homeassistant")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    batch_max: int = _key(_int_range(1, 10000), 1000)
+    receive_maximum: int = _key(_int_range(20, 65535), 2000)
+    # decided messages waiting for their commit, at most: past it the MQTT thread stops
+    # reading, so a broker's backlog waits in the broker, not in the hub's memory
+    max_pending: int = _key(_int_range(100, 1_000_000), 10_000)
+    reset_on_start: bool = _key(_bool, False)
+    # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
+    min_power_w: float = _key(_number_range(-1_000_000, 1_000_000), 0.0)
+    max_power_w: float = _key(_number_range(1, 10_000_000), 100_000.0)
+    max_wh_total: float = _key(_number_range(1, 10**15), 1e10)  # 100 kW for over 11 years
+
+
+# Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
+# global: every client gets the same).  A queue cap loses messages past it, so the
+# defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
+@dataclass(frozen=True)
+class BrokerConfig:
+    # the largest MQTT packet: room for a 5,000-member shop's signed allow-list (~320 KB)
+    # three times over; a device that sends a bigger one is disconnected
+    max_packet_size: int = _key(_int_range(65_536, 268_435_460), 1_048_576)
+    # per client, beyond those in flight; more are dropped for that client
+    max_queued_messages: int = _key(_int_range(1_000, 100_000_000), 500_000)
+    max_queued_bytes: int = _key(_int_range(1_048_576, 1 << 40), 64 << 20)
+
+
+_SECTIONS: dict[str, type] = {
     "site": SiteConfig,
     "db": DbConfig,
     "mqtt": MqttConfig,
@@ -349,28 +371,35 @@ _SECTIONS = {
     "broker": BrokerConfig,
 }
 
+# The schema: section -> key -> (parser, default), read off the section classes.
+SCHEMA: dict[str, dict[str, Key]] = {
+    name: {f.name: f.metadata["key"] for f in fields(cls)} for name, cls in _SECTIONS.items()
+}
+
 
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration; ``source`` is the file it came from, if any."""
 
-    site: Any
-    db: Any
-    mqtt: Any
-    http: Any
-    period: Any
-    presence: Any
-    homeassistant: Any
-    ingest: Any
-    broker: Any
+    site: SiteConfig
+    db: DbConfig
+    mqtt: MqttConfig
+    http: HttpConfig
+    period: PeriodConfig
+    presence: PresenceConfig
+    homeassistant: HomeAssistantConfig
+    ingest: IngestConfig
+    broker: BrokerConfig
     source: Path | None = None
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
-        """A copy with some keys changed, e.g. ``cfg.replace(mqtt={"port": 1884})``."""
-        raw = {name: dict(vars(getattr(self, name))) for name in SCHEMA}
-        for name, values in sections.items():
-            raw[name].update(values)
-        return Config(**{n: _SECTIONS[n](**raw[n]) for n in SCHEMA}, source=self.source)
+        """A copy with some keys changed, e.g. ``cfg.replace(mqtt={"port": 1884})``.
+
+        The values are taken as given (already parsed), not checked again."""
+        changed = {
+            name: replace(getattr(self, name), **values) for name, values in sections.items()
+        }
+        return replace(self, **changed)
 
 
 def _find(path: str | Path | None, search: Iterable[Path]) -> Path | None:
