@@ -8,7 +8,8 @@ from typing import get_args, get_origin, get_type_hints
 
 import pytest
 
-from hub.config import SCHEMA, load_config, parse_duration
+from hub.checks import duration as parse_duration
+from hub.config import SCHEMA, load_config
 from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError
 
