@@ -371,8 +371,8 @@ def load_config(
         for problem in checks.unknown_keys([key], SCHEMA[section]):
             raise ConfigError(f"{section}.{key}", f"{problem} (from environment {name})")
         raw.setdefault(section, {})[key] = value
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {}).update(values)
+    for section, changes in (overrides or {}).items():
+        raw.setdefault(section, {}).update(changes)
 
     parsed: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
