@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub import checks
 from hub.contract.messages import DEVICE_ID
-from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hub.contract.mqtt import MqttSettings
 
 DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -202,6 +204,8 @@ class MqttConfig:
 
     def settings(self) -> MqttSettings:
         """The broker's address and login for :class:`~hub.contract.mqtt.MqttLink`."""
+        from hub.contract.mqtt import MqttSettings  # start-up time: paho only for a link
+
         return MqttSettings(
             host=self.host,
             port=self.port,
