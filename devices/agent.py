@@ -65,7 +65,7 @@ from hub.contract.messages import (
     normalize_uid,
     status_topic,
 )
-from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
+from hub.contract.mqtt import MqttLink, Received, Will
 from hub.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
@@ -168,14 +168,7 @@ class Agent:
             raise
 
         self.link = MqttLink(
-            MqttSettings(
-                host=cfg.mqtt.host,
-                port=cfg.mqtt.port,
-                username=cfg.mqtt.username,
-                password=cfg.mqtt.password,
-                tls_ca=cfg.mqtt.tls_ca,
-                keepalive=cfg.mqtt.keepalive,
-            ),
+            cfg.mqtt,
             cfg.id,
             on_message=self._on_message,
             on_connected=self._on_connected,

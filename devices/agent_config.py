@@ -2,7 +2,7 @@
 
 A key that is wrong stops the agent with a :class:`~hub.errors.ConfigError` naming it as
 ``agent.<section>.<key>`` and the reason, e.g.
-``config key agent.reader.type: unknown reader 'x' (rdm6300, pn532, wiegand, keyboard_wedge)``.
+``config key agent.reader.type: must be one of rdm6300, pn532, wiegand, keyboard_wedge, not 'x'``.
 Every driver section is optional; docs/agent.md lists the keys and their defaults.
 
 >>> cfg = parse_agent_config({"id": "drill-node", "interlock": {"pin": 5}})
@@ -18,25 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub import __version__
-from hub.config import parse_duration
+from hub import __version__, checks
 from hub.contract.allowlist import load_public_key
 from hub.contract.messages import DEVICE_ID, normalize_uid
+from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError, ContractError
 
 READER_TYPES = ("rdm6300", "pn532", "wiegand", "keyboard_wedge")
 PIN_FACTORIES = ("default", "mock")
 POLICIES = ("tap", "card_present")
-
-
-@dataclass(frozen=True)
-class MqttOptions:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    keepalive: int = 30
 
 
 @dataclass(frozen=True)
@@ -100,7 +90,7 @@ class AgentConfig:
     maintainers: tuple[str, ...] = ()
     pin_factory: str = "default"
     public_key: str | None = None
-    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     reader: ReaderOptions | None = None
     interlock: InterlockOptions | None = None
     indicator: IndicatorOptions | None = None
@@ -128,53 +118,7 @@ class AgentConfig:
 # --- value checkers: raise ValueError with the reason -------------------------------------
 
 
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {v!r}")
-    return v
-
-
-def _int(lo: int, hi: int):
-    def parse(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"expected an integer from {lo} to {hi}, got {v!r}")
-        return v
-
-    return parse
-
-
-_gpio = _int(0, 53)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _positive(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
-    return float(v)
-
-
-def _non_negative(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-        raise ValueError(f"expected a number >= 0, got {v!r}")
-    return float(v)
-
-
-def _seconds(v: Any) -> float:
-    return parse_duration(v).total_seconds()
-
-
-def _choice(choices: tuple[str, ...], what: str):
-    def parse(v: Any) -> str:
-        if v not in choices:
-            raise ValueError(f"unknown {what} {v!r} ({', '.join(choices)})")
-        return v
-
-    return parse
+_gpio = checks.integer(0, 53)
 
 
 class _Section:
@@ -184,9 +128,8 @@ class _Section:
         self.prefix = prefix
         if not isinstance(raw, Mapping):
             raise ConfigError(prefix.rstrip("."), "must be a table")
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+        for problem in checks.unknown_keys(raw, known):
+            raise ConfigError(f"{prefix}{problem.key}", str(problem))
         self.raw = raw
 
     def get(self, key: str, parse, default: Any = None, *, required: bool = False) -> Any:
@@ -200,10 +143,7 @@ class _Section:
             raise ConfigError(f"{self.prefix}{key}", str(exc)) from None
 
 
-def _device_id(v: Any) -> str:
-    if not isinstance(v, str) or not DEVICE_ID.fullmatch(v):
-        raise ValueError(f"must match [a-z0-9][a-z0-9-]{{0,62}}, got {v!r}")
-    return v
+_device_id = checks.matches(DEVICE_ID, "device id", "lowercase letters, digits and '-', at most 63")
 
 
 def _uids(v: Any) -> tuple[str, ...]:
@@ -213,14 +153,14 @@ def _uids(v: Any) -> tuple[str, ...]:
 
 
 def _public_key(v: Any) -> str:
-    key = _str(v).strip()
+    key = checks.text(v).strip()
     load_public_key(key)  # ValueError if it is not 32 bytes of base64
     return key
 
 
 def _mains_hz(v: Any) -> float:
     if v not in (50, 60) or isinstance(v, bool):
-        raise ValueError(f"expected 50 or 60, got {v!r}")
+        raise ValueError(f"must be 50 or 60, not {checks.show(v)}")
     return float(v)
 
 
@@ -257,14 +197,14 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
     base = base or Path.cwd()
     cfg: dict[str, Any] = {
         "id": top.get("id", _device_id, required=True),
-        "state_dir": base / top.get("state_dir", _str, "/var/lib/peershop-agent"),
-        "fw": top.get("fw", _str, __version__),
+        "state_dir": base / top.get("state_dir", checks.text, "/var/lib/peershop-agent"),
+        "fw": top.get("fw", checks.text, __version__),
         "tool": top.get("tool", _device_id),
-        "decide_timeout": top.get("decide_timeout", _seconds, 1.5),
-        "resend_window_s": top.get("resend_window_s", _seconds, 10.0),
-        "policy": top.get("policy", _choice(POLICIES, "policy"), "tap"),
+        "decide_timeout": top.get("decide_timeout", checks.seconds, 1.5),
+        "resend_window_s": top.get("resend_window_s", checks.seconds, 10.0),
+        "policy": top.get("policy", checks.choice(POLICIES), "tap"),
         "maintainers": top.get("maintainers", _uids, ()),
-        "pin_factory": top.get("pin_factory", _choice(PIN_FACTORIES, "pin factory"), "default"),
+        "pin_factory": top.get("pin_factory", checks.choice(PIN_FACTORIES), "default"),
     }
 
     if "mqtt" in raw:
@@ -273,22 +213,22 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
             "agent.mqtt.",
             ("host", "port", "username", "password", "tls_ca", "keepalive"),
         )
-        tls_ca = s.get("tls_ca", _str)
+        tls_ca = s.get("tls_ca", checks.text)
         if tls_ca and not (base / tls_ca).is_file():
             raise ConfigError("agent.mqtt.tls_ca", f"file {tls_ca} does not exist")
-        cfg["mqtt"] = MqttOptions(
-            host=s.get("host", _str, "127.0.0.1"),
-            port=s.get("port", _int(1, 65535), 1883),
-            username=s.get("username", _str, None),
-            password=s.get("password", _str, None),
+        cfg["mqtt"] = MqttSettings(
+            host=s.get("host", checks.host, "127.0.0.1"),
+            port=s.get("port", checks.port, 1883),
+            username=s.get("username", checks.text, None),
+            password=s.get("password", checks.text, None),
             tls_ca=str(base / tls_ca) if tls_ca else None,
-            keepalive=s.get("keepalive", _int(5, 3600), 30),
+            keepalive=s.get("keepalive", checks.integer(5, 3600), 30),
         )
 
     if "hub" in raw:
         s = _Section(raw["hub"], "agent.hub.", ("public_key", "public_key_file"))
         key = s.get("public_key", _public_key)
-        path = s.get("public_key_file", _str)
+        path = s.get("public_key_file", checks.text)
         if key and path:
             raise ConfigError("agent.hub.public_key_file", "give public_key or the file, not both")
         if path:
@@ -320,17 +260,17 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
                 "report_removed",
             ),
         )
-        kind = s.get("type", _choice(READER_TYPES, "reader"), required=True)
+        kind = s.get("type", checks.choice(READER_TYPES), required=True)
         reader = ReaderOptions(
             type=kind,
-            port=s.get("port", _str, "/dev/serial0"),
-            device=s.get("device", _str, required=kind == "keyboard_wedge"),
+            port=s.get("port", checks.text, "/dev/serial0"),
+            device=s.get("device", checks.text, required=kind == "keyboard_wedge"),
             d0=s.get("d0", _gpio, 17),
             d1=s.get("d1", _gpio, 27),
-            fmt=s.get("fmt", _choice(("decimal", "hex"), "format"), "decimal"),
-            hold_time=s.get("hold_time", _non_negative),
-            include_version=s.get("include_version", _bool, True),
-            report_removed=s.get("report_removed", _bool, True),
+            fmt=s.get("fmt", checks.choice(("decimal", "hex")), "decimal"),
+            hold_time=s.get("hold_time", checks.non_negative),
+            include_version=s.get("include_version", checks.flag, True),
+            report_removed=s.get("report_removed", checks.flag, True),
         )
         cfg["reader"] = reader
 
@@ -340,8 +280,8 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
         )
         cfg["interlock"] = InterlockOptions(
             pin=s.get("pin", _gpio, required=True),
-            active_high=s.get("active_high", _bool, True),
-            no_cut_while_busy=s.get("no_cut_while_busy", _bool, False),
+            active_high=s.get("active_high", checks.flag, True),
+            no_cut_while_busy=s.get("no_cut_while_busy", checks.flag, False),
         )
 
     if "indicator" in raw:
@@ -353,7 +293,7 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
             led=led,
             rgb=rgb,
             buzzer=s.get("buzzer", _gpio),
-            active_high=s.get("active_high", _bool, True),
+            active_high=s.get("active_high", checks.flag, True),
         )
 
     if "current_sensor" in raw and "running_input" in raw:
@@ -374,14 +314,14 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
             ),
         )
         sensor = CurrentSensorOptions(
-            channel=s.get("channel", _int(0, 7), 0),
-            amps_per_volt=s.get("amps_per_volt", _positive, 30.0),
-            mains_voltage=s.get("mains_voltage", _positive, 230.0),
+            channel=s.get("channel", checks.integer(0, 7), 0),
+            amps_per_volt=s.get("amps_per_volt", checks.positive, 30.0),
+            mains_voltage=s.get("mains_voltage", checks.positive, 230.0),
             mains_hz=s.get("mains_hz", _mains_hz, 50.0),
-            running_w=s.get("running_w", _non_negative, 100.0),
-            idle_w=s.get("idle_w", _non_negative, 50.0),
-            interval=s.get("interval", _seconds, 1.0),
-            report_every=s.get("report_every", _seconds, 10.0),
+            running_w=s.get("running_w", checks.non_negative, 100.0),
+            idle_w=s.get("idle_w", checks.non_negative, 50.0),
+            interval=s.get("interval", checks.seconds, 1.0),
+            report_every=s.get("report_every", checks.seconds, 10.0),
         )
         if sensor.idle_w > sensor.running_w:
             raise ConfigError("agent.current_sensor.idle_w", "must not be above running_w")
@@ -392,8 +332,8 @@ def parse_agent_config(raw: Mapping[str, Any], *, base: Path | None = None) -> A
         )
         cfg["running_input"] = RunningInputOptions(
             pin=s.get("pin", _gpio, required=True),
-            pull_up=s.get("pull_up", _bool, True),
-            settle_time=s.get("settle_time", _non_negative, 0.2),
+            pull_up=s.get("pull_up", checks.flag, True),
+            settle_time=s.get("settle_time", checks.non_negative, 0.2),
         )
 
     if "buttons" in raw:

@@ -48,7 +48,8 @@ import click
 import serial
 
 from firmware_bridge.framing import FrameDecoder, Rejection, encode_frame
-from hub.config import load_config, parse_duration
+from hub import checks
+from hub.config import load_config
 from hub.contract.messages import (
     DEVICE_ID,
     HUB_STATUS_TOPIC,
@@ -874,7 +875,7 @@ def load_passwords(path: Path) -> dict[str, str]:
 
 def _silence(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     try:
-        return parse_duration(value).total_seconds()
+        return checks.seconds(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -920,7 +921,7 @@ def bridge_command(
     passwords = load_passwords(credentials) if credentials else {}
     try:
         bridge = Bridge(
-            MqttSettings.from_config(cfg.mqtt),
+            cfg.mqtt.settings(),
             list(ports),
             node_id=node_id,
             silence=silence,

@@ -12,81 +12,32 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub import checks
 from hub.contract.messages import DEVICE_ID
 from hub.errors import ConfigError
 
+if TYPE_CHECKING:
+    from hub.contract.mqtt import MqttSettings
+
 DEFAULT_SEARCH = (Path("peershop.toml"), Path("/etc/peershop/peershop.toml"))
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: Any) -> timedelta:
-    """``"7d"``, ``"15m"``, ``"1h30m"``, ``"500ms"`` or a number of seconds."""
-    if isinstance(text, bool):
-        raise ValueError("expected a duration such as 15m or 7d")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        s = str(text).strip().lower()
-        pos, seconds = 0, 0.0
-        for m in _DURATION.finditer(s):
-            if s[pos : m.start()].strip():
-                break
-            seconds += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-        if pos == 0 or s[pos:].strip():
-            raise ValueError(f"{text!r} is not a duration such as 15m, 1h30m or 7d")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return timedelta(seconds=seconds)
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value in (None, "") else _str(value)
-
-
-def _port(value: Any) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a port number, got {value!r}") from None
-    if isinstance(value, bool) or not 1 <= port <= 65535:
-        raise ValueError(f"a port must be between 1 and 65535, got {value!r}")
-    return port
-
-
-def _in_range(lo: float, hi: float, convert: Callable[[Any], Any], what: str) -> Callable:
-    def parse(value: Any) -> Any:
-        try:
-            number = convert(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected {what}, got {value!r}") from None
-        if isinstance(value, bool) or not lo <= number <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value!r}")
-        return number
-
-    return parse
+def _opt_text(value: Any) -> str | None:
+    return None if value in (None, "") else checks.text(value)
 
 
 def _duration_range(lo: timedelta, hi: timedelta) -> Callable[[Any], timedelta]:
     def parse(value: Any) -> timedelta:
-        span = parse_duration(value)
+        span = checks.duration(value)
         if not lo <= span <= hi:
             raise ValueError(f"must be between {_span(lo)} and {_span(hi)}, got {value!r}")
         return span
@@ -102,32 +53,23 @@ def _span(span: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    return _in_range(lo, hi, int, "an integer")
-
-
-def _number_range(lo: int, hi: int) -> Callable[[Any], float]:
-    """A number (``float``) from ``lo`` to ``hi``; NaN and infinities are out of range."""
-    return _in_range(lo, hi, float, "a number")
-
-
 def _listen(value: Any) -> tuple[str, int]:
-    host, sep, port = _str(value).rpartition(":")
+    host, sep, port = checks.text(value).rpartition(":")
     if not sep or not host:
         raise ValueError(f"expected host:port, got {value!r}")
-    return host.strip("[]"), _port(port)
+    return host.strip("[]"), checks.port(port)
 
 
 def _timezone(value: Any) -> ZoneInfo:
     try:
-        return ZoneInfo(_str(value))
+        return ZoneInfo(checks.text(value))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r}") from None
 
 
 def _anchor(value: Any) -> tuple[int, time]:
     """``"monday 00:00"``: the weekday and local time at which periods start."""
-    parts = _str(value).strip().lower().split()
+    parts = checks.text(value).strip().lower().split()
     if len(parts) != 2 or parts[0] not in WEEKDAYS:
         raise ValueError(f"expected '<weekday> HH:MM', got {value!r}")
     try:
@@ -139,7 +81,7 @@ def _anchor(value: Any) -> tuple[int, time]:
 
 def _clock(value: Any) -> time:
     try:
-        return time.fromisoformat(_str(value).strip())
+        return time.fromisoformat(checks.text(value).strip())
     except ValueError:
         raise ValueError(f"expected a local time HH:MM, got {value!r}") from None
 
@@ -150,24 +92,18 @@ SITE_ID = DEVICE_ID
 DEFAULT_SITE = "main"
 
 
-def _site_id(value: Any) -> str:
-    text = _str(value).strip()
-    if not SITE_ID.fullmatch(text):
-        raise ValueError(
-            f"a site id is lowercase letters, digits and '-' (at most 63), got {value!r}"
-        )
-    return text
+_site_id = checks.matches(SITE_ID, "site id", "lowercase letters, digits and '-', at most 63")
 
 
 def _path(value: Any) -> Path:
-    return Path(_str(value)).expanduser()
+    return Path(checks.text(value)).expanduser()
 
 
 def _db_url(value: Any) -> str:
     from sqlalchemy.engine import make_url  # start-up time: agents skip it
     from sqlalchemy.exc import ArgumentError  # start-up time: agents skip it
 
-    text = _str(value)
+    text = checks.text(value)
     try:
         url = make_url(text)
     except ArgumentError:
@@ -214,21 +150,18 @@ def _networks(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
 @dataclass(frozen=True)
 class Key:
     parse: Callable[[Any], Any]
     default: Any
+
+
+def _key(parse: Callable[[Any], Any], default: Any) -> Any:
+    """A section field: its parser and its default as written in TOML (``"7d"``).
+
+    ``None`` defaults are optional keys (or, for ``db.url`` and ``http.streams``, derived
+    from other keys in :func:`load_config`)."""
+    return field(metadata={"key": Key(parse, default)})
 
 
 # Threads of the web server that live pages' streams may never take: the pages, the API
@@ -241,103 +174,118 @@ def default_streams(threads: int) -> int:
     return max(0, min(threads * 2 // 3, threads - PAGE_THREADS))
 
 
-# The schema: section -> key -> (parser, default).  ``None`` defaults are optional keys.
-SCHEMA: dict[str, dict[str, Key]] = {
-    "site": {
-        "name": Key(_str, "peershop"),
-        # which site's tools and stations this hub runs (several hubs share one database)
-        "id": Key(_site_id, DEFAULT_SITE),
-        "data_dir": Key(_path, "./data"),
-        "timezone": Key(_timezone, "UTC"),
-    },
-    "db": {
-        "url": Key(_db_url, None),  # default derived from site.data_dir
-    },
-    "mqtt": {
-        "host": Key(_str, "127.0.0.1"),
-        "port": Key(_port, 1883),
-        "username": Key(_opt_str, None),
-        "password": Key(_opt_str, None),
-        "tls_ca": Key(_opt_str, None),
-        "client_id": Key(_str, "peershop-hub"),
-        "keepalive": Key(_int_range(5, 3600), 30),
-    },
-    "http": {
-        "listen": Key(_listen, "127.0.0.1:8080"),
-        # browsers at these addresses (the wall screen) see member names without a login
-        "kiosk_networks": Key(_networks, []),
-        # waitress's worker threads; each open live page (SSE stream) holds one
-        "threads": Key(_int_range(PAGE_THREADS, 1024), 48),
-        # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3
-        # of the threads
-        "streams": Key(_int_range(0, 1024 - PAGE_THREADS), None),
-        # streams one client address may hold, so one client cannot take them all
-        "streams_per_client": Key(_int_range(1, 1024), 4),
-        # the TLS proxy in front: only from these addresses is X-Forwarded-For believed
-        "trusted_proxies": Key(_networks, []),
-        # request bodies larger than this get 413 before anything reads them
-        "max_body_bytes": Key(_int_range(1024, 16 * 1024 * 1024), 64 * 1024),
-        # a kiosk login (badge and PIN) ends after this long without a click or a key
-        "kiosk_idle": Key(_duration_range(timedelta(seconds=10), timedelta(hours=1)), "2m"),
-    },
-    "period": {
-        "length": Key(parse_duration, "7d"),
-        "anchor": Key(_anchor, "monday 00:00"),
-        # `peershop period close` refuses to end a period younger than this (--force
-        # does it anyway): closing twice in a row made a period of one second
-        "min_length": Key(parse_duration, "1h"),
-    },
-    "presence": {
-        # forgotten sign-outs (and task-station efforts) close at this local time
-        "auto_signout": Key(_clock, "04:00"),
-    },
-    "homeassistant": {
-        "discovery": Key(_bool, False),
-        "prefix": Key(_str, "homeassistant"),
-    },
-    "ingest": {
-        "batch_max": Key(_int_range(1, 10000), 1000),
-        "receive_maximum": Key(_int_range(20, 65535), 2000),
-        # decided messages waiting for their commit, at most: past it the MQTT thread
-        # stops reading, so a broker's backlog waits in the broker, not in the hub's memory
-        "max_pending": Key(_int_range(100, 1_000_000), 10_000),
-        "reset_on_start": Key(_bool, False),
-        # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
-        "min_power_w": Key(_number_range(-1_000_000, 1_000_000), 0.0),
-        "max_power_w": Key(_number_range(1, 10_000_000), 100_000.0),
-        "max_wh_total": Key(_number_range(1, 10**15), 1e10),  # 100 kW for over 11 years
-    },
-    # Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
-    # global: every client gets the same).  A queue cap loses messages past it, so the
-    # defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
-    "broker": {
-        # the largest MQTT packet: room for a 5,000-member shop's signed allow-list
-        # (~320 KB) three times over; a device that sends a bigger one is disconnected
-        "max_packet_size": Key(_int_range(65_536, 268_435_460), 1_048_576),
-        # per client, beyond those in flight; more are dropped for that client
-        "max_queued_messages": Key(_int_range(1_000, 100_000_000), 500_000),
-        "max_queued_bytes": Key(_int_range(1_048_576, 1 << 40), 64 << 20),
-    },
-}
+# One dataclass per section: each field's type is what the hub reads, its metadata the
+# parser and the TOML default.  SCHEMA below is derived from them.
 
 
-def _section(name: str) -> type:
-    fields = SCHEMA[name]
-    return dataclass(frozen=True)(
-        type(f"{name.title()}Config", (), {"__annotations__": dict.fromkeys(fields, Any)})
-    )
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str = _key(checks.text, "peershop")
+    # which site's tools and stations this hub runs (several hubs share one database)
+    id: str = _key(_site_id, DEFAULT_SITE)
+    data_dir: Path = _key(_path, "./data")
+    timezone: ZoneInfo = _key(_timezone, "UTC")
 
 
-SiteConfig = _section("site")
-DbConfig = _section("db")
-MqttConfig = _section("mqtt")
-HttpConfig = _section("http")
-PeriodConfig = _section("period")
-PresenceConfig = _section("presence")
-HomeAssistantConfig = _section("homeassistant")
-IngestConfig = _section("ingest")
-BrokerConfig = _section("broker")
-_SECTIONS = {
+@dataclass(frozen=True)
+class DbConfig:
+    url: str = _key(_db_url, None)  # default derived from site.data_dir
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = _key(checks.host, "127.0.0.1")
+    port: int = _key(checks.port, 1883)
+    username: str | None = _key(_opt_text, None)
+    password: str | None = _key(_opt_text, None)
+    tls_ca: str | None = _key(_opt_text, None)
+    client_id: str = _key(checks.text, "peershop-hub")
+    keepalive: int = _key(checks.integer(5, 3600), 30)
+
+    def settings(self) -> MqttSettings:
+        """The broker's address and login for :class:`~hub.contract.mqtt.MqttLink`."""
+        from hub.contract.mqtt import MqttSettings  # start-up time: paho only for a link
+
+        return MqttSettings(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            tls_ca=self.tls_ca,
+            keepalive=self.keepalive,
+        )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] = _key(_listen, "127.0.0.1:8080")
+    # browsers at these addresses (the wall screen) see member names without a login
+    kiosk_networks: tuple[str, ...] = _key(_networks, [])
+    # waitress's worker threads; each open live page (SSE stream) holds one
+    threads: int = _key(checks.integer(PAGE_THREADS, 1024), 48)
+    # live pages streamed at once, more get 503 and poll (docs/web.md); default: 2/3 of
+    # the threads
+    streams: int = _key(checks.integer(0, 1024 - PAGE_THREADS), None)
+    # streams one client address may hold, so one client cannot take them all
+    streams_per_client: int = _key(checks.integer(1, 1024), 4)
+    # the TLS proxy in front: only from these addresses is X-Forwarded-For believed
+    trusted_proxies: tuple[str, ...] = _key(_networks, [])
+    # request bodies larger than this get 413 before anything reads them
+    max_body_bytes: int = _key(checks.integer(1024, 16 * 1024 * 1024), 64 * 1024)
+    # a kiosk login (badge and PIN) ends after this long without a click or a key
+    kiosk_idle: timedelta = _key(_duration_range(timedelta(seconds=10), timedelta(hours=1)), "2m")
+
+
+@dataclass(frozen=True)
+class PeriodConfig:
+    length: timedelta = _key(checks.duration, "7d")
+    # the weekday (0 = Monday) and local time at which periods start
+    anchor: tuple[int, time] = _key(_anchor, "monday 00:00")
+    # `peershop period close` refuses to end a period younger than this (--force does it
+    # anyway): closing twice in a row made a period of one second
+    min_length: timedelta = _key(checks.duration, "1h")
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    # forgotten sign-outs (and task-station efforts) close at this local time
+    auto_signout: time = _key(_clock, "04:00")
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    discovery: bool = _key(checks.flag, False)
+    prefix: str = _key(checks.text, "homeassistant")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    batch_max: int = _key(checks.integer(1, 10000), 1000)
+    receive_maximum: int = _key(checks.integer(20, 65535), 2000)
+    # decided messages waiting for their commit, at most: past it the MQTT thread stops
+    # reading, so a broker's backlog waits in the broker, not in the hub's memory
+    max_pending: int = _key(checks.integer(100, 1_000_000), 10_000)
+    reset_on_start: bool = _key(checks.flag, False)
+    # a power reading outside these is a dead letter: 1e300 W would make 1e297 Wh
+    min_power_w: float = _key(checks.number(-1_000_000, 1_000_000), 0.0)
+    max_power_w: float = _key(checks.number(1, 10_000_000), 100_000.0)
+    max_wh_total: float = _key(checks.number(1, 10**15), 1e10)  # 100 kW for over 11 years
+
+
+# Limits of the Mosquitto that `peershop mosquitto-config` writes (Mosquitto 2.0's are
+# global: every client gets the same).  A queue cap loses messages past it, so the
+# defaults hold a day of a big shop's events for a hub that is down, in a Pi's memory.
+@dataclass(frozen=True)
+class BrokerConfig:
+    # the largest MQTT packet: room for a 5,000-member shop's signed allow-list (~320 KB)
+    # three times over; a device that sends a bigger one is disconnected
+    max_packet_size: int = _key(checks.integer(65_536, 268_435_460), 1_048_576)
+    # per client, beyond those in flight; more are dropped for that client
+    max_queued_messages: int = _key(checks.integer(1_000, 100_000_000), 500_000)
+    max_queued_bytes: int = _key(checks.integer(1_048_576, 1 << 40), 64 << 20)
+
+
+_SECTIONS: dict[str, type] = {
     "site": SiteConfig,
     "db": DbConfig,
     "mqtt": MqttConfig,
@@ -349,28 +297,35 @@ _SECTIONS = {
     "broker": BrokerConfig,
 }
 
+# The schema: section -> key -> (parser, default), read off the section classes.
+SCHEMA: dict[str, dict[str, Key]] = {
+    name: {f.name: f.metadata["key"] for f in fields(cls)} for name, cls in _SECTIONS.items()
+}
+
 
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration; ``source`` is the file it came from, if any."""
 
-    site: Any
-    db: Any
-    mqtt: Any
-    http: Any
-    period: Any
-    presence: Any
-    homeassistant: Any
-    ingest: Any
-    broker: Any
+    site: SiteConfig
+    db: DbConfig
+    mqtt: MqttConfig
+    http: HttpConfig
+    period: PeriodConfig
+    presence: PresenceConfig
+    homeassistant: HomeAssistantConfig
+    ingest: IngestConfig
+    broker: BrokerConfig
     source: Path | None = None
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
-        """A copy with some keys changed, e.g. ``cfg.replace(mqtt={"port": 1884})``."""
-        raw = {name: dict(vars(getattr(self, name))) for name in SCHEMA}
-        for name, values in sections.items():
-            raw[name].update(values)
-        return Config(**{n: _SECTIONS[n](**raw[n]) for n in SCHEMA}, source=self.source)
+        """A copy with some keys changed, e.g. ``cfg.replace(mqtt={"port": 1884})``.
+
+        The values are taken as given (already parsed), not checked again."""
+        changed = {
+            name: replace(getattr(self, name), **values) for name, values in sections.items()
+        }
+        return replace(self, **changed)
 
 
 def _find(path: str | Path | None, search: Iterable[Path]) -> Path | None:
@@ -408,9 +363,8 @@ def load_config(
             raise ConfigError(section, f"unknown section (known: {', '.join(SCHEMA)})")
         if not isinstance(values, dict):
             raise ConfigError(section, "must be a table")
-        for key in values:
-            if key not in SCHEMA[section]:
-                raise ConfigError(f"{section}.{key}", "unknown key")
+        for problem in checks.unknown_keys(values, SCHEMA[section]):
+            raise ConfigError(f"{section}.{problem.key}", str(problem))
     for name, value in env.items():
         if not name.startswith("PEERSHOP_"):
             continue
@@ -418,11 +372,11 @@ def load_config(
         section, _, key = rest.partition("_")
         if section not in SCHEMA:
             continue  # PEERSHOP_* variables of other tools are not ours to judge
-        if key not in SCHEMA[section]:
-            raise ConfigError(f"{section}.{key}", f"unknown key (from environment {name})")
+        for problem in checks.unknown_keys([key], SCHEMA[section]):
+            raise ConfigError(f"{section}.{key}", f"{problem} (from environment {name})")
         raw.setdefault(section, {})[key] = value
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {}).update(values)
+    for section, changes in (overrides or {}).items():
+        raw.setdefault(section, {}).update(changes)
 
     parsed: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():

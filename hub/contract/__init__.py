@@ -4,7 +4,7 @@
 (signing and checking the allow-lists a reader keeps for when the hub is away) and
 ``mqtt`` (the one MQTT link every process speaks through).  This is the only part of
 hub/ that devices/ and firmware_bridge/ import, besides the base modules hub/config.py,
-hub/errors.py, hub/private_files.py and hub/systemd.py.
+hub/errors.py, hub/checks.py, hub/private_files.py and hub/systemd.py.
 
 May import: the base modules, paho-mqtt, cryptography.  Nothing else of hub/.
 """

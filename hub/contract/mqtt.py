@@ -57,23 +57,16 @@ def packet_size(topic: str, payload: bytes, qos: int) -> int:
 
 @dataclass(frozen=True)
 class MqttSettings:
+    """Where and how to reach the broker: the one type for the hub (``[mqtt]`` of
+    peershop.toml, through ``cfg.mqtt.settings()``), the agent (``[mqtt]`` of agent.toml) and
+    the bridge.  The client id is not here: each process names its own."""
+
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
     password: str | None = None
     tls_ca: str | None = None
     keepalive: int = 30
-
-    @classmethod
-    def from_config(cls, mqtt: Any) -> MqttSettings:
-        return cls(
-            host=mqtt.host,
-            port=mqtt.port,
-            username=mqtt.username,
-            password=mqtt.password,
-            tls_ca=mqtt.tls_ca,
-            keepalive=mqtt.keepalive,
-        )
 
 
 @dataclass(frozen=True, slots=True)

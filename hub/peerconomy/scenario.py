@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from hub import checks
 from hub.errors import ScenarioError
 from hub.peerconomy import economy as pc
 
@@ -94,29 +95,28 @@ def _list(data: dict[str, Any], key: str) -> list[Any]:
 def _entry(value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
     if not isinstance(value, dict):
         raise ScenarioError(f"{where}: must be a mapping with {', '.join(required)}")
-    for key in value:
-        if key not in required and key not in optional:
-            raise ScenarioError(f"{where}: unknown key {key!r}")
+    for problem in checks.unknown_keys(value, (*required, *optional)):
+        raise ScenarioError(f"{where}.{problem.key}: {problem}")
     for key in required:
         if key not in value:
             raise ScenarioError(f"{where}: {key} is missing")
     return value
 
 
+def _check(value: Any, where: str, key: str, check: Callable[[Any], Any]) -> Any:
+    """``check`` (:mod:`hub.checks`); its reason becomes a ScenarioError naming the key."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {key} {exc}") from None
+
+
 def _name(value: Any, where: str, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ScenarioError(f"{where}: {key} must be a non-empty string, not {value!r}")
-    return value
+    return _check(value, where, key, checks.text)
 
 
 def _whole(value: Any, where: str, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(f"{where}: {key} must be a whole number, not {value!r}")
-    if value < minimum:
-        if minimum == 0:
-            raise ScenarioError(f"{where}: {key} must not be negative")
-        raise ScenarioError(f"{where}: {key} must be at least {minimum}")
-    return value
+    return _check(value, where, key, checks.integer(minimum))
 
 
 def _build(where: str, make: Callable[[], Any]) -> Any:
@@ -135,12 +135,12 @@ def parse_scenario(data: Any) -> Scenario:
     """
     if not isinstance(data, dict):
         raise ScenarioError("scenario: must be a mapping with at least 'model'")
-    for key in data:
-        if key not in TOP_KEYS:
-            raise ScenarioError(f"{key}: unknown key; expected one of {', '.join(TOP_KEYS)}")
-    model = data.get("model")
-    if model not in pc.MODELS:
-        raise ScenarioError(f"model: {model!r} is not one of {', '.join(pc.MODELS)}")
+    for problem in checks.unknown_keys(data, TOP_KEYS):
+        raise ScenarioError(f"{problem.key}: {problem}")
+    try:
+        model = checks.choice(pc.MODELS)(data.get("model"))
+    except ValueError as exc:
+        raise ScenarioError(f"model: {exc}") from None
     period = data.get("period", DEFAULT_PERIOD)
     if not isinstance(period, str | int) or isinstance(period, bool):
         raise ScenarioError(f"period: must be a string, not {period!r}")
@@ -226,9 +226,7 @@ def parse_scenario(data: Any) -> Scenario:
         weight = _build(where, lambda t=t: pc.check_weight(t["weight"]))
         slots = _whole(t["slots"], where, "slots", 1)
         volunteers = _whole(t["volunteers"], where, "volunteers", 0)
-        pinned = t.get("pinned", False)
-        if not isinstance(pinned, bool):
-            raise ScenarioError(f"{where}: pinned must be true or false")
+        pinned = _check(t.get("pinned", False), where, "pinned", checks.flag)
         tasks.append(TaskWeight(task, weight, slots, volunteers, pinned))
 
     return Scenario(

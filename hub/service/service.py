@@ -39,7 +39,7 @@ from hub.admin.sites import other_site_devices
 from hub.config import Config
 from hub.contract.allowlist import load_or_create_key
 from hub.contract.messages import HUB_STATUS_TOPIC, TOPIC_PREFIX, DeviceEvent, PowerRange
-from hub.contract.mqtt import MqttLink, MqttSettings, Received, Will
+from hub.contract.mqtt import MqttLink, Received, Will
 from hub.errors import ContractError
 from hub.ledger.closing import close_due_periods
 from hub.ledger.reservations import winning_reservations
@@ -188,7 +188,7 @@ class Hub:
         self.plug_memory = PlugMemory()  # what each plug last said (Shelly partial updates)
         self._boot_rules()
         self.link = MqttLink(
-            MqttSettings.from_config(cfg.mqtt),
+            cfg.mqtt.settings(),
             cfg.mqtt.client_id,
             on_message=self._on_message,
             on_connected=self._on_connected,

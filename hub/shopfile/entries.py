@@ -8,23 +8,22 @@ which reports them all together.  hub/shopfile/parse.py builds the shop from the
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import yaml
 
-from hub.config import parse_duration
+from hub import checks
+from hub.checks import show
 from hub.errors import ShopFileError
 from hub.rules.access import WeeklyHours
 from hub.shopfile.spec import (
     _UTC,
     MAX_ERRORS,
     _describe,
-    _show,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -139,10 +138,8 @@ class _Entry:
         self.prefix = prefix
         self.parent = parent
         self.ok = True
-        known = ", ".join((*required, *optional))
-        for key in data:
-            if key not in required and key not in optional:
-                self.error(f"unknown key {prefix}{key} (known: {known})", key)
+        for problem in checks.unknown_keys(data, (*required, *optional)):
+            self.error(f"{prefix}{problem.key}: {problem}", problem.key)
         for key in required:
             if key not in data:
                 self.error(f"{prefix}{key} is missing")
@@ -172,7 +169,7 @@ class _Entry:
         if value is None:
             return None
         if not isinstance(value, _Mapping):
-            self.error(f"{key} must be a mapping such as {{key: value}}, not {_show(value)}", key)
+            self.error(f"{key} must be a mapping such as {{key: value}}, not {show(value)}", key)
             return None
         return _Entry(
             self.problems,
@@ -184,14 +181,21 @@ class _Entry:
             parent=self,
         )
 
+    def _check(self, key: str, check: Callable[[Any], Any], *, sep: str = " ") -> Any:
+        """``check`` (:mod:`hub.checks`) on the key's value; None and a problem if it fails."""
+        try:
+            return check(self.data.get(key))
+        except ValueError as exc:
+            self.error(f"{self.prefix}{key}{sep}{exc}", key)
+            return None
+
     # --- typed fields; each returns None (and records a problem) when the value is bad
 
     def text(self, key: str, default: str | None = None, max_len: int = 200) -> str | None:
         value = self.data.get(key)
         if value is None:
             return default
-        if not isinstance(value, str) or not value.strip():
-            self.error(f"{self.prefix}{key} must be non-empty text, not {_show(value)}", key)
+        if not self._check(key, checks.text):
             return None
         if len(value) > max_len:
             self.error(f"{self.prefix}{key} is longer than {max_len} characters", key)
@@ -202,30 +206,19 @@ class _Entry:
         value = self.data.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not pattern.fullmatch(value):
-            reason = f"{self.prefix}{key} {_show(value)} is not a valid {what}"
-            self.error(f"{reason} ({_describe(pattern)})", key)
-            return None
-        return value
+        return self._check(key, checks.matches(pattern, what, _describe(pattern)))
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
         value = self.data.get(key)
         if value is None:
             return default
-        if value not in choices:
-            listed = ", ".join(choices)
-            self.error(f"{self.prefix}{key} must be one of {listed}, not {_show(value)}", key)
-            return None
-        return value
+        return self._check(key, checks.choice(choices))
 
     def flag(self, key: str, default: bool) -> bool | None:
         value = self.data.get(key)
         if value is None:
             return default
-        if not isinstance(value, bool):
-            self.error(f"{self.prefix}{key} must be true or false, not {_show(value)}", key)
-            return None
-        return value
+        return self._check(key, checks.flag)
 
     def items(self, key: str) -> list[tuple[int, Any]]:
         """A list's items with their lines; a missing key is an empty list."""
@@ -233,7 +226,7 @@ class _Entry:
         if value is None:
             return []
         if not isinstance(value, _Sequence):
-            self.error(f"{self.prefix}{key} must be a list, not {_show(value)}", key)
+            self.error(f"{self.prefix}{key} must be a list, not {show(value)}", key)
             return []
         return list(zip(value.item_lines, value, strict=True))
 
@@ -241,27 +234,14 @@ class _Entry:
         value = self.data.get(key)
         if value is None:
             return default
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            self.error(f"{self.prefix}{key} must be a number, not {_show(value)}", key)
-            return None
-        if value < 0:
-            self.error(f"{self.prefix}{key} must not be negative, got {value}", key)
-            return None
-        return value
+        number = self._check(key, checks.non_negative)
+        return value if number is not None and not isinstance(value, str) else number
 
     def duration(self, key: str, default: timedelta | None = None) -> timedelta | None:
         value = self.data.get(key)
         if value is None:
             return default
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.error(f"{self.prefix}{key}: {exc}", key)
-            return None
+        return self._check(key, checks.duration, sep=": ")
 
     def hours(self, key: str) -> str | None:
         """Opening hours such as ``Mon-Fri 17:00-22:00; Sat 10:00-18:00`` (WeeklyHours)."""
@@ -279,14 +259,11 @@ class _Entry:
         value = self.data.get(key)
         if value is None:
             return default
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            self.error(f"{self.prefix}{key} must be a number, not {_show(value)}", key)
+        if self._check(key, checks.number()) is None:
             return None
-        return Decimal(str(value))  # YAML's 1.1 is a float; its shortest repr is what was written
+        return Decimal(
+            str(value).strip()
+        )  # YAML's 1.1 is a float; its shortest repr is what was written
 
 
 def _expiry(entry: _Entry, key: str) -> datetime | None:

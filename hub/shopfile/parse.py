@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from hub.checks import show
 from hub.config import DEFAULT_SITE, SITE_ID
 from hub.contract.messages import DEVICE_ID, normalize_uid
 from hub.errors import ContractError, ShopFileError
@@ -81,7 +82,6 @@ from hub.shopfile.spec import (
     _describe,
     _fmt,
     _seconds,
-    _show,
 )
 
 
@@ -100,7 +100,7 @@ class _Parser:
         for i, item in enumerate(value):
             if not isinstance(item, _Mapping):
                 line = value.item_lines[i]
-                self.problems.add(line, f"{name}[{i}]", f"must be a mapping, not {_show(item)}")
+                self.problems.add(line, f"{name}[{i}]", f"must be a mapping, not {show(item)}")
                 continue
             yield i, item
 
@@ -161,7 +161,7 @@ class _Parser:
             items = e.items("roles") if "roles" in item else [(e.line, "member")]
             for line, role in items:
                 if role not in ROLES:
-                    e.error(f"unknown role {_show(role)} (roles are {', '.join(ROLES)})", line=line)
+                    e.error(f"unknown role {show(role)} (roles are {', '.join(ROLES)})", line=line)
                 elif role in roles:
                     e.error(f"role {role!r} is listed twice", line=line)
                 else:
@@ -172,7 +172,7 @@ class _Parser:
             for line, uid in e.items("badges"):
                 if not isinstance(uid, str):
                     e.error(
-                        f"badge {_show(uid)} must be written in quotes, as hex text "
+                        f"badge {show(uid)} must be written in quotes, as hex text "
                         f'such as "04A1B2C3D4E5F6"',
                         line=line,
                     )
@@ -284,9 +284,7 @@ class _Parser:
                 kind = kinds.pop()
                 ref = item[kind]
                 if not isinstance(ref, str) or not PLUG_REF.fullmatch(ref):
-                    e.error(
-                        f"{kind} {_show(ref)} is not a topic ({_describe(PLUG_REF)})", line=line
-                    )
+                    e.error(f"{kind} {show(ref)} is not a topic ({_describe(PLUG_REF)})", line=line)
                     continue
                 channel = self.channel(e, kind, ref, item, line)
                 if channel is None:
@@ -294,7 +292,7 @@ class _Parser:
                 binding = BindingSpec(kind, ref, channel)
             else:
                 e.error(
-                    f"devices: {_show(item)} is neither a device id nor "
+                    f"devices: {show(item)} is neither a device id nor "
                     "{tasmota: TOPIC[, channel: N]} or {shelly: PREFIX[, switch: N]}",
                     line=line,
                 )
@@ -327,7 +325,7 @@ class _Parser:
         ):
             e.error(
                 f"{kind} {ref}: {key} must be a whole number from {first} to {CHANNEL_LAST} "
-                f"(as the plug numbers it), got {_show(value)}",
+                f"(as the plug numbers it), got {show(value)}",
                 line=line,
             )
             return None
@@ -385,7 +383,7 @@ class _Parser:
             resource = e.ident("resource", TOOL_ID, "tool id")
             slots = item.get("slots", 1)
             if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-                e.error(f"slots must be a whole number of at least 1, not {_show(slots)}", "slots")
+                e.error(f"slots must be a whole number of at least 1, not {show(slots)}", "slots")
             hours = e.decimal("hours", Decimal(1))
             if hours is not None and hours <= 0:
                 e.error(f"hours must be more than 0, got {hours}", "hours")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -224,20 +224,6 @@ def _describe(pattern: re.Pattern[str]) -> str:
     if pattern is DEVICE_ID:
         return "lowercase letters, digits and '-', at most 63"
     return "no spaces, '+', '#' or leading '/'"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value) if not isinstance(value, date) else value.isoformat()
 
 
 def _seconds(td: timedelta) -> int | float:

@@ -88,7 +88,8 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError) as err:
         parse_agent_config({"id": "x1", "reader": {"type": "x"}})
     assert str(err.value) == (
-        "config key agent.reader.type: unknown reader 'x' (rdm6300, pn532, wiegand, keyboard_wedge)"
+        "config key agent.reader.type: must be one of rdm6300, pn532, wiegand, keyboard_wedge, "
+        "not 'x'"
     )
     with pytest.raises(ConfigError, match=r"agent.interlock.pin: is required"):
         parse_agent_config({"id": "x1", "interlock": {}})

@@ -1,11 +1,16 @@
 """Config: TOML plus environment overrides, checked at the door."""
 
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
+from types import UnionType
+from typing import get_args, get_origin, get_type_hints
 
 import pytest
 
-from hub.config import load_config, parse_duration
+from hub.checks import duration as parse_duration
+from hub.config import SCHEMA, load_config
+from hub.contract.mqtt import MqttSettings
 from hub.errors import ConfigError
 
 
@@ -153,3 +158,28 @@ def test_the_web_views_limits_and_its_proxy_are_checked_at_the_door(tmp_path):
     ):
         with pytest.raises(ConfigError, match=rf"http\.{key.lower()}: .*{reason}"):
             load_config(None, env={f"PEERSHOP_HTTP_{key}": value}, search=())
+
+
+def test_every_section_holds_values_of_the_types_it_declares(tmp_path):
+    """The sections are typed dataclasses: what the parsers return is what callers get."""
+    path = tmp_path / "peershop.toml"
+    path.write_text(
+        '[mqtt]\nusername = "hub"\npassword = "secret"\n'
+        '[http]\nkiosk_networks = ["10.0.5.20/32"]\nstreams = 8\n'
+    )
+    cfg = load_config(path, env={}, search=())
+    for section in fields(cfg):
+        if section.name == "source":
+            continue
+        value = getattr(cfg, section.name)
+        hints = get_type_hints(type(value))
+        assert set(hints) == set(SCHEMA[section.name])
+        for key, hint in hints.items():
+            allowed = get_args(hint) if get_origin(hint) is UnionType else (hint,)
+            classes = tuple(get_origin(t) or t for t in allowed)
+            assert isinstance(getattr(value, key), classes), f"{section.name}.{key}"
+
+
+def test_the_mqtt_section_gives_the_links_settings():
+    cfg = load_config(None, env={"PEERSHOP_MQTT_KEEPALIVE": "60"}, search=())
+    assert cfg.mqtt.settings() == MqttSettings(host="127.0.0.1", port=1883, keepalive=60)

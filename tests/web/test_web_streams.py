@@ -153,7 +153,7 @@ def test_streams_and_threads_are_checked_at_the_door(tmp_path, broker):
         _config(tmp_path, broker, threads=16, streams=9)
     with pytest.raises(ConfigError, match=r"http\.threads: must be between 8 and 1024"):
         _config(tmp_path, broker, threads=4)
-    with pytest.raises(ConfigError, match=r"http\.streams: expected an integer"):
+    with pytest.raises(ConfigError, match=r"http\.streams: must be a whole number"):
         _config(tmp_path, broker, streams="many")
 
 

@@ -156,7 +156,7 @@ BASE = {
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model": "auction"}, "model: 'auction' is not one of"),
+        ({"model": "auction"}, "model: must be one of flat_rate"),
         ({"modle": "flat_rate"}, "modle: unknown key"),
         (
             {"effort": [{"member": "Z", "task": "t", "hours": 1, "weight": 1}]},
@@ -183,7 +183,7 @@ BASE = {
         ({"effort": [{"member": "A", "task": "t", "hours": 1}]}, "effort[0]: weight is missing"),
         (
             {"effort": [{"member": "A", "task": "t", "hours": 1, "weight": 1, "hour": 2}]},
-            "effort[0]: unknown key 'hour'",
+            "effort[0].hour: unknown key (known: member, task",
         ),
         ({"effort": {"member": "A"}}, "effort: must be a list"),
         ({"use": [{"member": "A", "resource": "laser", "units": -1}]}, "use[0]: units must not"),

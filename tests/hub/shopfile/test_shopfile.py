@@ -268,7 +268,7 @@ def test_a_bad_file_is_rejected_whole_with_every_problem_and_its_line(engine, db
     with pytest.raises(ShopFileError) as exc:
         parse_shop(BAD)
     assert problems(exc) == [
-        "shop.yaml:2: projects[0] (commons): unknown key modle (known: id, name, model, gain, "
+        "shop.yaml:2: projects[0] (commons): modle: unknown key (known: id, name, model, gain, "
         "weight_min, weight_max, weight_mode)",
         "shop.yaml:4: members[0] (ada): badge 12345678 must be written in quotes, "
         'as hex text such as "04A1B2C3D4E5F6"',
@@ -522,7 +522,7 @@ stations:
     assert problems(exc) == [
         "shop.yaml:4: trainings[0] (laser) granted[0] (cleo): "
         "cleo is not a trainer or coordinator, so cannot grant laser",
-        "shop.yaml:8: tools[0] (laser-1): unknown key power.busy_W (known: off_w, idle_w, "
+        "shop.yaml:8: tools[0] (laser-1): power.busy_W: unknown key (known: off_w, idle_w, "
         "busy_w, hysteresis_w, idle_timeout, max_duration)",
         "shop.yaml:9: tools[0] (laser-1): scarce.slots is missing",
         "shop.yaml:9: tools[0] (laser-1): scarce.per_slot must be at most 24h",
