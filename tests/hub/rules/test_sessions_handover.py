@@ -274,12 +274,14 @@ def test_the_snapshot_shows_the_member_the_level_and_the_watts_since_the_last_ch
     t.power(812.5, at(1))
     t.power(790.0, at(2))  # still busy: no new state, but the watts moved
     snap = t.snapshot(at(3))
-    assert snap == ToolStateChanged("laser-1", "busy", "ada", "Ada L.", at(1), 790.0)
+    # the meter's energy so far: a minute at 812.5 W
+    assert snap == ToolStateChanged("laser-1", "busy", "ada", "Ada L.", at(1), 790.0, 13.542)
     assert snap.payload() == {
         "state": "busy",
         "member": "Ada L.",
         "since": "2026-11-26T10:01:00.000Z",
         "w": 790.0,
+        "wh_total": 13.542,
     }
 
 
