@@ -465,3 +465,47 @@ def test_a_running_input_without_power_readings_counts_busy_time():
     t.running_changed(False, at(20))
     end = only_end(t.badge_removed("ada", at(30)))
     assert (end.busy_s, end.idle_s, end.wh) == (1200.0, 0.0, 0.0)
+
+
+# --- clocks, late events and the record's own fields ----------------------------------
+
+
+def test_live_events_from_a_clock_an_hour_behind_are_placed_at_hub_time():
+    t = tool("card_present", end_on_stop=True)
+    t.start("ada", at(0))
+    t.power(900.0, at(10), device_ts=at(-50))
+    t.running_changed(True, at(11), device_ts=at(-49))
+    assert t.meter.at == at(11)
+    end = only_end(t.badge_removed("ada", at(20), device_ts=at(-40)))
+    assert (end.tool, end.member, end.end) == ("laser-1", "ada", at(20))
+    t.start("bob", at(30))
+    assert only_end(t.button("done", at(40), device_ts=at(-20))).end == at(40)
+
+
+def test_a_device_clock_exactly_at_the_allowed_skew_is_believed():
+    t = tool()
+    t.start("ada", at(10), device_ts=at(5))
+    assert t.session.start == at(5)
+
+
+def test_late_events_are_counted_one_each():
+    t = tool()
+    t.start("ada", at(10))
+    t.power(100.0, at(11), device_ts=at(8))
+    t.power(100.0, at(11), device_ts=at(9))
+    assert t.late_events == 2
+    t.button("done", at(12), device_ts=at(9))  # late: ends at the last accounted time
+    assert t.late_events == 3
+
+
+def test_power_exactly_at_idle_w_is_no_activity():
+    t = tool("timeout", idle_timeout=timedelta(minutes=10), idle_w=10)
+    t.start("ada", at(0))
+    t.power(10.0, at(0))
+    assert only_end(t.tick(at(10))).close_reason == "timeout"
+
+
+def test_a_state_change_names_the_tool_and_the_member():
+    t = tool()
+    (change,) = [e for e in t.start("ada", at(0), name="Ada L.") if isinstance(e, ToolStateChanged)]
+    assert (change.tool, change.member, change.name) == ("laser-1", "ada", "Ada L.")
