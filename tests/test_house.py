@@ -36,6 +36,7 @@ READ_THROUGH_QUERIES = {
     "web.tasks": ("sqlalchemy", "hub.store.models"),
     "web.period": ("sqlalchemy", "hub.store.models"),
     "web.me": ("sqlalchemy", "hub.store.models"),
+    "web.api": ("sqlalchemy", "hub.store.models"),
     "web.state": ("hub.store.models",),
 }
 CLOCK_CALLS = {

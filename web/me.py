@@ -20,12 +20,11 @@ from hub.ledger import reservations
 from hub.ledger.member_queries import (
     badges_of,
     balance_history,
-    effort_of,
     member_by_handle,
     scarce_tools,
-    sessions_of,
     trainings_of,
 )
+from hub.store.record_queries import effort_records, sessions_of
 from web.auth import require_role
 from web.charts import bars
 from web.state import committing
@@ -69,7 +68,7 @@ def index(form: ReserveForm | None = None, status: int = 200) -> Any:
     if member is None:  # an API token, not a person
         return render_template("error.html", status=404, message="No member here."), 404
     sessions = sessions_of(session, handle)
-    effort = effort_of(session, handle)
+    effort = effort_records(session, limit=50, member=handle)
     trainings = trainings_of(session, member.id)
     badges = badges_of(session, member.id)
     balances = balance_history(session, handle, BALANCE_PERIODS)

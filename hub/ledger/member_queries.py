@@ -1,7 +1,8 @@
-"""Reads of a member's own page (``/me``): who they are, their sessions, effort,
-trainings, badges, balance per period, and the scarce tools they may bid for.
+"""Reads of a member's own page (``/me``): who they are, their trainings, badges,
+balance per period, and the scarce tools they may bid for.
 
-A member's bids are :func:`hub.ledger.reservations.reservations_of`.  Each function
+Their sessions and effort are :mod:`hub.store.record_queries`, their bids
+:func:`hub.ledger.reservations.reservations_of`.  Each function
 takes a :class:`Session` and returns plain data.
 """
 
@@ -18,14 +19,12 @@ from sqlalchemy.orm import Session
 
 from hub.store.models import (
     Badge,
-    EffortRecord,
     Member,
     Period,
     PeriodBalance,
     Tool,
     Training,
     TrainingGrant,
-    UsageSession,
 )
 
 
@@ -46,69 +45,6 @@ def member_by_handle(session: Session, handle: str | None) -> MemberCard | None:
         select(Member.id, Member.handle, Member.name).where(Member.handle == handle)
     ).first()
     return None if row is None else MemberCard(*row)
-
-
-@dataclass(frozen=True)
-class SessionLine:
-    """One of a member's usage sessions."""
-
-    tool_id: str
-    start: datetime
-    end: datetime | None
-    busy_s: float
-    idle_s: float
-    wh: float
-    close_reason: str | None
-
-
-def sessions_of(session: Session, handle: str, limit: int = 50) -> list[SessionLine]:
-    """The me page's "My sessions": a member's newest usage sessions, open ones included."""
-    rows = session.execute(
-        select(
-            UsageSession.tool_id,
-            UsageSession.start,
-            UsageSession.end,
-            UsageSession.busy_s,
-            UsageSession.idle_s,
-            UsageSession.wh,
-            UsageSession.close_reason,
-        )
-        .where(UsageSession.member == handle)
-        .order_by(UsageSession.start.desc())
-        .limit(limit)
-    )
-    return [
-        SessionLine(tool, start, end, busy or 0.0, idle or 0.0, wh or 0.0, reason)
-        for tool, start, end, busy, idle, wh, reason in rows
-    ]
-
-
-@dataclass(frozen=True)
-class EffortLine:
-    """One of a member's effort records (``hours`` is None while a station runs)."""
-
-    task_id: str | None
-    start: datetime
-    hours: Decimal | None
-    weight: Decimal | None
-    source: str
-
-
-def effort_of(session: Session, handle: str, limit: int = 50) -> list[EffortLine]:
-    """The me page's "My effort": a member's newest effort records."""
-    rows = session.execute(
-        select(
-            EffortRecord.task_id,
-            EffortRecord.start,
-            EffortRecord.hours,
-            EffortRecord.weight,
-            EffortRecord.source,
-        )
-        .where(EffortRecord.member == handle)
-        .order_by(EffortRecord.start.desc())
-        .limit(limit)
-    )
-    return [EffortLine(*row) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ def find_period(session: Session, period_id: int) -> Period | None:
     return session.get(Period, period_id)
 
 
+def newest_periods(session: Session, limit: int) -> list[Period]:
+    """``/api/v1/periods``: the ``limit`` latest periods, running or closed, newest first."""
+    return list(session.scalars(select(Period).order_by(Period.start.desc()).limit(limit)))
+
+
 def balance_totals(session: Session, period_id: int) -> dict[str, dict[str, Decimal]]:
     """Per project, the sums of every member's credited, expected and balance in the
     period: the totals line of the period page and of the API's allocations."""
