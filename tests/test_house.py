@@ -37,6 +37,7 @@ READ_THROUGH_QUERIES = {
     "web.period": ("sqlalchemy", "hub.store.models"),
     "web.me": ("sqlalchemy", "hub.store.models"),
     "web.api": ("sqlalchemy", "hub.store.models"),
+    "web.admin": ("sqlalchemy", "hub.store.models"),
     "web.state": ("hub.store.models",),
 }
 CLOCK_CALLS = {

@@ -39,9 +39,11 @@ class DeviceRecord:
     last_event: LastEvent | None
 
 
-def devices(session: Session) -> list[DeviceRecord]:
-    """``/api/v1/devices``: every device by id, with its newest event."""
-    rows = list(session.scalars(select(Device).order_by(Device.id)))
+def devices(session: Session, *, pending_first: bool = False) -> list[DeviceRecord]:
+    """``/api/v1/devices`` and Admin's device list: every device by id (with
+    ``pending_first``, those waiting for approval first), with its newest event."""
+    order = (Device.approval != "pending", Device.id) if pending_first else (Device.id,)
+    rows = list(session.scalars(select(Device).order_by(*order)))
     event_ids = [d.last_event_id for d in rows if d.last_event_id]
     events: dict[int, LastEvent] = {}
     if event_ids:
