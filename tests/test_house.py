@@ -38,6 +38,7 @@ READ_THROUGH_QUERIES = {
     "web.me": ("sqlalchemy", "hub.store.models"),
     "web.api": ("sqlalchemy", "hub.store.models"),
     "web.admin": ("sqlalchemy", "hub.store.models"),
+    "web.metrics": ("sqlalchemy", "hub.store.models"),
     "web.state": ("hub.store.models",),
 }
 CLOCK_CALLS = {
