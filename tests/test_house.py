@@ -9,7 +9,9 @@ ones inside functions too, so a circle cannot hide behind a late import:
 * hub/rules/ and hub/peerconomy/ import no SQLAlchemy, paho, click or Flask and read
   no clock (they take ``now``);
 * an import inside a function says why on its line (an optional dependency, start-up
-  time, hardware loaded on use).
+  time, hardware loaded on use);
+* the pages of web/ that read through hub/'s query functions import no SQLAlchemy and
+  no models.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ MAX_LINES = 800
 PURE = ("hub.rules", "hub.peerconomy")
 IMPURE_LIBRARIES = ("sqlalchemy", "alembic", "paho", "click", "flask", "werkzeug")
 # Reading the clock: the pure layers take `now` instead.
+# web/ modules whose reads are query functions of hub/store/ and hub/ledger/: no SQL of
+# their own (web/state.py keeps the session factory, so it may name SQLAlchemy's types).
+READ_THROUGH_QUERIES = {
+    "web.floor": ("sqlalchemy", "hub.store.models"),
+    "web.views": ("sqlalchemy", "hub.store.models"),
+    "web.tasks": ("sqlalchemy", "hub.store.models"),
+    "web.period": ("sqlalchemy", "hub.store.models"),
+    "web.me": ("sqlalchemy", "hub.store.models"),
+    "web.api": ("sqlalchemy", "hub.store.models"),
+    "web.admin": ("sqlalchemy", "hub.store.models"),
+    "web.metrics": ("sqlalchemy", "hub.store.models"),
+    "web.state": ("hub.store.models",),
+}
 CLOCK_CALLS = {
     ("datetime", "now"),
     ("datetime", "utcnow"),
@@ -209,3 +224,15 @@ def test_the_checks_see_imports_inside_functions():
     """The walk must find a late import, or the cycle check would prove nothing."""
     late = [i for i in ALL_IMPORTS if i.in_function]
     assert any(i.source == "devices.agent" and i.target == "devices.pn532" for i in late)
+
+
+def test_the_pages_read_through_query_functions():
+    """The floor, tasks, period and me pages run no SQL of their own: a new read is a
+    query function in hub/store/ or hub/ledger/ (docs/architecture.md "A new page")."""
+    assert set(READ_THROUGH_QUERIES) <= set(MODULES)  # a renamed page must not slip out
+    offenders = [
+        f"{i.source}:{i.line}: {i.text.strip()}"
+        for i in ALL_IMPORTS
+        if any(_in(i.target, banned) for banned in READ_THROUGH_QUERIES.get(i.source, ()))
+    ]
+    assert offenders == []

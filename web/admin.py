@@ -15,35 +15,37 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
 from wtforms import BooleanField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
+from hub.admin import admin_queries, credentials
 from hub.admin.enrol import EnrolError, enrol_last_unknown, unknown_badges
+from hub.errors import CredentialError, ToolEditError
 from hub.rules.sessions import POLICIES
 from hub.shopfile.tool_admin import (
-    ToolEditError,
     edit_tool,
     end_grant_override,
     end_override,
+    find_tool,
     form_values,
     grant_training,
+    granting_member,
     holders,
     revoke_training,
+    set_lock,
     shown,
     stored,
 )
-from hub.store.models import ApiToken, BadgeDecision, Device, Member, Tool, Training
+from hub.store import record_queries
 from hub.store.overrides import tool_overrides
-from hub.store.shop_store import bump_shop_version
 from web.auth import (
     PASSWORD_MAX,
     ROLES,
     SecretRuleError,
     create_token,
     require_role,
-    set_password,
-    set_pin,
+    revoke_api_token,
+    set_secret_of,
 )
 from web.state import committing as _write
 
@@ -142,33 +144,20 @@ def _db() -> Any:
     return current_app.extensions["peershop"].db()
 
 
-def _readers(session: Any) -> list[str]:
-    """Readers where a card that belongs to nobody was tapped, latest first."""
-    rows = session.execute(
-        select(BadgeDecision.device_id, func.max(BadgeDecision.id).label("last"))
-        .where(BadgeDecision.member.is_(None))
-        .group_by(BadgeDecision.device_id)
-        .order_by(func.max(BadgeDecision.id).desc())
-        .limit(20)
-    )
-    return [device for device, _ in rows]
-
-
 # The empty first choice of a required list (HTML wants one): nothing is picked by default.
 CHOOSE_MEMBER = SelectChoice("", "Choose a member")
 
 
 def _forms(session: Any) -> dict[str, Any]:
     members = [
-        SelectChoice(m.handle, f"{m.name} (@{m.handle})")
-        for m in session.scalars(select(Member).order_by(Member.handle))
+        SelectChoice(m.handle, f"{m.name} (@{m.handle})") for m in admin_queries.members(session)
     ]
     assign, secret, token = (
         AssignForm(prefix="assign"),
         SecretForm(prefix="secret"),
         TokenForm(prefix="token"),
     )
-    assign.reader.choices = [SelectChoice(r) for r in _readers(session)]
+    assign.reader.choices = [SelectChoice(r) for r in admin_queries.unknown_card_readers(session)]
     # who gets a card or a password is chosen on purpose, not left at the first name
     assign.member.choices = [CHOOSE_MEMBER, *members]
     secret.member.choices = [CHOOSE_MEMBER, *members]
@@ -178,21 +167,18 @@ def _forms(session: Any) -> dict[str, Any]:
 
 def _page(**extra: Any) -> Any:
     session = _db()
-    readers = _readers(session)
+    readers = admin_queries.unknown_card_readers(session)
     unknown = {r: unknown_badges(session, r, limit=3) for r in readers}
-    members = session.scalars(select(Member).order_by(Member.handle)).all()
-    tools = session.scalars(select(Tool).order_by(Tool.id)).all()
+    tools = admin_queries.tools(session)
     return render_template(
         "admin/index.html",
-        members=members,
+        members=admin_queries.members(session),
         unknown=unknown,
-        devices=session.scalars(
-            select(Device).order_by(Device.approval != "pending", Device.id)
-        ).all(),
+        devices=record_queries.devices(session, pending_first=True),
         tools=tools,
-        overridden={t.id: len(tool_overrides(t)) for t in tools},
-        trainings=session.scalars(select(Training).order_by(Training.id)).all(),
-        tokens=session.scalars(select(ApiToken).order_by(ApiToken.id)).all(),
+        overridden={t.id: t.overridden for t in tools},
+        trainings=admin_queries.trainings(session),
+        tokens=admin_queries.tokens(session),
         action=ActionForm(),
         **_forms(session),
         **extra,
@@ -232,19 +218,18 @@ def member_secret() -> Any:
     if not form.validate_on_submit():
         flash("Choose a member and give the new password or PIN.", "error")
         return redirect(url_for("admin.index"))
+    handle = form.member.data
     try:
         with _write(session):
-            member = session.scalar(select(Member).where(Member.handle == form.member.data))
-            if member is None:
+            ended = set_secret_of(session, handle, form.kind.data, form.secret.data)
+            if ended is None:
                 abort(404)
-            setter = set_pin if form.kind.data == "pin" else set_password
-            ended = setter(session, member, form.secret.data)
     except SecretRuleError as exc:
         flash(f"Not set: {exc}.", "error")
         return redirect(url_for("admin.index"))
     # the member's logins end: whoever knew the old secret is logged out too
-    _audit([f"~ member {member.handle}: {form.kind.data} set, {ended} login(s) ended"])
-    flash(f"{form.kind.data} of @{member.handle} set; their logins ({ended}) ended.", "ok")
+    _audit([f"~ member {handle}: {form.kind.data} set, {ended} login(s) ended"])
+    flash(f"{form.kind.data} of @{handle} set; their logins ({ended}) ended.", "ok")
     return redirect(url_for("admin.index"))
 
 
@@ -254,14 +239,14 @@ def approve_device(device_id: str) -> Any:
     session = _db()
     if not ActionForm().validate_on_submit():
         abort(400, description="the form expired; reload the page")
-    with _write(session):
-        device = session.get(Device, device_id)
-        if device is None:
-            abort(404, description=f"no device {device_id}")
-        if device.approval != "pending":
-            flash(f"{device_id} is {device.approval}, not pending.", "error")
-            return redirect(url_for("admin.index"))
-        device.approval = "approved"
+    try:
+        with _write(session):
+            before = credentials.approve_device(session, device_id)
+    except CredentialError as exc:
+        abort(404, description=str(exc))
+    if before != "pending":
+        flash(f"{device_id} is {before}, not pending.", "error")
+        return redirect(url_for("admin.index"))
     _audit([f"~ device {device_id}: pending -> approved"])
     flash(f"Device {device_id} approved.", "ok")
     return redirect(url_for("admin.index"))
@@ -273,15 +258,14 @@ def lock_tool(tool_id: str, action: str) -> Any:
     session = _db()
     if not ActionForm().validate_on_submit():
         abort(400, description="the form expired; reload the page")
-    with _write(session):
-        tool = session.get(Tool, tool_id)
-        if tool is None:
-            abort(404, description=f"no tool {tool_id}")
-        tool.locked = action == "lock"
-        bump_shop_version(session)
+    try:
+        with _write(session):
+            name = set_lock(session, tool_id, action == "lock")
+    except ToolEditError:
+        abort(404, description=f"no tool {tool_id}")
     _audit([f"~ tool {tool_id}: {action}ed"])
     _reload()  # the tool hears it now, not at the next version check
-    flash(f"{tool.name} {action}ed.", "ok")
+    flash(f"{name} {action}ed.", "ok")
     return redirect(url_for("admin.index"))
 
 
@@ -310,33 +294,29 @@ def revoke_token(token_id: int) -> Any:
     if not ActionForm().validate_on_submit():
         abort(400, description="the form expired; reload the page")
     with _write(session):
-        row = session.get(ApiToken, token_id)
-        if row is None:
+        name = revoke_api_token(session, token_id, datetime.now(UTC))
+        if name is None:
             abort(404, description="no such token")
-        row.revoked_at = row.revoked_at or datetime.now(UTC)
-    _audit([f"- token {row.name} (revoked)"])
-    flash(f"Token {row.name} revoked.", "ok")
+    _audit([f"- token {name} (revoked)"])
+    flash(f"Token {name} revoked.", "ok")
     return redirect(url_for("admin.index"))
 
 
 # --- tools and their policies -------------------------------------------------------------
 
 
-def _tool_or_404(session: Any, tool_id: str) -> Tool:
-    tool = session.get(Tool, tool_id)
+def _tool_or_404(session: Any, tool_id: str) -> Any:
+    tool = find_tool(session, tool_id)
     if tool is None:
         abort(404, description=f"no tool {tool_id}")
     return tool
 
 
-def _tool_page(tool: Tool, form: ToolForm, errors: dict[str, str], status: int = 200) -> Any:
+def _tool_page(tool: Any, form: ToolForm, errors: dict[str, str], status: int = 200) -> Any:
     session = _db()
     form.training.choices = [
         SelectChoice("", "none (anyone)"),
-        *(
-            SelectChoice(t.id, f"{t.name} ({t.id})")
-            for t in session.scalars(select(Training).order_by(Training.id))
-        ),
+        *(SelectChoice(t.id, f"{t.name} ({t.id})") for t in admin_queries.trainings(session)),
     ]
     for name, setting in TOOL_FIELDS.items():
         if setting in errors:
@@ -423,16 +403,13 @@ def _grant_form(session: Any, form: GrantForm | None = None) -> GrantForm:
     form = form or GrantForm(prefix="grant")
     form.training.choices = [
         SelectChoice("", "Choose a training"),
-        *(
-            SelectChoice(t.id, f"{t.name} ({t.id})")
-            for t in session.scalars(select(Training).order_by(Training.id))
-        ),
+        *(SelectChoice(t.id, f"{t.name} ({t.id})") for t in admin_queries.trainings(session)),
     ]
     form.member.choices = [
         CHOOSE_MEMBER,
         *(
             SelectChoice(m.handle, f"{m.name} (@{m.handle})")
-            for m in session.scalars(select(Member).order_by(Member.handle))
+            for m in admin_queries.members(session)
         ),
     ]
     return form
@@ -447,7 +424,7 @@ def _trainings_page(form: GrantForm | None = None, status: int = 200) -> Any:
     return (
         render_template(
             "admin/trainings.html",
-            trainings=session.scalars(select(Training).order_by(Training.id)).all(),
+            trainings=admin_queries.trainings(session),
             holders=by_training,
             now=now,
             form=_grant_form(session, form),
@@ -457,9 +434,9 @@ def _trainings_page(form: GrantForm | None = None, status: int = 200) -> Any:
     )
 
 
-def _coordinator(session: Any) -> Member:
+def _coordinator(session: Any) -> Any:
     """The member who grants: a coordinator token belongs to nobody, so it cannot."""
-    member = session.get(Member, current_user.member_id) if current_user.member_id else None
+    member = granting_member(session, current_user.member_id)
     if member is None:
         abort(403, description="a training is granted by a member: log in as one")
     return member

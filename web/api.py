@@ -17,12 +17,12 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user
-from sqlalchemy import select
 
 from hub import __version__
 from hub.contract.allowlist import public_key_b64
-from hub.ledger import taskboard
-from hub.store.models import Device, EffortRecord, Event, Period, Task, UsageSession
+from hub.ledger import board_queries, taskboard
+from hub.ledger.period_queries import newest_periods
+from hub.store import record_queries
 from web.auth import can_see_names, require_role
 from web.errors import api_error
 from web.openapi import openapi_document
@@ -131,25 +131,19 @@ def tools() -> Any:
 @bp.get("/devices")
 def devices() -> Any:
     session = _state().db()
-    rows = list(session.scalars(select(Device).order_by(Device.id)))
-    event_ids = [d.last_event_id for d in rows if d.last_event_id]
-    events = (
-        {ev.id: ev for ev in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
-        if event_ids
-        else {}
-    )
+    rows = record_queries.devices(session)
     out = []
     for d in rows:
-        ev = events.get(d.last_event_id or 0)
+        ev = d.last_event
         out.append(
             {
                 "id": d.id,
                 "approval": d.approval,
-                "online": bool(d.online),
+                "online": d.online,
                 "last_seen": iso(d.last_seen),
                 "boot": d.boot,
                 "fw": d.fw,
-                "kind": list(d.kind or []),
+                "kind": d.kind,
                 "last_event": None
                 if ev is None
                 else {
@@ -180,18 +174,9 @@ def sessions() -> Any:
     tool = _text("tool")
     member = _whose(_text("member"))
     since, until, limit = _instant("since"), _instant("until"), _limit()
-    # Newest first by record id: a session row is written when it opens, so id order is
-    # start order, and the primary key serves it without sorting 100,000 rows.
-    query = select(UsageSession).order_by(UsageSession.id.desc())
-    if tool is not None:
-        query = query.where(UsageSession.tool_id == tool)
-    if member is not None:
-        query = query.where(UsageSession.member == member)
-    if since is not None:  # sessions that overlap [since, until)
-        query = query.where((UsageSession.end.is_(None)) | (UsageSession.end >= since))
-    if until is not None:
-        query = query.where(UsageSession.start < until)
-    rows = _state().db().scalars(query.limit(limit))
+    rows = record_queries.usage_sessions(
+        _state().db(), limit=limit, tool=tool, member=member, since=since, until=until
+    )
     return jsonify(
         {
             "sessions": [
@@ -225,17 +210,13 @@ def effort() -> Any:
         period = period_or_404(_state().db(), int(period_id))
         since = max(since, period.start) if since else period.start
         until = min(until, period.end) if until else period.end
-    query = select(EffortRecord).order_by(EffortRecord.start.desc(), EffortRecord.id.desc())
-    if member is not None:
-        query = query.where(EffortRecord.member == member)
-    if since is not None:
-        query = query.where(EffortRecord.start >= since)
-    if until is not None:
-        query = query.where(EffortRecord.start < until)
-    return jsonify({"effort": [_effort(r) for r in _state().db().scalars(query.limit(limit))]})
+    rows = record_queries.effort_records(
+        _state().db(), limit=limit, member=member, since=since, until=until
+    )
+    return jsonify({"effort": [_effort(r) for r in rows]})
 
 
-def _effort(r: EffortRecord) -> dict[str, Any]:
+def _effort(r: record_queries.EffortLine) -> dict[str, Any]:
     weighted = None if r.hours is None or r.weight is None else r.hours * r.weight
     return {
         "id": r.id,
@@ -315,7 +296,7 @@ def _actor(task_id: str) -> tuple[Any, str]:
     if handle is None:
         abort(403, description="this token belongs to no member; use a member's token")
     session = _state().db()
-    if session.get(Task, task_id) is None:
+    if not board_queries.task_exists(session, task_id):
         abort(404, description=f"no task {task_id}")
     return session, handle
 
@@ -440,7 +421,7 @@ def want_task(task_id: str) -> Any:
 @bp.get("/periods")
 @require_role("member")
 def periods() -> Any:
-    rows = _state().db().scalars(select(Period).order_by(Period.start.desc()).limit(_limit()))
+    rows = newest_periods(_state().db(), _limit())
     return jsonify(
         {
             "periods": [

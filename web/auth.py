@@ -496,6 +496,15 @@ def set_pin(session: Session, member: Member, pin: str) -> int:
     return logins.end_all(session, member.id)
 
 
+def set_secret_of(session: Session, handle: str, kind: str, secret: str) -> int | None:
+    """Set the password (or with ``kind`` ``pin`` the kiosk PIN) of the member named
+    ``handle`` (Admin); how many logins ended, or None when no member has that handle."""
+    member = session.scalar(select(Member).where(Member.handle == handle))
+    if member is None:
+        return None
+    return (set_pin if kind == "pin" else set_password)(session, member, secret)
+
+
 def _login_row(session: Session, member: Member) -> WebLogin:
     row = session.get(WebLogin, member.id)
     if row is None:
@@ -513,3 +522,13 @@ def create_token(session: Session, name: str, role: str, member: str | None = No
     session.add(ApiToken(name=name, role=role, member=member, token_hash=token_digest(token)))
     session.flush()
     return token
+
+
+def revoke_api_token(session: Session, token_id: int, now: datetime) -> str | None:
+    """Revoke an API token (Admin); returns its name, or None when there is no such
+    token.  A token revoked already keeps the time it was revoked."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        return None
+    row.revoked_at = row.revoked_at or now
+    return row.name

@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, current_app, render_template
 from flask_login import current_user
 
+from hub.store.floor_queries import device_health, recent_events, recent_runs
 from web.auth import can_see_names
-from web.views import device_health, event_summary, presence, recent_events, recent_runs
+from web.views import event_summary, presence
 
 bp = Blueprint("floor", __name__)
 

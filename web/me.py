@@ -6,7 +6,6 @@ A member asks for a tool's scarce slot here with the highest multiplier they acc
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,22 +13,18 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
 from wtforms import DateTimeLocalField, DecimalField, SelectChoice, SelectField
 from wtforms.validators import DataRequired, NumberRange
 
 from hub.ledger import reservations
-from hub.store.models import (
-    Badge,
-    EffortRecord,
-    Member,
-    Period,
-    PeriodBalance,
-    Tool,
-    Training,
-    TrainingGrant,
-    UsageSession,
+from hub.ledger.member_queries import (
+    badges_of,
+    balance_history,
+    member_by_handle,
+    scarce_tools,
+    trainings_of,
 )
+from hub.store.record_queries import effort_records, sessions_of
 from web.auth import require_role
 from web.charts import bars
 from web.state import committing
@@ -58,41 +53,10 @@ def _db() -> Any:
     return current_app.extensions["peershop"].db()
 
 
-def _scarce_tools(session: Any) -> list[Tool]:
-    return [t for t in session.scalars(select(Tool).order_by(Tool.id)) if t.scarce]
-
-
 def _reserve_form(session: Any) -> ReserveForm:
     form = ReserveForm(prefix="reserve")
-    form.tool.choices = [SelectChoice(t.id, t.name) for t in _scarce_tools(session)]
+    form.tool.choices = [SelectChoice(t.id, t.name) for t in scarce_tools(session)]
     return form
-
-
-def balance_history(session: Any, handle: str) -> list[dict[str, Any]]:
-    """My credited, expected and balance per closed period (all projects), oldest first."""
-    periods = session.execute(
-        select(Period.id, Period.start, Period.end)
-        .join(PeriodBalance, PeriodBalance.period_id == Period.id)
-        .where(PeriodBalance.member == handle)
-        .group_by(Period.id, Period.start, Period.end)
-        .order_by(Period.start.desc())
-        .limit(BALANCE_PERIODS)
-    ).all()
-    if not periods:
-        return []
-    sums: dict[int, dict[str, Decimal]] = defaultdict(
-        lambda: {"credited": Decimal(0), "expected": Decimal(0), "balance": Decimal(0)}
-    )
-    for b in session.scalars(
-        select(PeriodBalance).where(
-            PeriodBalance.member == handle, PeriodBalance.period_id.in_([p.id for p in periods])
-        )
-    ):
-        line = sums[b.period_id]
-        line["credited"] += b.credited
-        line["expected"] += b.expected
-        line["balance"] += b.balance
-    return [{"id": p.id, "start": p.start, "end": p.end, **sums[p.id]} for p in reversed(periods)]
 
 
 @bp.get("/me")
@@ -100,36 +64,14 @@ def balance_history(session: Any, handle: str) -> list[dict[str, Any]]:
 def index(form: ReserveForm | None = None, status: int = 200) -> Any:
     session = _db()
     handle = current_user.handle
-    member = session.scalar(select(Member).where(Member.handle == handle))
+    member = member_by_handle(session, handle)
     if member is None:  # an API token, not a person
         return render_template("error.html", status=404, message="No member here."), 404
-    sessions = session.scalars(
-        select(UsageSession)
-        .where(UsageSession.member == handle)
-        .order_by(UsageSession.start.desc())
-        .limit(50)
-    ).all()
-    effort = session.scalars(
-        select(EffortRecord)
-        .where(EffortRecord.member == handle)
-        .order_by(EffortRecord.start.desc())
-        .limit(50)
-    ).all()
-    trainings = session.execute(
-        select(
-            Training.id,
-            Training.name,
-            TrainingGrant.granted_at,
-            TrainingGrant.expires_at,
-            Member.name,
-        )
-        .join(TrainingGrant, TrainingGrant.training_id == Training.id)
-        .outerjoin(Member, Member.id == TrainingGrant.granted_by_id)
-        .where(TrainingGrant.member_id == member.id)
-        .order_by(Training.id)
-    ).all()
-    badges = session.scalars(select(Badge).where(Badge.member_id == member.id)).all()
-    balances = balance_history(session, handle)
+    sessions = sessions_of(session, handle)
+    effort = effort_records(session, limit=50, member=handle)
+    trainings = trainings_of(session, member.id)
+    badges = badges_of(session, member.id)
+    balances = balance_history(session, handle, BALANCE_PERIODS)
     chart = bars(
         [(f"period {b['id']}", b["balance"]) for b in balances], label="my balance per period"
     )
@@ -144,7 +86,7 @@ def index(form: ReserveForm | None = None, status: int = 200) -> Any:
         balances=balances,
         balance_chart=chart,
         reservations=mine,
-        scarce=_scarce_tools(session),
+        scarce=scarce_tools(session),
         reserve=form or _reserve_form(session),
         action=ActionForm(),
     ), status

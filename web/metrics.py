@@ -13,9 +13,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select
 
-from hub.store.models import DeadLetter, Device, Outbox, UsageSession
+from hub.store.queries import gauges, ping
 from web.stream import StreamSlots, stream_slots
 
 bp = Blueprint("metrics", __name__)
@@ -29,26 +28,15 @@ class HubCollector:
     def collect(self) -> Any:
         hub = self.state.hub
         with self.state.sm() as session:
-            open_sessions = session.scalar(
-                select(func.count(UsageSession.id)).where(UsageSession.end.is_(None))
-            )
-            online = session.scalar(select(func.count(Device.id)).where(Device.online.is_(True)))
-            devices = session.scalar(select(func.count(Device.id)))
-            outbox = session.scalar(select(func.count(Outbox.id)))
-            dead_total = session.scalar(select(func.count(DeadLetter.id)))
-        yield GaugeMetricFamily(
-            "peershop_sessions_open", "Usage sessions open now", value=open_sessions or 0
-        )
-        yield GaugeMetricFamily(
-            "peershop_devices_online", "Devices whose last status is online", value=online or 0
-        )
-        yield GaugeMetricFamily("peershop_devices", "Devices known to the hub", value=devices or 0)
-        yield GaugeMetricFamily(
-            "peershop_outbox_depth", "Hub-to-device messages waiting for PUBACK", value=outbox or 0
-        )
-        yield GaugeMetricFamily(
-            "peershop_dead_letters_stored", "Dead letters in the database", value=dead_total or 0
-        )
+            stored = gauges(session)
+        for name, help_text, key in (
+            ("sessions_open", "Usage sessions open now", "sessions_open"),
+            ("devices_online", "Devices whose last status is online", "devices_online"),
+            ("devices", "Devices known to the hub", "devices"),
+            ("outbox_depth", "Hub-to-device messages waiting for PUBACK", "outbox"),
+            ("dead_letters_stored", "Dead letters in the database", "dead_letters"),
+        ):
+            yield GaugeMetricFamily(f"peershop_{name}", help_text, value=stored[key])
         if hub is None:
             return
         c = hub.counters
@@ -152,7 +140,7 @@ def healthz() -> Any:
     state = current_app.extensions["peershop"]
     try:
         with state.sm() as session:
-            session.execute(select(1))
+            ping(session)
     except Exception as exc:
         return _health(False, f"database: {str(exc).splitlines()[0]}")
     if state.hub is None:

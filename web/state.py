@@ -13,23 +13,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import g
-from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import DEFAULT_SITE, load_config
-from hub.store.models import (
-    ClaimReview,
-    Device,
-    EffortRecord,
-    Member,
-    Period,
-    Task,
-    TaskClaim,
-    TaskState,
-    TaskWant,
-    Tool,
-    ToolBinding,
-    UsageSession,
+from hub.ledger.board_queries import change_marks
+from hub.store.floor_queries import (
+    ToolRow,
+    devices_online,
+    member_names,
+    open_sessions,
+    tool_rows,
 )
 
 if TYPE_CHECKING:
@@ -130,15 +123,13 @@ class WebState:
         """Every tool's state, by site: live from the rules for the tools of the hub's own
         site when a hub runs, else (and for other sites' tools) from the database."""
         now = now or datetime.now(UTC)
-        tools = session.execute(
-            select(Tool.id, Tool.name, Tool.locked, Tool.site).order_by(Tool.site, Tool.id)
-        ).all()
+        tools = tool_rows(session)
         live = self.live_snapshots(now) if self.hub is not None else None
         if live is not None:
             here = self.cfg.site.id
             elsewhere = [t for t in tools if t.site != here]
             stored = {v.id: v for v in self._stored_views(session, elsewhere)}
-            names = self._names(session, [s.member for s in live.values() if s.member])
+            names = member_names(session, [s.member for s in live.values() if s.member])
             views = []
             for tool_id, name, locked, site in tools:
                 if tool_id in stored:
@@ -181,31 +172,15 @@ class WebState:
         # swapping the tool table while we read it.
         return hub.tool_states(now)
 
-    def _names(self, session: Session, handles: list[str]) -> dict[str, str]:
-        if not handles:
-            return {}
-        rows = session.execute(select(Member.handle, Member.name).where(Member.handle.in_(handles)))
-        return {h: n for h, n in rows}
-
-    def _stored_views(self, session: Session, tools: list[Any]) -> list[ToolView]:
+    def _stored_views(self, session: Session, tools: list[ToolRow]) -> list[ToolView]:
         """Without a hub (or at another site): locked, in use (an open session), offline
         (all devices), free."""
-        open_sessions = {
-            row.tool_id: row
-            for row in session.scalars(select(UsageSession).where(UsageSession.end.is_(None)))
-        }
-        names = self._names(session, [s.member for s in open_sessions.values()])
-        devices: dict[str, list[bool]] = {}
-        rows = session.execute(
-            select(ToolBinding.tool_id, Device.online)
-            .join(Device, Device.id == ToolBinding.ref)
-            .where(ToolBinding.kind == "device")
-        )
-        for tool_id, online in rows:
-            devices.setdefault(tool_id, []).append(bool(online))
+        open_now = open_sessions(session)
+        names = member_names(session, [s.member for s in open_now.values() if s.member])
+        devices = devices_online(session)
         views = []
         for tool_id, name, locked, site in tools:
-            open_row = open_sessions.get(tool_id)
+            open_row = open_now.get(tool_id)
             if locked:
                 views.append(ToolView(tool_id, name, "locked", None, None, None, None, site))
             elif open_row is not None:
@@ -214,7 +189,7 @@ class WebState:
                         tool_id,
                         name,
                         "in_use",
-                        names.get(open_row.member, open_row.member),
+                        names.get(open_row.member or "", open_row.member),
                         open_row.member,
                         open_row.start,
                         None,
@@ -226,39 +201,6 @@ class WebState:
             else:
                 views.append(ToolView(tool_id, name, "free", None, None, None, None, site))
         return views
-
-
-def change_marks(session: Session) -> dict[str, tuple[Any, ...]]:
-    """Marks that change whenever the task board (``tasks``) or the periods (``period``)
-    change, whoever changed them: this process, a task station through the hub, a
-    ``peershop`` command or another hub on the same database.
-
-    A claim or a given-back slot changes the claims' count or last id, a done task or a
-    station's effort the last effort id, a confirmed or rejected big claim the reviews'
-    count or last id, a hint the wants, a proposal, an opened or
-    retired task, a pin or a close's new weights the tasks' and states' rows (a few
-    hundred short rows, hashed), and a close the periods' closed count.  Every query is
-    an aggregate or reads a small table, so a check costs about a millisecond.
-    """
-    claims = session.execute(
-        select(func.count(), func.max(TaskClaim.id), func.count(TaskClaim.done_at))
-    ).one()
-    wants = session.execute(select(func.count(), func.max(TaskWant.id))).one()
-    reviews = session.execute(select(func.count(), func.max(ClaimReview.id))).one()
-    effort = session.scalar(select(func.max(EffortRecord.id)))
-    tasks = session.execute(
-        select(Task.id, Task.title, Task.slots, type_coerce(Task.weight, String)).order_by(Task.id)
-    ).all()
-    states = session.execute(
-        select(TaskState.task_id, TaskState.status, TaskState.pinned).order_by(TaskState.task_id)
-    ).all()
-    periods = session.execute(
-        select(func.count(), func.max(Period.id), func.count(Period.closed_at))
-    ).one()
-    return {
-        "tasks": (*claims, *wants, *reviews, effort, hash(tuple(tasks)), hash(tuple(states))),
-        "period": tuple(periods),
-    }
 
 
 class LiveFeed:

@@ -21,12 +21,10 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
-from sqlalchemy import String, select, type_coerce
 from wtforms import DecimalField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from hub.ledger import taskboard
-from hub.store.models import Period, Project, Task, TaskState, TaskWant, TaskWeightHistory
+from hub.ledger import board_queries, taskboard
 from web.auth import require_role
 from web.charts import sparkline
 from web.state import committing
@@ -80,34 +78,19 @@ def weight_history(session: Any) -> dict[str, tuple[float, ...]]:
     a view then costs one query of at most :data:`HISTORY` rows.  The weights are floats:
     they only draw a chart.
     """
-    recent = tuple(
-        session.execute(
-            select(Period.id, Period.closed_at)
-            .where(Period.closed_at.is_not(None))
-            .order_by(Period.start.desc())
-            .limit(HISTORY)
-        ).all()
-    )
+    recent = board_queries.recent_closed_periods(session, HISTORY)
     state = _state()
     cached = state.weight_history
     if cached is not None and cached[0] == recent:
         return cached[1]
-    out: dict[str, list[float]] = defaultdict(list)
-    rows = session.execute(
-        select(TaskWeightHistory.task_id, type_coerce(TaskWeightHistory.weight, String))
-        .where(TaskWeightHistory.period_id.in_([p for p, _ in recent]))
-        .order_by(TaskWeightHistory.period_id)
-    )
-    for task_id, weight in rows:
-        out[task_id].append(float(weight))
-    table = {task_id: tuple(weights) for task_id, weights in out.items()}
+    table = board_queries.weights_in(session, [p for p, _ in recent])
     state.weight_history = (recent, table)
     return table
 
 
 def _propose_form(session: Any) -> ProposeForm:
     form = ProposeForm(prefix="propose")
-    projects = session.execute(select(Project.id, Project.name).order_by(Project.id)).all()
+    projects = board_queries.project_choices(session)
     form.project.choices = [SelectChoice("", "none"), *(SelectChoice(p, n) for p, n in projects)]
     return form
 
@@ -119,16 +102,11 @@ def _board() -> dict[str, Any]:
     now = datetime.now(UTC)
     with committing(session):  # board() creates the running period if none is stored yet
         entries = taskboard.board(session, now, state.cfg)
-    proposed = session.scalars(
-        select(Task)
-        .join(TaskState, TaskState.task_id == Task.id)
-        .where(TaskState.status == "proposed")
-        .order_by(Task.id)
-    ).all()
+    proposed = board_queries.proposed_tasks(session)
     handle = current_user.handle
     mine = set()
     if handle is not None:
-        mine = set(session.scalars(select(TaskWant.task_id).where(TaskWant.member == handle)))
+        mine = board_queries.wanted_by(session, handle)
     history = weight_history(session)
     charts = {
         e.task: sparkline([*history.get(e.task, ()), e.weight], label=f"weight of {e.title}")
@@ -184,7 +162,7 @@ def _act(task_id: str, change: Any, done_message: str | Callable[[Any], str]) ->
     """Run one board change in a transaction; a refused change is a flash, not an error.
     ``done_message`` may be a function of what the change returned."""
     session = _state().db()
-    if session.get(Task, task_id) is None:
+    if not board_queries.task_exists(session, task_id):
         abort(404, description=f"no task {task_id}")
     try:
         with committing(session):

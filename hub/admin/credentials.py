@@ -245,6 +245,18 @@ def add_account(
     return Credentials(id=device_id, username=device_id, password=password)
 
 
+def approve_device(session: Session, device_id: str) -> str:
+    """Approve a device that announced itself (Admin's Approve button); returns its
+    approval before: ``pending`` when approved now, any other is left as it is."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise CredentialError(f"no device {device_id}")
+    before = device.approval
+    if before == "pending":
+        device.approval = "approved"
+    return before
+
+
 def revoke_account(session: Session, device_id: str) -> bool:
     """Take away a device's access; ``False`` if it was revoked already.
 

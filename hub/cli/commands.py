@@ -21,15 +21,15 @@ from hub.cli import ledger_cli, ops_cli
 from hub.cli.context import Context, database, pass_ctx, setup_logging
 from hub.cli.demo import demo_command
 from hub.cli.web_cli import token_group, user_group
-from hub.errors import PeershopError
+from hub.errors import PeershopError, ToolEditError
 from hub.service.broker import PrivateBroker
 from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop, is_change
 from hub.shopfile.parse import parse_shop_file
+from hub.shopfile.tool_admin import set_lock
 from hub.store.db import make_engine, migrate, session_factory
-from hub.store.models import Event, Tool
+from hub.store.models import Event
 from hub.store.queries import counts
-from hub.store.shop_store import bump_shop_version
 from web import serve_hub
 
 
@@ -200,11 +200,9 @@ def _set_lock(ctx: Context, tool_id: str, locked: bool) -> None:
     engine, sm = database(ctx)
     try:
         with sm.begin() as session:
-            row = session.get(Tool, tool_id)
-            if row is None:
-                raise click.ClickException(f"no tool with id {tool_id!r}")
-            row.locked = locked
-            bump_shop_version(session)
+            set_lock(session, tool_id, locked)
+    except ToolEditError as exc:
+        raise click.ClickException(exc.problems["tool"]) from None
     finally:
         engine.dispose()
     state = "locked: sessions end, badges are denied (locked_out)" if locked else "unlocked"

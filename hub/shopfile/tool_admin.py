@@ -217,6 +217,23 @@ def end_override(session: Session, tool_id: str, setting: str) -> list[str]:
     return changes
 
 
+def find_tool(session: Session, tool_id: str) -> Tool | None:
+    """The tool Admin's tool page edits (:func:`form_values`, :func:`edit_tool`), or None."""
+    return session.get(Tool, tool_id)
+
+
+def set_lock(session: Session, tool_id: str, locked: bool) -> str:
+    """Lock a tool for maintenance, or unlock it (``peershop tool lock``, Admin's Lock
+    button); returns the tool's name.  A running hub ends its session and tells its
+    devices at the shop version's next check."""
+    tool = session.get(Tool, tool_id)
+    if tool is None:
+        raise ToolEditError({"tool": f"no tool with id {tool_id!r}"})
+    tool.locked = locked
+    bump_shop_version(session)
+    return tool.name
+
+
 # --- trainings --------------------------------------------------------------------------
 
 
@@ -257,6 +274,12 @@ def holders(session: Session) -> list[Holder]:
         )
         for g, m in rows
     ]
+
+
+def granting_member(session: Session, member_id: int | None) -> Member | None:
+    """The member who grants or revokes a training in Admin (a coordinator token
+    belongs to nobody: None)."""
+    return session.get(Member, member_id) if member_id else None
 
 
 def _grant_row(session: Session, training: str, handle: str) -> tuple[Member, TrainingGrant | None]:

@@ -13,35 +13,41 @@ from hub.store.models import (
     Device,
     EffortRecord,
     Event,
+    Outbox,
     ProjectRules,
     TaskClaim,
     UsageSession,
 )
 
 
-def counts(session: Session) -> dict[str, int]:
-    """``peershop stats``: what the hub has stored so far (docs/configuration.md)."""
+def gauges(session: Session) -> dict[str, int]:
+    """``/metrics``' gauges: what is stored now, counted cheaply (never the event log,
+    which may hold millions of rows and is scraped every few seconds)."""
 
-    def count(column) -> int:
-        return session.scalar(select(func.count(column))) or 0
+    def count(column, *where) -> int:
+        return session.scalar(select(func.count(column)).where(*where)) or 0
 
     return {
-        "events": count(Event.id),
         "dead_letters": count(DeadLetter.id),
         "devices": count(Device.id),
-        "devices_online": session.scalar(
-            select(func.count(Device.id)).where(Device.online.is_(True))
-        )
-        or 0,
-        "devices_pending": session.scalar(
-            select(func.count(Device.id)).where(Device.approval == "pending")
-        )
-        or 0,
-        "sessions_open": session.scalar(
-            select(func.count(UsageSession.id)).where(UsageSession.end.is_(None))
-        )
-        or 0,
+        "devices_online": count(Device.id, Device.online.is_(True)),
+        "devices_pending": count(Device.id, Device.approval == "pending"),
+        "sessions_open": count(UsageSession.id, UsageSession.end.is_(None)),
+        "outbox": count(Outbox.id),
     }
+
+
+def counts(session: Session) -> dict[str, int]:
+    """``peershop stats``: what the hub has stored so far (docs/configuration.md)."""
+    now = gauges(session)
+    events = session.scalar(select(func.count(Event.id))) or 0
+    keys = ("dead_letters", "devices", "devices_online", "devices_pending", "sessions_open")
+    return {"events": events, **{k: now[k] for k in keys}}
+
+
+def ping(session: Session) -> None:
+    """``/healthz``: the database answers a query (raises when it does not)."""
+    session.execute(text("SELECT 1"))
 
 
 def slot_takes(

@@ -14,12 +14,13 @@ import pytest
 
 from hub.config import load_config
 from hub.ledger import taskboard
+from hub.ledger.board_queries import change_marks
 from hub.ledger.periods import open_period
 from hub.store.models import EffortRecord, Period, TaskWeightHistory
 from tests.web import test_web_app as base
 from tests.web.test_web_app import T0, login
 from tests.web.test_web_board import board_order, close_a_period
-from web.state import LiveFeed, WebState, change_marks
+from web.state import LiveFeed, WebState
 
 app, client, sm = base.app, base.client, base.sm
 fast_hashes = base.fast_hashes

@@ -46,6 +46,18 @@ def test_stats_counts_what_is_stored(tmp_path):
     }
 
 
+def test_locking_a_tool_that_does_not_exist_names_it(tmp_path):
+    """``peershop tool lock`` and Admin's Lock button share one function; a typo in the
+    id is an error that names it, and changes nothing."""
+    url = database_url(tmp_path, "p.db")
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    result = CliRunner().invoke(main, ["tool", "lock", "lazer-1"], env={"PEERSHOP_DB_URL": url})
+    assert result.exit_code == 1
+    assert "no tool with id 'lazer-1'" in result.output
+
+
 def test_a_bad_config_stops_start_up_naming_the_key(tmp_path):
     config = tmp_path / "peershop.toml"
     config.write_text("[mqtt]\nport = 99999\n")
