@@ -190,7 +190,7 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
     default = _default_project(projects)
     tasks = {t.id: t for t in session.execute(select(Task)).scalars()}
     tools = {t.id: t for t in session.execute(select(Tool)).scalars()}
-    pooled = {p.id for p in projects.values() if p.model == "production_effort"}
+    pooled = {p.id for p in projects.values() if p.model == pc.Model.PRODUCTION_EFFORT}
     if default not in projects:
         pooled.add(default)
     excluded = []
@@ -391,7 +391,7 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
         ]
         for project_id in project_ids:
             project = data["projects"].get(project_id)
-            model = project.model if project else "production_effort"
+            model = project.model if project else pc.Model.PRODUCTION_EFFORT
             effort = data["effort"].get(project_id, [])
             use = data["use"].get(project_id, [])
             if not effort and not use:

@@ -159,7 +159,7 @@ def _claims_in(session: Session, period_id: int) -> dict[str, list[TaskClaim]]:
 
 def _is_clock(rules: dict[str, ProjectRules], task: Task) -> bool:
     rule = rules.get(task.project_id or "")
-    return rule is not None and rule.weight_mode == "clock"
+    return rule is not None and rule.weight_mode == pc.WeightMode.CLOCK
 
 
 def _weight_now(
@@ -172,7 +172,7 @@ def _weight_now(
 ) -> Decimal:
     """The weight a task shows at ``now``: its posted weight, risen in clock mode."""
     rule = rules.get(task.project_id or "")
-    if rule is None or rule.weight_mode != "clock":
+    if rule is None or rule.weight_mode != pc.WeightMode.CLOCK:
         return task.weight
     return pc.weight_at(
         task.weight,
@@ -697,7 +697,7 @@ def set_rules(
         raise TaskBoardError("gain must be between 0 and 1 and 0 < weight_min <= weight_max")
     rules = session.get(ProjectRules, project)
     if rules is None:
-        rules = ProjectRules(project_id=project, weight_mode="close")
+        rules = ProjectRules(project_id=project, weight_mode=pc.WeightMode.CLOSE)
         session.add(rules)
     rules.gain, rules.weight_min, rules.weight_max = k, lo, hi
     if weight_mode is not None and weight_mode != rules.weight_mode:

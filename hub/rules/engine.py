@@ -38,7 +38,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hub.contract.messages import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
+from hub.contract.messages import (
+    DenyReason,
+    DeviceEvent,
+    DeviceStatus,
+    cmd_topic,
+    tool_state_topic,
+)
 from hub.peerconomy import economy as pc
 from hub.rules.access import (
     STATION_GRANT_S,
@@ -53,7 +59,7 @@ from hub.rules.access import (
     decide,
     reply_payload,
 )
-from hub.rules.presence import Presence, SignedIn, SignedOut, auto_close_time
+from hub.rules.presence import Presence, PresenceReason, SignedIn, auto_close_time
 from hub.rules.records import (
     ClockReading,
     DecisionRec,
@@ -420,9 +426,7 @@ class ShopEngine:
             if state.session is not None:
                 out.extend(self._effects(state.tick(now), past=True))
         for signed_out in self.presence.auto_close(now):
-            out.records.append(
-                PresenceRec(signed_out.member, signed_out.at, "out", "auto", self.data.site)
-            )
+            out.records.append(PresenceRec.of(signed_out, self.data.site))
             out.extend(self._close_efforts_of(signed_out.member, signed_out.at, auto=True))
         # an effort whose member never signed in at the door ends at the same hour
         for key, effort in list(self.efforts.items()):
@@ -581,23 +585,21 @@ class ShopEngine:
         at = self._event_time(ev, now)
         if handle is None or (decided is None and member is None):
             out.records.append(
-                self._decision(ev, now, None, None, "sign_in", "deny", "unknown_badge", decided)
+                self._decision(
+                    ev, now, None, None, "sign_in", "deny", DenyReason.UNKNOWN_BADGE, decided
+                )
             )
-            out.reply = self._reply(ev, Deny("unknown_badge"))
+            out.reply = self._reply(ev, Deny(DenyReason.UNKNOWN_BADGE))
             return out
         changes = self.presence.badge(handle, at)
         action = "none"
         for change in changes:
+            out.records.append(PresenceRec.of(change, self.data.site))
             if isinstance(change, SignedIn):
-                out.records.append(PresenceRec(handle, change.at, "in", "badge", self.data.site))
                 action = "sign_in"
-            elif isinstance(change, SignedOut):
-                out.records.append(
-                    PresenceRec(handle, change.at, "out", change.reason, self.data.site)
-                )
-                if change.reason == "badge":
-                    action = "sign_out"
-                    out.extend(self._close_efforts_of(handle, change.at))
+            elif change.reason == PresenceReason.BADGE:
+                action = "sign_out"
+                out.extend(self._close_efforts_of(handle, change.at))
         out.records.append(self._decision(ev, now, handle, None, "sign_in", action, None, decided))
         name = member.name if member else handle
         # a second tap within a few seconds changes nothing but is answered all the same
@@ -617,10 +619,10 @@ class ShopEngine:
         if handle is None or (decided is None and handle not in self.data.members):
             out.records.append(
                 self._decision(
-                    ev, now, None, None, "task_station", "deny", "unknown_badge", decided
+                    ev, now, None, None, "task_station", "deny", DenyReason.UNKNOWN_BADGE, decided
                 )
             )
-            out.reply = self._reply(ev, Deny("unknown_badge"))
+            out.reply = self._reply(ev, Deny(DenyReason.UNKNOWN_BADGE))
             return out
         name = self.data.members[handle].name if handle in self.data.members else handle
         open_effort = self.efforts.pop((ev.device_id, handle), None)

@@ -17,7 +17,9 @@ from hub.rules.access import (
     MemberAccess,
     WeeklyHours,
 )
+from hub.rules.presence import PresenceReason, PresenceState, SignedIn, SignedOut
 from hub.rules.sessions import (
+    CloseReason,
     ToolRules,
 )
 
@@ -190,16 +192,23 @@ class SessionCloseRec:
     busy_s: float
     idle_s: float
     wh: float
-    close_reason: str
+    close_reason: CloseReason
 
 
 @dataclass(frozen=True, slots=True)
 class PresenceRec:
     member: str
     at: datetime
-    state: str  # in | out
-    reason: str  # badge | auto
+    state: PresenceState
+    reason: PresenceReason
     site: str | None = None  # the site of the sign-in station (its hub's)
+
+    @classmethod
+    def of(cls, change: SignedIn | SignedOut, site: str | None) -> PresenceRec:
+        """The record of a sign-in (always by badge) or a sign-out (by badge or auto)."""
+        if isinstance(change, SignedIn):
+            return cls(change.member, change.at, PresenceState.IN, PresenceReason.BADGE, site)
+        return cls(change.member, change.at, PresenceState.OUT, change.reason, site)
 
 
 @dataclass(frozen=True, slots=True)

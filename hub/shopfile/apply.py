@@ -260,7 +260,7 @@ class _Apply:
                 if p.has_default_rules():
                     continue
                 row = ProjectRules(project_id=p.id, gain=pc.K, weight_min=pc.LO, weight_max=pc.HI)
-                row.weight_mode = "close"
+                row.weight_mode = pc.WeightMode.CLOSE
                 self.session.add(row)
                 self.db.rules[p.id] = row
             what = f"project {p.id}"

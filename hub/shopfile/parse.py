@@ -136,16 +136,16 @@ class _Parser:
                     f"weight_max {_fmt(hi)} is below weight_min {_fmt(lo)}",
                     "weight_max",
                 )
-            mode = e.choice("weight_mode", pc.WEIGHT_MODES, "close")
+            mode = e.choice("weight_mode", pc.WEIGHT_MODES, pc.WeightMode.CLOSE)
             out.append(
                 ProjectSpec(
                     ident,
                     name,
-                    model,
+                    pc.Model(model or DEFAULT_MODEL),
                     gain if gain is not None else pc.K,
                     lo if lo is not None else pc.LO,
                     hi if hi is not None else pc.HI,
-                    mode or "close",
+                    pc.WeightMode(mode or pc.WeightMode.CLOSE),
                     **e.where(),
                 )
             )

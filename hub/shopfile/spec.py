@@ -37,7 +37,7 @@ CHANNEL_KEYS = {"tasmota": "channel", "shelly": "switch"}
 CHANNEL_FIRST = {"tasmota": 1, "shelly": 0}
 CHANNEL_LAST = 32
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
-DEFAULT_MODEL = "production_effort"
+DEFAULT_MODEL = pc.Model.PRODUCTION_EFFORT
 UNITS = ("hours", "busy_hours")  # what a tool's use counts in at period close
 DEFAULT_PER_SLOT = timedelta(hours=1)
 
@@ -69,18 +69,18 @@ class ProjectSpec(_Located):
 
     id: str
     name: str
-    model: str
+    model: pc.Model
     gain: Decimal = pc.K
     weight_min: Decimal = pc.LO
     weight_max: Decimal = pc.HI
-    weight_mode: str = "close"
+    weight_mode: pc.WeightMode = pc.WeightMode.CLOSE
 
     def has_default_rules(self) -> bool:
         return (self.gain, self.weight_min, self.weight_max, self.weight_mode) == (
             pc.K,
             pc.LO,
             pc.HI,
-            "close",
+            pc.WeightMode.CLOSE,
         )
 
 

@@ -24,7 +24,7 @@ from hub.contract.allowlist import allowlist_payload, build_allowlist, next_vers
 from hub.contract.messages import DeviceEvent, allowlist_topic
 from hub.rules.access import MemberAccess, WeeklyHours
 from hub.rules.engine import ShopEngine
-from hub.rules.presence import state_from_changes
+from hub.rules.presence import PresenceState, state_from_changes
 from hub.rules.records import (
     ClockReading,
     DecisionRec,
@@ -287,7 +287,9 @@ def current_presence(session: Session, *, except_site: str | None = None) -> dic
     if except_site is not None:
         last = last.where(pc.site != except_site)
     rows = session.execute(
-        select(pc.member, pc.at).where(pc.id.in_(last.scalar_subquery()), pc.state == "in")
+        select(pc.member, pc.at).where(
+            pc.id.in_(last.scalar_subquery()), pc.state == PresenceState.IN
+        )
     )
     present: dict[str, datetime] = {}
     for member, at in rows:
