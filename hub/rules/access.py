@@ -60,10 +60,23 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from hub.contract.messages import DENY_REASONS, DenyReason
 from hub.rules.sessions import Policy
+
+
+class Role(StrEnum):
+    """What a member may do beyond using tools (the shop file's ``roles:``, an API token's)."""
+
+    MEMBER = "member"
+    TRAINER = "trainer"  # may train others: two-card induction
+    COORDINATOR = "coordinator"  # may train, and is a keyholder (not bound by opening hours)
+
+
+TRAINERS = frozenset({Role.TRAINER, Role.COORDINATOR})
+"""The roles that may grant trainings."""
 
 DENY_ORDER = (
     DenyReason.UNKNOWN_BADGE,

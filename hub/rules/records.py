@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,26 @@ from hub.rules.sessions import (
 )
 
 HOURS_PLACES = Decimal("0.000001")
+
+
+class DecisionAction(StrEnum):
+    """What the hub did with a badge (``badge_decisions.action``)."""
+
+    GRANT = "grant"  # at a tool: a session starts
+    DENY = "deny"  # anywhere: the reason says why
+    RELEASE = "release"  # at a tap tool its holder tapped again: the session ends
+    SIGN_IN = "sign_in"  # at the door
+    SIGN_OUT = "sign_out"  # at the door
+    EFFORT_START = "effort_start"  # at a task station
+    EFFORT_END = "effort_end"  # at a task station
+    NONE = "none"  # nothing changed (a repeated tap, a reader bound to nothing)
+
+
+class StationKind(StrEnum):
+    """A reader not at a tool (the shop file's ``stations:``, ``stations.kind``)."""
+
+    SIGN_IN = "sign_in"  # the door: a badge signs the member in or out
+    TASK_STATION = "task_station"  # a badge starts or ends effort on a task
 
 
 # --- what the engine knows about the shop (loaded from the database) ----------------
@@ -81,7 +102,7 @@ class ShopData:
     members: dict[str, MemberAccess] = field(default_factory=dict)
     badges: dict[str, str] = field(default_factory=dict)  # uid -> handle
     tools: dict[str, ToolConfig] = field(default_factory=dict)
-    stations: dict[str, str] = field(default_factory=dict)  # device -> sign_in|task_station
+    stations: dict[str, str] = field(default_factory=dict)  # device -> a StationKind value
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     auto_signout: time = time(4, 0)
     period: tuple[datetime, datetime] | None = None  # the open period [start, end)
@@ -167,8 +188,8 @@ class DecisionRec:
     uid: str
     member: str | None
     tool_id: str | None
-    station: str | None
-    action: str
+    station: StationKind | None
+    action: DecisionAction
     reason: str | None
     replay: bool
     training: str | None = None

@@ -22,10 +22,10 @@ from hub.admin.credentials import plug_conflict, plug_logins
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DISCOVERY_PREFIX
 from hub.peerconomy import economy as pc
+from hub.rules.access import TRAINERS
 from hub.rules.sessions import tool_rules
 from hub.shopfile.entries import _Problems
 from hub.shopfile.spec import (
-    TRAINERS,
     BindingSpec,
     Shop,
     ToolSpec,

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DEVICE_ID
 from hub.peerconomy import economy as pc
+from hub.rules.access import Role
+from hub.rules.records import StationKind
 from hub.rules.sessions import ToolRules, tool_rules
 
 MAX_ERRORS = 20
@@ -27,9 +29,8 @@ TOOL_ID = DEVICE_ID
 PLUG_REF = re.compile(r"[^\s+#/][^\s+#]{0,199}")
 """A Tasmota topic or Shelly prefix: no spaces, no MQTT wildcards, no leading slash."""
 
-ROLES = ("member", "trainer", "coordinator")
-TRAINERS = frozenset({"trainer", "coordinator"})
-STATION_KINDS = ("sign_in", "task_station")
+ROLES = tuple(Role)
+STATION_KINDS = tuple(StationKind)
 BINDING_KINDS = ("device", "tasmota", "shelly")
 # How a binding names one channel of a plug, in the plug's own numbering and bounds:
 # a Tasmota's POWER<n> (from 1), a Shelly's switch:<n> (from 0).

@@ -22,11 +22,13 @@ from sqlalchemy.orm import Session
 from hub.config import DEFAULT_SITE
 from hub.contract.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
 from hub.contract.messages import DeviceEvent, allowlist_topic
-from hub.rules.access import MemberAccess, WeeklyHours
+from hub.peerconomy.economy import WeightMode
+from hub.rules.access import TRAINERS, MemberAccess, Role, WeeklyHours
 from hub.rules.engine import ShopEngine
 from hub.rules.presence import PresenceState, state_from_changes
 from hub.rules.records import (
     ClockReading,
+    DecisionAction,
     DecisionRec,
     EffortRec,
     OpenEffort,
@@ -122,8 +124,8 @@ def load_shop(
             name=m.name,
             suspended=m.suspended,
             trainings=held,
-            trains=frozenset(held) if roles & {"trainer", "coordinator"} else frozenset(),
-            keyholder="coordinator" in roles,
+            trains=frozenset(held) if roles & TRAINERS else frozenset(),
+            keyholder=Role.COORDINATOR in roles,
         )
         by_id[m.id] = m.handle
     badges = {b.uid: by_id[b.member_id] for b in session.scalars(select(Badge))}
@@ -215,7 +217,7 @@ def load_tasks(
             select(TaskWeightHistory).where(TaskWeightHistory.period_id == period.id)
         ):
             weights[h.task_id], pinned[h.task_id] = h.weight, h.pinned
-    rules = {p: r for p, r in weight_rules(session).items() if r.weight_mode == "clock"}
+    rules = {p: r for p, r in weight_rules(session).items() if r.weight_mode == WeightMode.CLOCK}
     takes = (
         slot_takes(session, period.start, period.end, stations=False) if rules and period else {}
     )
@@ -388,7 +390,7 @@ def _replay_session(
     granted = session.execute(
         select(Event.id, Event.received_at, Event.device_id, Event.boot, Event.seq, d.replay)
         .join(d, (d.device_id == Event.device_id) & (d.boot == Event.boot) & (d.seq == Event.seq))
-        .where(*logged, d.member == member, d.tool_id == tool_id, d.action == "grant")
+        .where(*logged, d.member == member, d.tool_id == tool_id, d.action == DecisionAction.GRANT)
         .order_by(Event.id.desc())
         .limit(1)
     ).first()
