@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from hub.errors import PeriodError
 from hub.peerconomy import economy as pc
+from hub.rules.records import EffortSource
 from hub.store.models import (
     EffortRecord,
     Member,
@@ -242,7 +243,7 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
         if wh is None:
             wh = products[(hours, weight)] = Decimal(hours) * Decimal(weight)
         weighted[(target[0], member, target[1])] += wh
-        if source != "board":  # board effort is counted by its claim
+        if source != EffortSource.BOARD:  # board effort is counted by its claim
             done_off_board[task_id] += 1
     # The engine's results do not depend on the order of its entries: none is sorted.
     effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)

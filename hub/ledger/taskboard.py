@@ -56,6 +56,7 @@ from hub.errors import NotAllowedError, TaskBoardError
 from hub.ledger.periods import open_period
 from hub.peerconomy import economy as pc
 from hub.rules.presence import met, stays
+from hub.rules.records import EffortSource
 from hub.store.models import (
     ClaimReview,
     EffortRecord,
@@ -323,7 +324,7 @@ def done(
         end=now,
         hours=task.hours if needed else h,
         weight=c.weight,
-        source="board",
+        source=EffortSource.BOARD,
     )
     session.add(record)
     c.done_at = now
@@ -532,7 +533,7 @@ def confirm(
                     end=now,
                     hours=rest,
                     weight=c.weight,
-                    source="board",  # counted by its claim, like the done's own record
+                    source=EffortSource.BOARD,  # counted by its claim, like the done's own record
                 )
             )
     session.flush()

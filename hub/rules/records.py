@@ -40,6 +40,14 @@ class DecisionAction(StrEnum):
     NONE = "none"  # nothing changed (a repeated tap, a reader bound to nothing)
 
 
+class EffortSource(StrEnum):
+    """Where a member's effort was recorded (``effort_records.source``)."""
+
+    STATION = "station"  # a badge at a task station, by the engine
+    BOARD = "board"  # a done on the task board: counted by its claim
+    COORDINATOR = "coordinator"  # entered by a coordinator (a correction)
+
+
 class StationKind(StrEnum):
     """A reader not at a tool (the shop file's ``stations:``, ``stations.kind``)."""
 
@@ -245,7 +253,7 @@ class EffortRec:
     hours: Decimal | None
     weight: Decimal | None
     device_id: str
-    source: str = "station"
+    source: EffortSource = EffortSource.STATION
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from hub.rules.records import (
     DecisionAction,
     DecisionRec,
     EffortRec,
+    EffortSource,
     OpenEffort,
     Outcome,
     PlugBinding,
@@ -241,7 +242,7 @@ def load_tasks(
             (key, task, start)
             for key, task, start in session.execute(
                 select(EffortRecord.key, EffortRecord.task_id, EffortRecord.start).where(
-                    EffortRecord.source == "station",
+                    EffortRecord.source == EffortSource.STATION,
                     EffortRecord.task_id.in_(clock_tasks),
                     EffortRecord.start >= period.start,
                     EffortRecord.start < period.end,
@@ -312,7 +313,7 @@ def stored_resume(session: Session, site: str) -> Resume:
     )
     efforts = session.scalars(
         select(EffortRecord)
-        .where(EffortRecord.end.is_(None), EffortRecord.source == "station")
+        .where(EffortRecord.end.is_(None), EffortRecord.source == EffortSource.STATION)
         .order_by(EffortRecord.id)
     )
     clocks = session.scalars(select(DeviceClock).order_by(DeviceClock.id))

@@ -25,7 +25,7 @@ from hub.peerconomy import economy as pc
 from hub.peerconomy.sharing import Model
 from hub.rules.access import Role
 from hub.rules.presence import PresenceReason, PresenceState
-from hub.rules.records import DecisionAction, StationKind
+from hub.rules.records import DecisionAction, EffortSource, StationKind
 from hub.rules.sessions import CLOSE_REASONS, POLICIES, CloseReason, Policy
 from hub.shopfile import spec
 from hub.shopfile.parse import parse_shop
@@ -33,6 +33,7 @@ from hub.store.models import (
     ApiToken,
     BadgeDecision,
     ClaimReview,
+    EffortRecord,
     PresenceChange,
     Project,
     ProjectRules,
@@ -53,6 +54,7 @@ STORED = {
     PresenceReason: [PresenceChange.reason],
     StationKind: [Station.kind, BadgeDecision.station],
     DecisionAction: [BadgeDecision.action],
+    EffortSource: [EffortRecord.source],
     Role: [ApiToken.role],
     Verdict: [ClaimReview.verdict],
     Standing: [ClaimReview.standing],
