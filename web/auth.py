@@ -52,6 +52,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from hub.errors import SecretRuleError
+from hub.rules.access import Role
 from hub.store.models import ApiToken, Badge, Member, WebLogin
 from web import logins
 from web.proxies import within
@@ -60,7 +61,8 @@ from web.throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
 
-ROLES = ("member", "trainer", "coordinator")
+# Plain strings, not the Role members: click.Choice matches an Enum by its name (MEMBER).
+ROLES = tuple(role.value for role in Role)
 RANK = {role: i for i, role in enumerate(ROLES)}
 TOKEN_PREFIX = "psk_"
 

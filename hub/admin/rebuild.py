@@ -39,6 +39,7 @@ from hub.rules.records import (
     ClockReading,
     DecisionRec,
     EffortRec,
+    EffortSource,
     OpenEffort,
     Outcome,
     PresenceRec,
@@ -206,7 +207,7 @@ class _SiteRules:
                 self._sessions[rec.key] = (rec.key, rec.tool_id, rec.member, rec.start)
             elif isinstance(rec, SessionCloseRec):
                 self._sessions.pop(rec.key, None)
-            elif isinstance(rec, EffortRec) and rec.source == "station":
+            elif isinstance(rec, EffortRec) and rec.source == EffortSource.STATION:
                 if rec.end is None:
                     self._efforts[rec.key] = OpenEffort(
                         rec.key, rec.member, rec.start, rec.device_id, rec.task_id,
@@ -357,7 +358,9 @@ def compare(session: Session, records: list[Any]) -> dict[str, tuple[int, int, l
     stored_efforts = sorted(
         (
             (e.member, e.task_id, e.start, e.end, e.hours, e.weight)
-            for e in session.scalars(select(EffortRecord).where(EffortRecord.source == "station"))
+            for e in session.scalars(
+                select(EffortRecord).where(EffortRecord.source == EffortSource.STATION)
+            )
         ),
         key=repr,
     )
@@ -385,7 +388,7 @@ def replace(session: Session, records: list[Any]) -> None:
     """Swap the stored derived records for the rebuilt ones (hub stopped)."""
     session.execute(delete(UsageSession))
     session.execute(delete(PresenceChange))
-    session.execute(delete(EffortRecord).where(EffortRecord.source == "station"))
+    session.execute(delete(EffortRecord).where(EffortRecord.source == EffortSource.STATION))
     session.execute(delete(UsageRecord))
     # decisions and trainings are facts recorded live: never written twice
     write_records(session, [r for r in records if not isinstance(r, DecisionRec | TrainingRec)])

@@ -7,6 +7,7 @@ import click
 from sqlalchemy import select
 
 from hub.cli.context import Context, database
+from hub.rules.access import Role
 from hub.store.models import Member
 from web.auth import ROLES, SecretRuleError, create_token, set_password, set_pin
 
@@ -27,7 +28,7 @@ def token_group() -> None:
 @click.pass_context
 def token_create(ctx: click.Context, role: str, name: str, handle: str | None) -> None:
     """Print a new API token once; only its hash is stored."""
-    if role != "coordinator" and handle is None:
+    if role != Role.COORDINATOR and handle is None:
         raise click.UsageError("a member or trainer token needs --member HANDLE")
     engine, sm = _sm(ctx)
     try:

@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from hub.errors import ContractError
@@ -29,15 +30,21 @@ TOPIC_PREFIX = "peershop/dev/"
 HUB_STATUS_TOPIC = "peershop/hub/status"
 
 EVENT_TYPES = ("badge", "badge_removed", "power", "running", "button", "consume", "fault")
-DENY_REASONS = (
-    "unknown_badge",
-    "not_trained",
-    "locked_out",
-    "tool_in_use",
-    "outside_hours",
-    "suspended",
-    "no_reservation",
-)
+
+
+class DenyReason(StrEnum):
+    """Why the hub said no to a badge (a deny's ``reason``; ``badge_decisions.reason``)."""
+
+    UNKNOWN_BADGE = "unknown_badge"
+    NOT_TRAINED = "not_trained"
+    LOCKED_OUT = "locked_out"
+    TOOL_IN_USE = "tool_in_use"
+    OUTSIDE_HOURS = "outside_hours"
+    SUSPENDED = "suspended"
+    NO_RESERVATION = "no_reservation"
+
+
+DENY_REASONS = tuple(DenyReason)
 CMD_ACTIONS = ("grant", "deny", "release", "lock", "unlock", "rebirth")
 TOOL_STATES = ("free", "in_use", "idle", "busy", "offline", "locked")
 

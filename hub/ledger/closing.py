@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from hub.errors import PeriodError
 from hub.peerconomy import economy as pc
+from hub.rules.records import EffortSource
 from hub.store.models import (
     EffortRecord,
     Member,
@@ -190,7 +191,7 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
     default = _default_project(projects)
     tasks = {t.id: t for t in session.execute(select(Task)).scalars()}
     tools = {t.id: t for t in session.execute(select(Tool)).scalars()}
-    pooled = {p.id for p in projects.values() if p.model == "production_effort"}
+    pooled = {p.id for p in projects.values() if p.model == pc.Model.PRODUCTION_EFFORT}
     if default not in projects:
         pooled.add(default)
     excluded = []
@@ -242,7 +243,7 @@ def _load_period(session: Session, period: Period) -> dict[str, Any]:
         if wh is None:
             wh = products[(hours, weight)] = Decimal(hours) * Decimal(weight)
         weighted[(target[0], member, target[1])] += wh
-        if source != "board":  # board effort is counted by its claim
+        if source != EffortSource.BOARD:  # board effort is counted by its claim
             done_off_board[task_id] += 1
     # The engine's results do not depend on the order of its entries: none is sorted.
     effort: dict[str, list[pc.EffortEntry]] = defaultdict(list)
@@ -391,7 +392,7 @@ def _close(session: Session, cfg: Config, period: Period, now: datetime) -> Clos
         ]
         for project_id in project_ids:
             project = data["projects"].get(project_id)
-            model = project.model if project else "production_effort"
+            model = project.model if project else pc.Model.PRODUCTION_EFFORT
             effort = data["effort"].get(project_id, [])
             use = data["use"].get(project_id, [])
             if not effort and not use:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from hub.errors import ClosedPeriodError, PeriodError
 from hub.peerconomy import economy as pc
+from hub.rules.records import EffortSource
 from hub.store.models import (
     EffortRecord,
     Period,
@@ -165,7 +166,7 @@ def correct_effort(
         end=now,
         hours=pc.to_decimal(hours, "hours"),
         weight=task.weight,
-        source="coordinator",
+        source=EffortSource.COORDINATOR,
     )
     session.add(record)
     session.flush()

@@ -56,6 +56,7 @@ from hub.errors import NotAllowedError, TaskBoardError
 from hub.ledger.periods import open_period
 from hub.peerconomy import economy as pc
 from hub.rules.presence import met, stays
+from hub.rules.records import EffortSource
 from hub.store.models import (
     ClaimReview,
     EffortRecord,
@@ -159,7 +160,7 @@ def _claims_in(session: Session, period_id: int) -> dict[str, list[TaskClaim]]:
 
 def _is_clock(rules: dict[str, ProjectRules], task: Task) -> bool:
     rule = rules.get(task.project_id or "")
-    return rule is not None and rule.weight_mode == "clock"
+    return rule is not None and rule.weight_mode == pc.WeightMode.CLOCK
 
 
 def _weight_now(
@@ -172,7 +173,7 @@ def _weight_now(
 ) -> Decimal:
     """The weight a task shows at ``now``: its posted weight, risen in clock mode."""
     rule = rules.get(task.project_id or "")
-    if rule is None or rule.weight_mode != "clock":
+    if rule is None or rule.weight_mode != pc.WeightMode.CLOCK:
         return task.weight
     return pc.weight_at(
         task.weight,
@@ -323,7 +324,7 @@ def done(
         end=now,
         hours=task.hours if needed else h,
         weight=c.weight,
-        source="board",
+        source=EffortSource.BOARD,
     )
     session.add(record)
     c.done_at = now
@@ -532,7 +533,7 @@ def confirm(
                     end=now,
                     hours=rest,
                     weight=c.weight,
-                    source="board",  # counted by its claim, like the done's own record
+                    source=EffortSource.BOARD,  # counted by its claim, like the done's own record
                 )
             )
     session.flush()
@@ -697,7 +698,7 @@ def set_rules(
         raise TaskBoardError("gain must be between 0 and 1 and 0 < weight_min <= weight_max")
     rules = session.get(ProjectRules, project)
     if rules is None:
-        rules = ProjectRules(project_id=project, weight_mode="close")
+        rules = ProjectRules(project_id=project, weight_mode=pc.WeightMode.CLOSE)
         session.add(rules)
     rules.gain, rules.weight_min, rules.weight_max = k, lo, hi
     if weight_mode is not None and weight_mode != rules.weight_mode:

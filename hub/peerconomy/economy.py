@@ -33,18 +33,27 @@ from __future__ import annotations
 
 import decimal
 import hashlib
-import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-MODELS = ("flat_rate", "flat_allocation", "production_effort")
-WEIGHT_MODES = ("close", "clock")
-"""Rule (a)'s modes: weights move at period close only, or also rise inside the period."""
+# The sharing models of rule (b), one function each; MODELS and Model are read from here too.
+from hub.peerconomy.sharing import MODELS, SHARING_MODELS, Model, PeriodSums
+
+
+class WeightMode(StrEnum):
+    """Rule (a)'s modes: weights move at period close only, or also rise inside the period."""
+
+    CLOSE = "close"
+    CLOCK = "clock"
+
+
+WEIGHT_MODES = tuple(WeightMode)
 
 K = Decimal("0.2")
 """Default gain of the weight rule."""
@@ -460,8 +469,8 @@ class ResourceCost:
 class Allocation:
     """A period's result.  ``applied`` is the model actually used (see :func:`share`)."""
 
-    model: str
-    applied: str
+    model: Model
+    applied: Model
     total: Decimal
     overhead: Decimal
     members: dict[str, MemberShare]
@@ -523,7 +532,7 @@ def clear_auction(resource: str, scarce_units: int, bids: Iterable[Bid], seed: s
 
 @dataclass(frozen=True)
 class _Exact:
-    applied: str
+    applied: Model
     total: Decimal
     credited: dict[str, Decimal]
     expected: dict[str, Fraction]
@@ -544,48 +553,6 @@ def _participants(items: Iterable[Participant | str]) -> dict[str, Fraction]:
             raise ValueError(f"member {p.member!r} is listed twice")
         factors[p.member] = Fraction(p.factor)
     return factors
-
-
-def _costs_of_use(
-    used: Mapping[tuple[str, str], Decimal],
-    unit_cost: Mapping[str, Fraction | None],
-    absorbed: frozenset[str],
-) -> dict[str, Fraction]:
-    """Per member, Σ over absorbed resources r of units used x ``unit_cost[r]``, exactly.
-
-    Summed as integers over one common denominator: adding thousands of fractions with
-    different denominators one by one would reduce each partial sum (a gcd every time).
-    """
-    ratios = [
-        (m, r, n.as_integer_ratio()) for (m, r), n in used.items() if r in absorbed and n != 0
-    ]
-    if not ratios:
-        return {}
-    den_units = 1
-    for q in {q for _, _, (_, q) in ratios}:
-        den_units = math.lcm(den_units, q)
-    den_costs = 1
-    for r in absorbed:
-        den_costs = math.lcm(den_costs, unit_cost[r].denominator)  # type: ignore[union-attr]
-    factor: dict[str, int] = {}
-    for r in absorbed:
-        c = unit_cost[r]
-        assert c is not None
-        factor[r] = c.numerator * (den_costs // c.denominator)
-    acc: dict[str, int] = {}
-    for m, r, (p, q) in ratios:
-        acc[m] = acc.get(m, 0) + p * (den_units // q) * factor[r]
-    den = den_units * den_costs
-    return {m: Fraction(num, den) for m, num in acc.items()}
-
-
-def _flat(amount: Fraction, factors: Mapping[str, Fraction]) -> dict[str, Fraction]:
-    if amount == 0:
-        return dict.fromkeys(factors, Fraction(0))
-    if not factors:
-        raise ValueError("effort to share but no participants")
-    total = sum(factors.values(), Fraction(0))
-    return {m: amount * f / total for m, f in factors.items()}
 
 
 def _exact_shares(
@@ -645,45 +612,21 @@ def _exact_shares(
         units_md[m] = add(units_md[m], n_d)
     units_r = {r: Fraction(n_d) for r, n_d in units_rd.items()}
     units_m = {m: Fraction(n_d) for m, n_d in units_md.items()}
-    all_units = sum(units_r.values(), Fraction(0))
 
-    applied = model
-    if model == "flat_allocation" and all_units == 0:
-        applied = "flat_rate"  # nobody used anything: share like flat_rate so Σ expected = E
-
-    unit_cost: dict[str, Fraction | None] = dict.fromkeys(resources)
-    resource_cost: dict[str, Fraction] = {}
-    absorbed: frozenset[str] = frozenset()
-    if applied == "flat_rate":
-        overhead = total_f
-        expected = _flat(total_f, factors)
-    elif applied == "flat_allocation":
-        overhead = Fraction(0)
-        per_unit = total_f / all_units
-        expected = {m: units_m[m] * per_unit for m in factors}
-        unit_cost = dict.fromkeys(resources, per_unit)
-        resource_cost = {r: units_r[r] * per_unit for r in resources}
-    else:
-        absorbed = frozenset(r for r in resources if units_r[r] > 0)
-        overhead = total_f - sum((pools.get(r, Fraction(0)) for r in absorbed), Fraction(0))
-        expected = _flat(overhead, factors)
-        for r in sorted(absorbed):
-            unit_cost[r] = pools.get(r, Fraction(0)) / units_r[r]
-            resource_cost[r] = pools.get(r, Fraction(0))
-        for m, cost in _costs_of_use(used, unit_cost, absorbed).items():
-            expected[m] += cost
-
+    split = SHARING_MODELS[model](
+        PeriodSums(total_f, factors, pools, used, units_r, units_m, tuple(resources))
+    )
     return _Exact(
-        applied=applied,
+        applied=split.applied,
         total=_terminating(total_f),
         credited={m: _terminating(c) for m, c in credited_f.items()},
-        expected=expected,
-        overhead=overhead,
+        expected=split.expected,
+        overhead=split.overhead,
         units=units_r,
-        unit_cost=unit_cost,
-        resource_cost=resource_cost,
-        absorbed=absorbed,
-        absorbs_all=applied == "flat_allocation",
+        unit_cost=split.unit_cost,
+        resource_cost=split.resource_cost,
+        absorbed=split.absorbed,
+        absorbs_all=split.absorbs_all,
         clearings=by_resource,
     )
 
@@ -700,16 +643,11 @@ def share(
 
     ``E`` is the period's total weighted effort.  Participants are everyone with effort,
     use or a bid (in ``clearings``), plus anyone in ``participants`` (a member who signed
-    in; a :class:`Participant` also carries a factor, default 1).  Models:
-
-    * ``flat_rate``: ``expected_i = E * f_i / Σf``; use does not matter.
-    * ``flat_allocation``: ``expected_i = E * n_i / Σn`` over all units of all resources,
-      a scarce unit counting ``m``; factors do not matter.  If nobody used anything, the
-      period is shared as flat_rate instead (``applied`` says so), so that Σ expected = E.
-    * ``production_effort``: effort with ``resource: r`` forms r's pool, shared by r's
-      users per unit (``unit_cost_r = pool_r / units_r``, a scarce unit ``m * unit_cost``);
-      all other effort, and the pool of a resource nobody used, is overhead shared flat.
-      A resource used but with no pool costs 0 per unit.
+    in; a :class:`Participant` also carries a factor, default 1).  ``model`` is looked
+    up in :data:`hub.peerconomy.sharing.SHARING_MODELS`, whose functions say what each
+    model does (flat_rate, flat_allocation, production_effort); effort with
+    ``resource: r`` forms r's pool.  ``applied`` is the model actually used: a
+    flat_allocation period in which nobody used anything is shared as flat_rate.
 
     Edge cases: no effort (E = 0) gives everyone expected 0; no participants gives an
     empty allocation.  Scarce use (``UseEntry.scarce``) needs the resource's clearing.
@@ -738,7 +676,7 @@ def share(
             winners=() if c is None else c.winners,
         )
     return Allocation(
-        model=model,
+        model=Model(model),
         applied=ex.applied,
         total=ex.total,
         overhead=_rounded(ex.overhead),

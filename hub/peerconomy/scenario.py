@@ -60,7 +60,7 @@ class Auction:
 class Scenario:
     """A checked scenario file."""
 
-    model: str
+    model: pc.Model
     period: str
     participants: tuple[pc.Participant, ...]
     effort: tuple[pc.EffortEntry, ...]
@@ -230,7 +230,7 @@ def parse_scenario(data: Any) -> Scenario:
         tasks.append(TaskWeight(task, weight, slots, volunteers, pinned))
 
     return Scenario(
-        model=model,
+        model=pc.Model(model),
         period=period,
         participants=tuple(participants),
         effort=tuple(effort),
@@ -366,7 +366,7 @@ def format_report(result: SimulationResult) -> str:
     if alloc.applied != sc.model:
         out.append("  Nobody used anything, so the effort is shared flat.")
     if sc.effort:
-        pools = alloc.applied == "production_effort"  # only there does a pool matter
+        pools = alloc.applied == pc.Model.PRODUCTION_EFFORT  # only there does a pool matter
         out += ["", "Who did what"]
         rows = [
             [e.member, e.task, _fmt(e.hours), _fmt(e.weight), _fmt(e.weighted_hours)]
@@ -406,7 +406,7 @@ def format_report(result: SimulationResult) -> str:
         )
         if result.clearings:
             out.append("  (units count a scarce unit won at auction as m plain units)")
-        if alloc.applied == "flat_rate":
+        if alloc.applied == pc.Model.FLAT_RATE:
             out.append("  (flat_rate: use does not change what anyone is expected to give)")
     if result.next_weights:
         out += ["", "Next period's task weights"]

@@ -60,18 +60,32 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from hub.contract.messages import DENY_REASONS
+from hub.contract.messages import DENY_REASONS, DenyReason
+from hub.rules.sessions import Policy
+
+
+class Role(StrEnum):
+    """What a member may do beyond using tools (the shop file's ``roles:``, an API token's)."""
+
+    MEMBER = "member"
+    TRAINER = "trainer"  # may train others: two-card induction
+    COORDINATOR = "coordinator"  # may train, and is a keyholder (not bound by opening hours)
+
+
+TRAINERS = frozenset({Role.TRAINER, Role.COORDINATOR})
+"""The roles that may grant trainings."""
 
 DENY_ORDER = (
-    "unknown_badge",
-    "suspended",
-    "not_trained",
-    "locked_out",
-    "outside_hours",
-    "tool_in_use",
-    "no_reservation",
+    DenyReason.UNKNOWN_BADGE,
+    DenyReason.SUSPENDED,
+    DenyReason.NOT_TRAINED,
+    DenyReason.LOCKED_OUT,
+    DenyReason.OUTSIDE_HOURS,
+    DenyReason.TOOL_IN_USE,
+    DenyReason.NO_RESERVATION,
 )
 assert sorted(DENY_ORDER) == sorted(DENY_REASONS)
 
@@ -183,7 +197,7 @@ class ToolAccess:
 
     tool: str
     training: str | None = None
-    policy: str = "tap"
+    policy: Policy = Policy.TAP
     locked: bool = False
     in_use_by: str | None = None
     hours: WeeklyHours | None = None
@@ -212,7 +226,7 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    reason: str
+    reason: DenyReason
     member: str | None = None
 
 
@@ -272,25 +286,25 @@ def deny_reasons(
     *,
     allow_in_use_by: str | None = None,
     reservation_holders: frozenset[str] = frozenset(),
-) -> list[str]:
+) -> list[DenyReason]:
     """Every deny reason that applies, in :data:`DENY_ORDER`; empty means grant."""
     if member is None:
-        return ["unknown_badge"]
-    reasons = []
+        return [DenyReason.UNKNOWN_BADGE]
+    reasons: list[DenyReason] = []
     if member.suspended:
-        reasons.append("suspended")
+        reasons.append(DenyReason.SUSPENDED)
     if not member.trained(tool.training, now):
-        reasons.append("not_trained")
+        reasons.append(DenyReason.NOT_TRAINED)
     if tool.locked:
-        reasons.append("locked_out")
+        reasons.append(DenyReason.LOCKED_OUT)
     if tool.hours is not None and not member.keyholder and not tool.hours.contains(now):
-        reasons.append("outside_hours")
+        reasons.append(DenyReason.OUTSIDE_HOURS)
     if tool.in_use_by not in (None, member.handle, allow_in_use_by):
-        reasons.append("tool_in_use")
+        reasons.append(DenyReason.TOOL_IN_USE)
     if tool.scarce is not None and tool.scarce.contains(now):
         holders = reservation_holders | {member.handle}
         if _reservation(reservations, holders, now) is None:
-            reasons.append("no_reservation")
+            reasons.append(DenyReason.NO_RESERVATION)
     return reasons
 
 
@@ -308,7 +322,7 @@ def _decision(
     *,
     allow_in_use_by: str | None = None,
 ) -> Grant | Deny | TapOut:
-    if member is not None and tool.policy == "tap" and tool.in_use_by == member.handle:
+    if member is not None and tool.policy == Policy.TAP and tool.in_use_by == member.handle:
         return TapOut(member.handle, member.name)
     holders = frozenset({allow_in_use_by} if allow_in_use_by else set())
     reasons = deny_reasons(

@@ -38,7 +38,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hub.contract.messages import DeviceEvent, DeviceStatus, cmd_topic, tool_state_topic
+from hub.contract.messages import (
+    DenyReason,
+    DeviceEvent,
+    DeviceStatus,
+    cmd_topic,
+    tool_state_topic,
+)
 from hub.peerconomy import economy as pc
 from hub.rules.access import (
     STATION_GRANT_S,
@@ -53,9 +59,10 @@ from hub.rules.access import (
     decide,
     reply_payload,
 )
-from hub.rules.presence import Presence, SignedIn, SignedOut, auto_close_time
+from hub.rules.presence import Presence, PresenceReason, SignedIn, auto_close_time
 from hub.rules.records import (
     ClockReading,
+    DecisionAction,
     DecisionRec,
     Message,
     OpenEffort,
@@ -64,6 +71,7 @@ from hub.rules.records import (
     SessionCloseRec,
     SessionOpenRec,
     ShopData,
+    StationKind,
     TaskInfo,
     ToolConfig,
     TrainingRec,
@@ -286,18 +294,20 @@ class ShopEngine:
         if ev.type == "badge":
             if tool_id is not None:
                 out.extend(self._badge_at_tool(ev, now, tool_id, decided))
-            elif station == "sign_in":
+            elif station == StationKind.SIGN_IN:
                 out.extend(self._badge_at_door(ev, now, decided))
-            elif station == "task_station":
+            elif station == StationKind.TASK_STATION:
                 out.extend(self._badge_at_station(ev, now, decided))
             else:
                 # A reader bound to nothing: kept, answered with nothing, visible to a
                 # coordinator who can enrol the badge or bind the device.
                 out.records.append(
-                    self._decision(ev, now, None, None, None, "none", "unbound_device", decided)
+                    self._decision(
+                        ev, now, None, None, None, DecisionAction.NONE, "unbound_device", decided
+                    )
                 )
             return out
-        if station == "task_station" and ev.type == "button":
+        if station == StationKind.TASK_STATION and ev.type == "button":
             out.extend(self._station_button(ev, now))
             return out
         if tool_id is None:
@@ -420,9 +430,7 @@ class ShopEngine:
             if state.session is not None:
                 out.extend(self._effects(state.tick(now), past=True))
         for signed_out in self.presence.auto_close(now):
-            out.records.append(
-                PresenceRec(signed_out.member, signed_out.at, "out", "auto", self.data.site)
-            )
+            out.records.append(PresenceRec.of(signed_out, self.data.site))
             out.extend(self._close_efforts_of(signed_out.member, signed_out.at, auto=True))
         # an effort whose member never signed in at the door ends at the same hour
         for key, effort in list(self.efforts.items()):
@@ -459,8 +467,8 @@ class ShopEngine:
         now: datetime,
         member: str | None,
         tool_id: str | None,
-        station: str | None,
-        action: str,
+        station: StationKind | None,
+        action: DecisionAction,
         reason: str | None,
         decided: DecisionRec | None,
         training: str | None = None,
@@ -497,9 +505,9 @@ class ShopEngine:
         if decided is not None:
             action, member, training = decided.action, decided.member, decided.training
             name = self.data.members[member].name if member in self.data.members else member
-            if action == "grant" and member:
+            if action == DecisionAction.GRANT and member:
                 out.extend(self._start(state, ev, now, member, name))
-            elif action == "release" and member:
+            elif action == DecisionAction.RELEASE and member:
                 effects = state.tap_out(member, now, ev.device_ts, replay=ev.replay)
                 out.extend(self._effects(effects, past=ev.replay))
             out.records.append(decided)
@@ -541,16 +549,16 @@ class ShopEngine:
                 self.data.members[result.training.trainee], training
             )
         if isinstance(effective, Grant):
-            action, reason = "grant", None
+            action, reason = DecisionAction.GRANT, None
             out.extend(self._start(state, ev, now, effective.member, effective.name))
             if not ev.replay:  # a replayed grant was yesterday's: the plug stays as it is
                 out.messages.extend(self._switch_plugs(cfg, on=True))
         elif isinstance(effective, TapOut):
-            action, reason = "release", None
+            action, reason = DecisionAction.RELEASE, None
             effects = state.tap_out(effective.member, now, ev.device_ts, replay=ev.replay)
             out.extend(self._effects(effects, past=ev.replay))
         else:
-            action, reason = "deny", effective.reason
+            action, reason = DecisionAction.DENY, effective.reason
         out.records.append(
             self._decision(ev, now, handle, tool_id, None, action, reason, None, training)
         )
@@ -572,6 +580,18 @@ class ShopEngine:
             self.past_source[state.tool] = ev.identity
         return self._effects(effects, past=ev.replay)
 
+    def _unknown_badge(
+        self, ev: DeviceEvent, now: datetime, station: StationKind, decided: DecisionRec | None
+    ) -> Outcome:
+        """A badge no member holds, at a station: recorded, and denied."""
+        out = Outcome()
+        unknown = DenyReason.UNKNOWN_BADGE
+        out.records.append(
+            self._decision(ev, now, None, None, station, DecisionAction.DENY, unknown, decided)
+        )
+        out.reply = self._reply(ev, Deny(unknown))
+        return out
+
     def _badge_at_door(
         self, ev: DeviceEvent, now: datetime, decided: DecisionRec | None
     ) -> Outcome:
@@ -580,29 +600,23 @@ class ShopEngine:
         member = self.data.members.get(handle) if handle else None
         at = self._event_time(ev, now)
         if handle is None or (decided is None and member is None):
-            out.records.append(
-                self._decision(ev, now, None, None, "sign_in", "deny", "unknown_badge", decided)
-            )
-            out.reply = self._reply(ev, Deny("unknown_badge"))
-            return out
+            return self._unknown_badge(ev, now, StationKind.SIGN_IN, decided)
         changes = self.presence.badge(handle, at)
-        action = "none"
+        action = DecisionAction.NONE
         for change in changes:
+            out.records.append(PresenceRec.of(change, self.data.site))
             if isinstance(change, SignedIn):
-                out.records.append(PresenceRec(handle, change.at, "in", "badge", self.data.site))
-                action = "sign_in"
-            elif isinstance(change, SignedOut):
-                out.records.append(
-                    PresenceRec(handle, change.at, "out", change.reason, self.data.site)
-                )
-                if change.reason == "badge":
-                    action = "sign_out"
-                    out.extend(self._close_efforts_of(handle, change.at))
-        out.records.append(self._decision(ev, now, handle, None, "sign_in", action, None, decided))
+                action = DecisionAction.SIGN_IN
+            elif change.reason == PresenceReason.BADGE:
+                action = DecisionAction.SIGN_OUT
+                out.extend(self._close_efforts_of(handle, change.at))
+        out.records.append(
+            self._decision(ev, now, handle, None, StationKind.SIGN_IN, action, None, decided)
+        )
         name = member.name if member else handle
         # a second tap within a few seconds changes nothing but is answered all the same
         inside = handle in self.presence.present
-        if action == "sign_in" or (action == "none" and inside):
+        if action == DecisionAction.SIGN_IN or (action == DecisionAction.NONE and inside):
             out.reply = self._reply(ev, Grant(handle, name, STATION_GRANT_S))
         else:
             out.reply = self._reply(ev, TapOut(handle, name))
@@ -611,24 +625,20 @@ class ShopEngine:
     def _badge_at_station(
         self, ev: DeviceEvent, now: datetime, decided: DecisionRec | None
     ) -> Outcome:
-        out = Outcome()
+        out, station = Outcome(), StationKind.TASK_STATION
         handle = decided.member if decided else self.data.badges.get(ev.data["uid"])
         at = self._event_time(ev, now)
         if handle is None or (decided is None and handle not in self.data.members):
-            out.records.append(
-                self._decision(
-                    ev, now, None, None, "task_station", "deny", "unknown_badge", decided
-                )
-            )
-            out.reply = self._reply(ev, Deny("unknown_badge"))
-            return out
+            return self._unknown_badge(ev, now, station, decided)
         name = self.data.members[handle].name if handle in self.data.members else handle
+
+        def decision(action: DecisionAction) -> DecisionRec:
+            return self._decision(ev, now, handle, None, station, action, None, decided)
+
         open_effort = self.efforts.pop((ev.device_id, handle), None)
         if open_effort is not None:
             out.records.append(finished_rec(open_effort, at))
-            out.records.append(
-                self._decision(ev, now, handle, None, "task_station", "effort_end", None, decided)
-            )
+            out.records.append(decision(DecisionAction.EFFORT_END))
             out.reply = self._reply(ev, TapOut(handle, name))
             return out
         effort = OpenEffort(self.key_factory(), handle, at, ev.device_id)
@@ -638,9 +648,7 @@ class ShopEngine:
             del self.station_task[ev.device_id]
         self.efforts[(ev.device_id, handle)] = effort
         out.records.append(open_rec(effort))
-        out.records.append(
-            self._decision(ev, now, handle, None, "task_station", "effort_start", None, decided)
-        )
+        out.records.append(decision(DecisionAction.EFFORT_START))
         out.reply = self._reply(ev, Grant(handle, name, STATION_GRANT_S))
         return out
 

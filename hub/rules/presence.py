@@ -27,7 +27,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+
+class PresenceState(StrEnum):
+    """A presence change signs a member in or out (``presence_changes.state``)."""
+
+    IN = "in"
+    OUT = "out"
+
+
+class PresenceReason(StrEnum):
+    """Why a presence change happened (``presence_changes.reason``)."""
+
+    BADGE = "badge"  # a badge at a sign_in station
+    AUTO = "auto"  # a forgotten sign-out, closed at auto_close_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +56,7 @@ class SignedOut:
     member: str
     since: datetime
     at: datetime
-    reason: str  # "badge" or "auto"
+    reason: PresenceReason
 
 
 def auto_close_time(since: datetime, at: time, tz: ZoneInfo) -> datetime:
@@ -92,11 +107,11 @@ def state_from_changes(
     present: dict[str, datetime] = {}
     last_toggle: dict[str, datetime] = {}
     for member, at, state, reason in changes:
-        if state == "in":
+        if state == PresenceState.IN:
             present[member] = at
         else:
             present.pop(member, None)
-        if reason == "badge":
+        if reason == PresenceReason.BADGE:
             last_toggle[member] = at
     return present, last_toggle
 
@@ -111,7 +126,7 @@ def stays(changes: Iterable[tuple[datetime, str]]) -> list[Stay]:
     out: list[Stay] = []
     since: datetime | None = None
     for at, state in changes:
-        if state == "in":
+        if state == PresenceState.IN:
             since = at if since is None else since
         elif since is not None:
             out.append((since, at))
@@ -165,14 +180,14 @@ class Presence:
         records: list[SignedIn | SignedOut] = []
         since = self.present.get(member)
         if since is not None and auto_close_time(since, self.auto_close_at, self.tz) <= now:
-            records.append(self._close(member, "auto"))
+            records.append(self._close(member, PresenceReason.AUTO))
             since = None
         self._last_toggle[member] = now
         if since is None:
             self.present[member] = now
             return [*records, SignedIn(member, now)]
         del self.present[member]
-        return [SignedOut(member, since, max(now, since), "badge")]
+        return [SignedOut(member, since, max(now, since), PresenceReason.BADGE)]
 
     def auto_close(self, now: datetime) -> list[SignedOut]:
         """Close every sign-in whose cutoff has passed by ``now`` (run by the scheduler)."""
@@ -181,8 +196,8 @@ class Presence:
             for member, since in self.present.items()
             if auto_close_time(since, self.auto_close_at, self.tz) <= now
         ]
-        return [self._close(member, "auto") for member in sorted(due)]
+        return [self._close(member, PresenceReason.AUTO) for member in sorted(due)]
 
-    def _close(self, member: str, reason: str) -> SignedOut:
+    def _close(self, member: str, reason: PresenceReason) -> SignedOut:
         since = self.present.pop(member)
         return SignedOut(member, since, auto_close_time(since, self.auto_close_at, self.tz), reason)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -17,11 +18,41 @@ from hub.rules.access import (
     MemberAccess,
     WeeklyHours,
 )
+from hub.rules.presence import PresenceReason, PresenceState, SignedIn, SignedOut
 from hub.rules.sessions import (
+    CloseReason,
     ToolRules,
 )
 
 HOURS_PLACES = Decimal("0.000001")
+
+
+class DecisionAction(StrEnum):
+    """What the hub did with a badge (``badge_decisions.action``)."""
+
+    GRANT = "grant"  # at a tool: a session starts
+    DENY = "deny"  # anywhere: the reason says why
+    RELEASE = "release"  # at a tap tool its holder tapped again: the session ends
+    SIGN_IN = "sign_in"  # at the door
+    SIGN_OUT = "sign_out"  # at the door
+    EFFORT_START = "effort_start"  # at a task station
+    EFFORT_END = "effort_end"  # at a task station
+    NONE = "none"  # nothing changed (a repeated tap, a reader bound to nothing)
+
+
+class EffortSource(StrEnum):
+    """Where a member's effort was recorded (``effort_records.source``)."""
+
+    STATION = "station"  # a badge at a task station, by the engine
+    BOARD = "board"  # a done on the task board: counted by its claim
+    COORDINATOR = "coordinator"  # entered by a coordinator (a correction)
+
+
+class StationKind(StrEnum):
+    """A reader not at a tool (the shop file's ``stations:``, ``stations.kind``)."""
+
+    SIGN_IN = "sign_in"  # the door: a badge signs the member in or out
+    TASK_STATION = "task_station"  # a badge starts or ends effort on a task
 
 
 # --- what the engine knows about the shop (loaded from the database) ----------------
@@ -79,7 +110,7 @@ class ShopData:
     members: dict[str, MemberAccess] = field(default_factory=dict)
     badges: dict[str, str] = field(default_factory=dict)  # uid -> handle
     tools: dict[str, ToolConfig] = field(default_factory=dict)
-    stations: dict[str, str] = field(default_factory=dict)  # device -> sign_in|task_station
+    stations: dict[str, str] = field(default_factory=dict)  # device -> a StationKind value
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     auto_signout: time = time(4, 0)
     period: tuple[datetime, datetime] | None = None  # the open period [start, end)
@@ -165,8 +196,8 @@ class DecisionRec:
     uid: str
     member: str | None
     tool_id: str | None
-    station: str | None
-    action: str
+    station: StationKind | None
+    action: DecisionAction
     reason: str | None
     replay: bool
     training: str | None = None
@@ -190,16 +221,23 @@ class SessionCloseRec:
     busy_s: float
     idle_s: float
     wh: float
-    close_reason: str
+    close_reason: CloseReason
 
 
 @dataclass(frozen=True, slots=True)
 class PresenceRec:
     member: str
     at: datetime
-    state: str  # in | out
-    reason: str  # badge | auto
+    state: PresenceState
+    reason: PresenceReason
     site: str | None = None  # the site of the sign-in station (its hub's)
+
+    @classmethod
+    def of(cls, change: SignedIn | SignedOut, site: str | None) -> PresenceRec:
+        """The record of a sign-in (always by badge) or a sign-out (by badge or auto)."""
+        if isinstance(change, SignedIn):
+            return cls(change.member, change.at, PresenceState.IN, PresenceReason.BADGE, site)
+        return cls(change.member, change.at, PresenceState.OUT, change.reason, site)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +253,7 @@ class EffortRec:
     hours: Decimal | None
     weight: Decimal | None
     device_id: str
-    source: str = "station"
+    source: EffortSource = EffortSource.STATION
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ member is not charged for the time the tool stood idle waiting for the timeout.
 ['SessionStarted', 'ToolStateChanged']
 >>> _ = tool.power(900.0, t0 + timedelta(minutes=1))
 >>> ended = tool.tap_out("ada", t0 + timedelta(minutes=31))[0]
->>> ended.close_reason, ended.busy_s, ended.wh
+>>> ended.close_reason.value, ended.busy_s, ended.wh
 ('badge_out', 1800.0, 450.0)
 """
 
@@ -60,28 +60,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from hub.contract.messages import DeviceEvent
 from hub.rules.power import PowerMeter, PowerThresholds, Segment
 
-POLICIES = ("card_present", "tap", "timeout")
-CLOSE_REASONS = (
-    "badge_out",  # tap policy: the member tapped again
-    "card_removed",  # card_present policy: the card left the reader
-    "release",  # a `release` from the hub (web, coordinator)
-    "timeout",  # idle_timeout with no activity
-    "device_offline",  # the tool's device went offline
-    "hub_restart",  # the hub restarted with the session open
-    "max_duration",  # open longer than the tool allows
-    "tool_done",  # a `done` or `stop` button at the tool
-    "tool_stopped",  # the running input went off (tools with end_on_stop)
-    "locked",  # a coordinator locked the tool
-    "handover",  # a session for another member started (two-card induction)
-    "power_off",  # an unattended run: the tool's power fell below off_w
-)
+
+class Policy(StrEnum):
+    """How a tool's session ends (the shop file's ``policy:``, ``tools.policy``)."""
+
+    CARD_PRESENT = "card_present"  # while the card is on the reader
+    TAP = "tap"  # tap on, tap off
+    TIMEOUT = "timeout"  # after idle_timeout with no activity
+
+
+POLICIES = tuple(Policy)
+
+
+class CloseReason(StrEnum):
+    """Why a session ended (``usage_sessions.close_reason``, the exports and the API)."""
+
+    BADGE_OUT = "badge_out"  # tap policy: the member tapped again
+    CARD_REMOVED = "card_removed"  # card_present policy: the card left the reader
+    RELEASE = "release"  # a `release` from the hub (web, coordinator)
+    TIMEOUT = "timeout"  # idle_timeout with no activity
+    DEVICE_OFFLINE = "device_offline"  # the tool's device went offline
+    HUB_RESTART = "hub_restart"  # the hub restarted with the session open
+    MAX_DURATION = "max_duration"  # open longer than the tool allows
+    TOOL_DONE = "tool_done"  # a `done` or `stop` button at the tool
+    TOOL_STOPPED = "tool_stopped"  # the running input went off (tools with end_on_stop)
+    LOCKED = "locked"  # a coordinator locked the tool
+    HANDOVER = "handover"  # a session for another member started (two-card induction)
+    POWER_OFF = "power_off"  # an unattended run: the tool's power fell below off_w
+
+
+CLOSE_REASONS = tuple(CloseReason)
 # close reasons the device does not know about: the hub must switch the tool off
-RELEASING = frozenset({"release", "timeout", "max_duration"})
+RELEASING = frozenset({CloseReason.RELEASE, CloseReason.TIMEOUT, CloseReason.MAX_DURATION})
 DONE_BUTTONS = frozenset({"done", "stop"})
 # How far a device's clock may be from the hub's and still be taken as it is.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -95,7 +111,7 @@ class ToolRules:
     ``unattended``: no one badges at the tool; its runs are sessions with no member.
     """
 
-    policy: str = "tap"
+    policy: Policy = Policy.TAP
     off_w: float = 5.0
     idle_w: float | None = None
     busy_w: float = 50.0
@@ -109,7 +125,8 @@ class ToolRules:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if self.policy == "timeout" and self.idle_timeout is None:
+        object.__setattr__(self, "policy", Policy(self.policy))
+        if self.policy == Policy.TIMEOUT and self.idle_timeout is None:
             raise ValueError("policy 'timeout' needs an idle_timeout")
         if self.idle_timeout is not None and self.idle_timeout <= timedelta(0):
             raise ValueError(f"idle_timeout must be positive, got {self.idle_timeout}")
@@ -145,7 +162,7 @@ class SessionEnded:
     member: str | None
     start: datetime
     end: datetime
-    close_reason: str
+    close_reason: CloseReason
     busy_s: float
     idle_s: float
     wh: float
@@ -183,7 +200,7 @@ class ReleaseTool:
     """The hub closed the session on its own: send ``release`` to the tool's devices."""
 
     tool: str
-    reason: str
+    reason: CloseReason
 
 
 Effect = SessionStarted | SessionEnded | ToolStateChanged | ReleaseTool
@@ -296,7 +313,7 @@ class ToolSessionState:
             self._activity(t, now, active=self._active(), restart=True)
             return effects + self._state_effects(t)
         if self.session is not None:
-            effects += self._close("handover", t, now)
+            effects += self._close(CloseReason.HANDOVER, t, now)
         self.session = OpenSession(member, t, now, name=name, replayed=replay)
         self._activity(t, now, active=self._active())
         effects.append(SessionStarted(self.tool, member, t))
@@ -340,10 +357,10 @@ class ToolSessionState:
     ) -> list[Effect]:
         """The member tapped again at a ``tap`` tool: ends their session (``badge_out``)."""
         effects = self.tick(now)
-        if self.rules.policy != "tap" or not self.session or self.session.member != member:
+        if self.rules.policy != Policy.TAP or not self.session or self.session.member != member:
             return effects
         t = self._accept(now, device_ts, replay)
-        return effects + self._close("badge_out", t, now) + self._state_effects(t)
+        return effects + self._close(CloseReason.BADGE_OUT, t, now) + self._state_effects(t)
 
     def badge_removed(
         self,
@@ -355,12 +372,12 @@ class ToolSessionState:
     ) -> list[Effect]:
         """A card left a ``card_present`` reader; None when the uid maps to no member."""
         effects = self.tick(now)
-        if self.rules.policy != "card_present" or self.session is None:
+        if self.rules.policy != Policy.CARD_PRESENT or self.session is None:
             return effects
         if member is not None and member != self.session.member:
             return effects
         t = self._accept(now, device_ts, replay)
-        return effects + self._close("card_removed", t, now) + self._state_effects(t)
+        return effects + self._close(CloseReason.CARD_REMOVED, t, now) + self._state_effects(t)
 
     def power(
         self,
@@ -391,7 +408,7 @@ class ToolSessionState:
         the tool got a reader meanwhile: the run it had goes on to its end)."""
         level = self.meter.level
         if self.session is not None and self.session.member is None and level == "off":
-            return self._close("power_off", t, now)
+            return self._close(CloseReason.POWER_OFF, t, now)
         if self.session is None and level == "busy" and self.rules.unattended and not self.locked:
             self.session = OpenSession(None, t, now)
             return [SessionStarted(self.tool, None, t)]
@@ -411,7 +428,9 @@ class ToolSessionState:
         was_running, self.running = self.running, on
         if self.session is not None:
             if self.rules.end_on_stop and was_running and not on:
-                return effects + self._close("tool_stopped", t, now) + self._state_effects(t)
+                return (
+                    effects + self._close(CloseReason.TOOL_STOPPED, t, now) + self._state_effects(t)
+                )
             self._activity(t, now, active=self._active())
         return effects + self._state_effects(t)
 
@@ -423,7 +442,7 @@ class ToolSessionState:
         if name not in DONE_BUTTONS or self.session is None:
             return effects
         t = self._accept(now, device_ts, replay)
-        return effects + self._close("tool_done", t, now) + self._state_effects(t)
+        return effects + self._close(CloseReason.TOOL_DONE, t, now) + self._state_effects(t)
 
     def release(self, now: datetime) -> list[Effect]:
         """End the session now from the hub side (web, coordinator); sends ``release``."""
@@ -431,14 +450,14 @@ class ToolSessionState:
         if self.session is None:
             return effects
         t = self._accept(now, None, False)
-        return effects + self._close("release", t, now) + self._state_effects(t)
+        return effects + self._close(CloseReason.RELEASE, t, now) + self._state_effects(t)
 
     def device_offline(self, now: datetime) -> list[Effect]:
         """The tool's device went offline (last will, or Tasmota/Shelly LWT)."""
         effects = self.tick(now)
         t = self._accept(now, None, False)
         if self.session is not None:
-            effects += self._close("device_offline", t, now)
+            effects += self._close(CloseReason.DEVICE_OFFLINE, t, now)
         self.online = False
         # what the tool drew before is no longer known: not busy until it says so again
         self.meter.forget_reading()
@@ -461,7 +480,7 @@ class ToolSessionState:
         effects = self.tick(now)
         t = self._accept(now, None, False)
         if self.session is not None:
-            effects += self._close("locked", t, now)
+            effects += self._close(CloseReason.LOCKED, t, now)
         self.locked = True
         return effects + self._state_effects(t)
 
@@ -483,7 +502,9 @@ class ToolSessionState:
             return []
         assert self.session.last_seen is not None
         end = self.session.last_seen
-        return self._close("hub_restart", end, now, advance=False) + self._state_effects(end)
+        return self._close(CloseReason.HUB_RESTART, end, now, advance=False) + self._state_effects(
+            end
+        )
 
     def tick(self, now: datetime) -> list[Effect]:
         """Close a session whose idle timeout or maximum duration has passed (hub time)."""
@@ -498,13 +519,13 @@ class ToolSessionState:
             snap = s.inactive
             assert snap is not None
             s.busy_s, s.idle_s, s.wh = snap.busy_s, snap.idle_s, snap.wh
-            return self._close("timeout", snap.at, now, advance=False) + self._state_effects(
-                self._record_time(now)
-            )
+            return self._close(
+                CloseReason.TIMEOUT, snap.at, now, advance=False
+            ) + self._state_effects(self._record_time(now))
         if due_max <= now:
             cursor = self.meter.at or s.start
             end = max(cursor, min(s.start + self.rules.max_duration, self._record_time(now)))
-            return self._close("max_duration", end, now) + self._state_effects(end)
+            return self._close(CloseReason.MAX_DURATION, end, now) + self._state_effects(end)
         return []
 
     def feed(self, event: DeviceEvent, now: datetime, member: str | None = None) -> list[Effect]:
@@ -578,7 +599,7 @@ class ToolSessionState:
             s.inactive = _Snapshot(t, now, s.busy_s, s.idle_s, s.wh)
 
     def _close(
-        self, reason: str, end: datetime, now: datetime, *, advance: bool = True
+        self, reason: CloseReason, end: datetime, now: datetime, *, advance: bool = True
     ) -> list[Effect]:
         s = self.session
         assert s is not None

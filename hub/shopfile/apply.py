@@ -22,10 +22,10 @@ from hub.admin.credentials import plug_conflict, plug_logins
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DISCOVERY_PREFIX
 from hub.peerconomy import economy as pc
+from hub.rules.access import TRAINERS
 from hub.rules.sessions import tool_rules
 from hub.shopfile.entries import _Problems
 from hub.shopfile.spec import (
-    TRAINERS,
     BindingSpec,
     Shop,
     ToolSpec,
@@ -260,7 +260,7 @@ class _Apply:
                 if p.has_default_rules():
                     continue
                 row = ProjectRules(project_id=p.id, gain=pc.K, weight_min=pc.LO, weight_max=pc.HI)
-                row.weight_mode = "close"
+                row.weight_mode = pc.WeightMode.CLOSE
                 self.session.add(row)
                 self.db.rules[p.id] = row
             what = f"project {p.id}"

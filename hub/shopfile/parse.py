@@ -46,7 +46,8 @@ from hub.config import DEFAULT_SITE, SITE_ID
 from hub.contract.messages import DEVICE_ID, normalize_uid
 from hub.errors import ContractError, ShopFileError
 from hub.peerconomy import economy as pc
-from hub.rules.sessions import POLICIES
+from hub.rules.access import TRAINERS, Role
+from hub.rules.sessions import POLICIES, Policy
 from hub.shopfile.entries import (
     ShopLoader,
     _Entry,
@@ -68,7 +69,6 @@ from hub.shopfile.spec import (
     STATION_KINDS,
     TOOL_ID,
     TOP_KEYS,
-    TRAINERS,
     UNITS,
     BindingSpec,
     GrantSpec,
@@ -136,16 +136,16 @@ class _Parser:
                     f"weight_max {_fmt(hi)} is below weight_min {_fmt(lo)}",
                     "weight_max",
                 )
-            mode = e.choice("weight_mode", pc.WEIGHT_MODES, "close")
+            mode = e.choice("weight_mode", pc.WEIGHT_MODES, pc.WeightMode.CLOSE)
             out.append(
                 ProjectSpec(
                     ident,
                     name,
-                    model,
+                    pc.Model(model or DEFAULT_MODEL),
                     gain if gain is not None else pc.K,
                     lo if lo is not None else pc.LO,
                     hi if hi is not None else pc.HI,
-                    mode or "close",
+                    pc.WeightMode(mode or pc.WeightMode.CLOSE),
                     **e.where(),
                 )
             )
@@ -158,7 +158,7 @@ class _Parser:
             handle = e.ident("handle", SLUG, "handle")
             name = e.text("name")
             roles: list[str] = []
-            items = e.items("roles") if "roles" in item else [(e.line, "member")]
+            items = e.items("roles") if "roles" in item else [(e.line, Role.MEMBER)]
             for line, role in items:
                 if role not in ROLES:
                     e.error(f"unknown role {show(role)} (roles are {', '.join(ROLES)})", line=line)
@@ -344,7 +344,7 @@ class _Parser:
             e.error(f"power.off_w ({off_w}) must not be above power.busy_w ({busy_w})", "power")
         if idle_w is not None and busy_w is not None and idle_w > busy_w:
             e.error(f"power.idle_w ({idle_w}) must not be above power.busy_w ({busy_w})", "power")
-        if policy == "timeout" and (p is None or "idle_timeout" not in p.data):
+        if policy == Policy.TIMEOUT and (p is None or "idle_timeout" not in p.data):
             e.error("policy timeout needs power.idle_timeout (such as 15m)", "policy")
         power = {
             "off_w": off_w,

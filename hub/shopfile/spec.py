@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DEVICE_ID
 from hub.peerconomy import economy as pc
+from hub.rules.access import Role
+from hub.rules.records import StationKind
 from hub.rules.sessions import ToolRules, tool_rules
 
 MAX_ERRORS = 20
@@ -27,9 +29,8 @@ TOOL_ID = DEVICE_ID
 PLUG_REF = re.compile(r"[^\s+#/][^\s+#]{0,199}")
 """A Tasmota topic or Shelly prefix: no spaces, no MQTT wildcards, no leading slash."""
 
-ROLES = ("member", "trainer", "coordinator")
-TRAINERS = frozenset({"trainer", "coordinator"})
-STATION_KINDS = ("sign_in", "task_station")
+ROLES = tuple(Role)
+STATION_KINDS = tuple(StationKind)
 BINDING_KINDS = ("device", "tasmota", "shelly")
 # How a binding names one channel of a plug, in the plug's own numbering and bounds:
 # a Tasmota's POWER<n> (from 1), a Shelly's switch:<n> (from 0).
@@ -37,7 +38,7 @@ CHANNEL_KEYS = {"tasmota": "channel", "shelly": "switch"}
 CHANNEL_FIRST = {"tasmota": 1, "shelly": 0}
 CHANNEL_LAST = 32
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
-DEFAULT_MODEL = "production_effort"
+DEFAULT_MODEL = pc.Model.PRODUCTION_EFFORT
 UNITS = ("hours", "busy_hours")  # what a tool's use counts in at period close
 DEFAULT_PER_SLOT = timedelta(hours=1)
 
@@ -69,18 +70,18 @@ class ProjectSpec(_Located):
 
     id: str
     name: str
-    model: str
+    model: pc.Model
     gain: Decimal = pc.K
     weight_min: Decimal = pc.LO
     weight_max: Decimal = pc.HI
-    weight_mode: str = "close"
+    weight_mode: pc.WeightMode = pc.WeightMode.CLOSE
 
     def has_default_rules(self) -> bool:
         return (self.gain, self.weight_min, self.weight_max, self.weight_mode) == (
             pc.K,
             pc.LO,
             pc.HI,
-            "close",
+            pc.WeightMode.CLOSE,
         )
 
 

@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from hub.config import DEFAULT_SITE
+from hub.peerconomy.economy import Model, WeightMode
+from hub.rules.sessions import Policy
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -88,7 +90,7 @@ class Project(Base):
     __tablename__ = "projects"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    model: Mapped[str] = mapped_column(String(32), default="production_effort")
+    model: Mapped[str] = mapped_column(String(32), default=Model.PRODUCTION_EFFORT)
 
 
 class Member(Base):
@@ -140,7 +142,7 @@ class Tool(Base):
     project_id: Mapped[str | None] = mapped_column(
         ForeignKey("projects.id", ondelete="SET NULL"), nullable=True
     )
-    policy: Mapped[str] = mapped_column(String(20), default="tap")
+    policy: Mapped[str] = mapped_column(String(20), default=Policy.TAP)
     training_id: Mapped[str | None] = mapped_column(
         ForeignKey("trainings.id", ondelete="SET NULL"), nullable=True
     )
@@ -619,7 +621,9 @@ class ProjectRules(Base):
     gain: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.2"))
     weight_min: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("0.25"))
     weight_max: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal("4.0"))
-    weight_mode: Mapped[str] = mapped_column(String(8), default="close", server_default="close")
+    weight_mode: Mapped[str] = mapped_column(
+        String(8), default=WeightMode.CLOSE, server_default=WeightMode.CLOSE.value
+    )
 
 
 class TaskState(Base):

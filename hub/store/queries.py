@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from hub.rules.records import EffortSource
 from hub.rules.seen import SeenIndex
 from hub.store.models import (
     DeadLetter,
@@ -69,7 +70,11 @@ def slot_takes(
     claims = select(TaskClaim.task_id, TaskClaim.claimed_at).where(
         TaskClaim.claimed_at >= start, TaskClaim.claimed_at < end
     )
-    sources = ("station", "coordinator") if stations else ("coordinator",)
+    sources = (
+        (EffortSource.STATION, EffortSource.COORDINATOR)
+        if stations
+        else (EffortSource.COORDINATOR,)
+    )
     efforts = select(EffortRecord.task_id, EffortRecord.start).where(
         EffortRecord.task_id.is_not(None),
         EffortRecord.source.in_(sources),

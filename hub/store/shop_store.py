@@ -22,13 +22,16 @@ from sqlalchemy.orm import Session
 from hub.config import DEFAULT_SITE
 from hub.contract.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
 from hub.contract.messages import DeviceEvent, allowlist_topic
-from hub.rules.access import MemberAccess, WeeklyHours
+from hub.peerconomy.economy import WeightMode
+from hub.rules.access import TRAINERS, MemberAccess, Role, WeeklyHours
 from hub.rules.engine import ShopEngine
-from hub.rules.presence import state_from_changes
+from hub.rules.presence import PresenceState, state_from_changes
 from hub.rules.records import (
     ClockReading,
+    DecisionAction,
     DecisionRec,
     EffortRec,
+    EffortSource,
     OpenEffort,
     Outcome,
     PlugBinding,
@@ -122,8 +125,8 @@ def load_shop(
             name=m.name,
             suspended=m.suspended,
             trainings=held,
-            trains=frozenset(held) if roles & {"trainer", "coordinator"} else frozenset(),
-            keyholder="coordinator" in roles,
+            trains=frozenset(held) if roles & TRAINERS else frozenset(),
+            keyholder=Role.COORDINATOR in roles,
         )
         by_id[m.id] = m.handle
     badges = {b.uid: by_id[b.member_id] for b in session.scalars(select(Badge))}
@@ -215,7 +218,7 @@ def load_tasks(
             select(TaskWeightHistory).where(TaskWeightHistory.period_id == period.id)
         ):
             weights[h.task_id], pinned[h.task_id] = h.weight, h.pinned
-    rules = {p: r for p, r in weight_rules(session).items() if r.weight_mode == "clock"}
+    rules = {p: r for p, r in weight_rules(session).items() if r.weight_mode == WeightMode.CLOCK}
     takes = (
         slot_takes(session, period.start, period.end, stations=False) if rules and period else {}
     )
@@ -239,7 +242,7 @@ def load_tasks(
             (key, task, start)
             for key, task, start in session.execute(
                 select(EffortRecord.key, EffortRecord.task_id, EffortRecord.start).where(
-                    EffortRecord.source == "station",
+                    EffortRecord.source == EffortSource.STATION,
                     EffortRecord.task_id.in_(clock_tasks),
                     EffortRecord.start >= period.start,
                     EffortRecord.start < period.end,
@@ -287,7 +290,9 @@ def current_presence(session: Session, *, except_site: str | None = None) -> dic
     if except_site is not None:
         last = last.where(pc.site != except_site)
     rows = session.execute(
-        select(pc.member, pc.at).where(pc.id.in_(last.scalar_subquery()), pc.state == "in")
+        select(pc.member, pc.at).where(
+            pc.id.in_(last.scalar_subquery()), pc.state == PresenceState.IN
+        )
     )
     present: dict[str, datetime] = {}
     for member, at in rows:
@@ -308,7 +313,7 @@ def stored_resume(session: Session, site: str) -> Resume:
     )
     efforts = session.scalars(
         select(EffortRecord)
-        .where(EffortRecord.end.is_(None), EffortRecord.source == "station")
+        .where(EffortRecord.end.is_(None), EffortRecord.source == EffortSource.STATION)
         .order_by(EffortRecord.id)
     )
     clocks = session.scalars(select(DeviceClock).order_by(DeviceClock.id))
@@ -386,7 +391,7 @@ def _replay_session(
     granted = session.execute(
         select(Event.id, Event.received_at, Event.device_id, Event.boot, Event.seq, d.replay)
         .join(d, (d.device_id == Event.device_id) & (d.boot == Event.boot) & (d.seq == Event.seq))
-        .where(*logged, d.member == member, d.tool_id == tool_id, d.action == "grant")
+        .where(*logged, d.member == member, d.tool_id == tool_id, d.action == DecisionAction.GRANT)
         .order_by(Event.id.desc())
         .limit(1)
     ).first()
