@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from devices.simulators import TasmotaPlug
 from hub.errors import ContractError, ShopFileError
-from hub.rules.power import tasmota_sensor
+from hub.plugs.tasmota import tasmota_sensor
 from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
