@@ -1,4 +1,4 @@
-"""Smart plugs and meters of other makers (Tasmota, Shelly): one
+"""Smart plugs and meters of other makers (Tasmota, Shelly, any MQTT JSON meter): one
 module per kind, each a :class:`~hub.plugs.base.PlugKind`, named in :data:`KINDS`.
 
 Adding a kind is one module and one entry here; nothing else in the hub asks which kind
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from hub.contract.messages import DISCOVERY_PREFIX
 from hub.plugs.base import PlugKind, reserved_problem, trees_overlap
+from hub.plugs.mqtt_json import MqttJson
 from hub.plugs.shelly import Shelly
 from hub.plugs.tasmota import Tasmota
 
-KINDS: dict[str, PlugKind] = {kind.name: kind for kind in (Tasmota(), Shelly())}
+KINDS: dict[str, PlugKind] = {kind.name: kind for kind in (Tasmota(), Shelly(), MqttJson())}
 
 
 def plug_name(kind: str) -> str:
