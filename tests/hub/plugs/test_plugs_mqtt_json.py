@@ -8,12 +8,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from hub.errors import ContractError, ShopFileError
 from hub.plugs.decode import parse_plug, switch_commands
 from hub.rules.records import ShopData, ToolConfig
 from hub.rules.sessions import ToolRules
+from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
+from hub.store.db import make_engine, migrate, session_factory
+from hub.store.models import ToolBinding
 from tests.hub.plugs.plug_contract import PlugCase, help_test_plug
 
 # Zigbee2MQTT's state of a metering plug (its docs' exposes: power W, energy kWh)
@@ -105,3 +109,23 @@ tools:
         "shop.yaml:6: tools[3] (fan): mqtt_json z/fan: power must be a dotted path such as "
         "ENERGY.Power, got 'a..b'",
     ]
+
+
+def test_changed_keys_of_a_binding_are_stored_on_the_next_load(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    migrate(engine)
+    shop = "tools:\n  - {{id: saw, devices: [{{mqtt_json: z/saw, power: power{}}}]}}\n"
+    try:
+        with session_factory(engine).begin() as session:
+            apply_shop(session, parse_shop(shop.format(", energy: energy")))
+        with session_factory(engine).begin() as session:
+            changes = apply_shop(session, parse_shop(shop.format(", energy: e, energy_unit: kWh")))
+            assert (
+                "~ binding mqtt_json z/saw: {'energy': 'e', 'energy_unit': 'kWh', "
+                "'power': 'power'}" in changes
+            )
+        with session_factory(engine)() as session:
+            (row,) = session.scalars(select(ToolBinding)).all()
+            assert row.options == {"energy": "e", "energy_unit": "kWh", "power": "power"}
+    finally:
+        engine.dispose()
