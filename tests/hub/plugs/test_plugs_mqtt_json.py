@@ -16,8 +16,9 @@ from hub.rules.records import ShopData, ToolConfig
 from hub.rules.sessions import ToolRules
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
-from hub.store.db import make_engine, migrate, session_factory
+from hub.store.db import make_engine, session_factory
 from hub.store.models import ToolBinding
+from tests.conftest import database_url
 from tests.hub.plugs.plug_contract import PlugCase, help_test_plug
 
 # Zigbee2MQTT's state of a metering plug (its docs' exposes: power W, energy kWh)
@@ -112,8 +113,7 @@ tools:
 
 
 def test_changed_keys_of_a_binding_are_stored_on_the_next_load(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'shop.db'}")
-    migrate(engine)
+    engine = make_engine(database_url(tmp_path))
     shop = "tools:\n  - {{id: saw, devices: [{{mqtt_json: z/saw, power: power{}}}]}}\n"
     try:
         with session_factory(engine).begin() as session:
