@@ -112,8 +112,9 @@ def _plug_options(command: Any) -> Any:
     """One option per plug kind (``--tasmota TOPIC``, ``--shelly PREFIX``, …)."""
     for name, kind in reversed(PLUG_KINDS.items()):
         flag = "--" + name.replace("_", "-")
-        what = f"A plug of kind {name} with this {kind.ref_name}."
-        command = click.option(flag, name, metavar="TOPIC", help=what)(command)
+        what = f"A plug of kind {name}, with this {kind.ref_name} (docs/plugs.md)."
+        metavar = kind.ref_name.split()[-1].upper()  # TOPIC, PREFIX
+        command = click.option(flag, name, metavar=metavar, help=what)(command)
     return command
 
 
