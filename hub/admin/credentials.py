@@ -42,12 +42,11 @@ from hub.contract.messages import (
     allowlist_topic,
     cmd_topic,
     event_topic,
-    plug_name,
-    plug_ref_problem,
-    plugs_overlap,
     status_topic,
 )
 from hub.errors import ConfigError, CredentialError
+from hub.plugs import KINDS as PLUG_KINDS
+from hub.plugs import plug_name, plug_ref_problem, plugs_overlap
 from hub.store.models import Device, MqttAccount, ToolBinding, utcnow
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ log = logging.getLogger(__name__)
 SALT_BYTES = 12
 ITERATIONS = 101
 
-KINDS = ("device", "tasmota", "shelly")
+KINDS = ("device", *PLUG_KINDS)
 # A Tasmota topic or Shelly prefix becomes part of an ACL line: no wildcards, no spaces,
 # no leading "$" (broker topics), no empty levels.
 _TOPIC_PART = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
@@ -178,7 +177,7 @@ def plug_bindings(session: Session) -> list[tuple[str, str, str]]:
     """The plugs bound to tools as ``(tool, kind, topic)``, for :func:`plug_conflict`."""
     rows = session.execute(
         select(ToolBinding.tool_id, ToolBinding.kind, ToolBinding.ref).where(
-            ToolBinding.kind.in_(("tasmota", "shelly"))
+            ToolBinding.kind.in_(tuple(PLUG_KINDS))
         )
     )
     return [(tool, kind, ref) for tool, kind, ref in rows]
@@ -197,7 +196,7 @@ def add_account(
     """Register (or re-admit) an MQTT account and return its one-time credentials.
 
     ``kind`` ``device`` is an MQTT device: its ``devices`` row is created or approved.
-    ``tasmota`` and ``shelly`` are off-the-shelf plugs, allowed only their own topics,
+    Any other kind (:data:`hub.plugs.KINDS`) is a plug, allowed only its own topics,
     which may not reach a reserved tree or another plug's (:func:`plug_conflict`).
     An account that is active already keeps its password unless ``rotate`` is set.
     """
@@ -395,18 +394,21 @@ def render_passwords(hub_username: str, hub_hash: str, accounts: Iterable[MqttAc
 def render_acl(
     hub_username: str,
     accounts: Iterable[MqttAccount],
-    shelly: Iterable[str],
+    bound: Iterable[tuple[str, str]],
     discovery_prefix: str = DISCOVERY_PREFIX,
 ) -> str:
     """The ACL of docs/device-protocol.md; anything not listed is denied.
 
-    The caller leaves out plugs whose topics are not theirs (:func:`plug_conflict`)."""
+    ``bound`` are the plugs ``(kind, topic)`` bound to tools, whose topics the hub reads
+    (and writes, for a plug it switches); so are the plug accounts' topics.  The caller
+    leaves out plugs whose topics are not theirs (:func:`plug_conflict`)."""
     accounts = list(accounts)
-    prefixes = sorted({*shelly, *(a.topic for a in accounts if a.kind == "shelly" and a.topic)})
+    plugs = {*bound, *((a.kind, a.topic) for a in accounts if a.kind != "device" and a.topic)}
+    hub_lines = [line for kind, ref in sorted(plugs) for line in PLUG_KINDS[kind].hub_acl(ref)]
     lines = ["# Written by `peershop mosquitto-config`.  Not listed means denied.", ""]
     lines += [f"user {hub_username}"]
     lines += [f"topic readwrite {t}" for t in (*HUB_TOPICS, f"{discovery_prefix}/#")]
-    lines += [f"topic readwrite {p}/#" for p in prefixes]
+    lines += sorted(dict.fromkeys(hub_lines))
     lines += ["topic read $SYS/#", ""]
     for a in accounts:
         lines.append(f"user {a.username}")
@@ -419,14 +421,8 @@ def render_acl(
                 f"topic read {allowlist_topic(a.username)}",
                 f"topic read {HUB_STATUS_TOPIC}",
             ]
-        elif a.kind == "tasmota":
-            lines += [
-                f"topic write tele/{a.topic}/#",
-                f"topic write stat/{a.topic}/#",
-                f"topic read cmnd/{a.topic}/#",
-            ]
-        else:  # shelly: its prefix is its own; RPC replies go to {prefix}/<src>/rpc
-            lines += [f"topic readwrite {a.topic}/#"]
+        elif a.topic:
+            lines += PLUG_KINDS[a.kind].acl(a.topic)
         lines.append("")
     return "\n".join(lines)
 
@@ -468,10 +464,11 @@ def hub_login(mqtt: object) -> tuple[str, str]:
 
 def _fenced_plugs(
     session: Session, accounts: list[MqttAccount], discovery_prefix: str
-) -> tuple[list[MqttAccount], list[str]]:
-    """The accounts whose ACL lines are safe to write, and the Shelly prefixes bound to
-    tools the hub may use.  A plug whose topic is reserved or another's (stored before
-    peershop refused such topics) gets no ACL lines at all, with a warning naming it."""
+) -> tuple[list[MqttAccount], list[tuple[str, str]]]:
+    """The accounts whose ACL lines are safe to write, and the plugs ``(kind, topic)``
+    bound to tools whose topics the hub may use.  A plug whose topic is reserved or
+    another's (stored before peershop refused such topics) gets no ACL lines at all,
+    with a warning naming it."""
     logins = [(a.username, a.kind, a.topic) for a in accounts if a.topic]
     bound = plug_bindings(session)
     safe = []
@@ -487,16 +484,16 @@ def _fenced_plugs(
             safe.append(a)
         else:
             log.warning("plug %s may use no topic until it gets another: %s", a.username, problem)
-    shelly = []
+    plugs = []
     for _tool, kind, ref in bound:
-        if kind != "shelly" or not _TOPIC_PART.fullmatch(ref):
+        if kind not in PLUG_KINDS or not _TOPIC_PART.fullmatch(ref):
             continue
         problem = plug_ref_problem(kind, ref, discovery_prefix)
         if problem is None:
-            shelly.append(ref)
+            plugs.append((kind, ref))
         else:
             log.warning("the hub gets no ACL line for a bound plug: %s", problem)
-    return safe, shelly
+    return safe, plugs
 
 
 def write_broker_files(
@@ -519,11 +516,11 @@ def write_broker_files(
             "mqtt.username", f"{hub_username!r} is also a device's username; rename one"
         )
     prefix = cfg.homeassistant.prefix
-    fenced, shelly = _fenced_plugs(session, accounts, prefix)
+    fenced, bound = _fenced_plugs(session, accounts, prefix)
     outdir.mkdir(parents=True, exist_ok=True)
     files = {
         PASSWORD_NAME: render_passwords(hub_username, mosquitto_hash(hub_password), accounts),
-        ACL_NAME: render_acl(hub_username, fenced, shelly, prefix),
+        ACL_NAME: render_acl(hub_username, fenced, bound, prefix),
         SETTINGS_NAME: json.dumps(asdict(settings), indent=2) + "\n",
         CONF_NAME: render_conf(outdir, settings, cfg.broker, _owner_name(outdir)),
     }

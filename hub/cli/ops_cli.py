@@ -30,6 +30,7 @@ from hub.admin.credentials import (
 )
 from hub.admin.sites import BRIDGE_FILE, INCLUDE_DIR, bridge_conf
 from hub.errors import PeershopError
+from hub.plugs import KINDS as PLUG_KINDS
 from hub.store.db import current_revision, make_engine, migrate, session_factory
 from hub.store.models import MqttAccount
 
@@ -107,11 +108,20 @@ def device_group() -> None:
     """Devices and their MQTT credentials."""
 
 
+def _plug_options(command: Any) -> Any:
+    """One option per plug kind (``--tasmota TOPIC``, ``--shelly PREFIX``, …)."""
+    for name, kind in reversed(PLUG_KINDS.items()):
+        flag = "--" + name.replace("_", "-")
+        what = f"A plug of kind {name}, with this {kind.ref_name} (docs/plugs.md)."
+        metavar = kind.ref_name.split()[-1].upper()  # TOPIC, PREFIX
+        command = click.option(flag, name, metavar=metavar, help=what)(command)
+    return command
+
+
 @device_group.command("add")
 @click.argument("device_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help='Print {"id","username","password"}.')
-@click.option("--tasmota", "tasmota", metavar="TOPIC", help="A Tasmota plug with this topic.")
-@click.option("--shelly", "shelly", metavar="PREFIX", help="A Shelly Gen2+ with this prefix.")
+@_plug_options
 @click.option("--rotate", is_flag=True, help="Issue a new password for an existing device.")
 @_OUT
 @_RELOAD
@@ -120,18 +130,17 @@ def device_add(
     obj: Any,
     device_id: str,
     as_json: bool,
-    tasmota: str | None,
-    shelly: str | None,
     rotate: bool,
     out: Path | None,
     reload: bool,
+    **plugs: str | None,
 ) -> None:
     """Register device ID and print its MQTT credentials (shown this once only)."""
-    if tasmota and shelly:
-        raise click.UsageError("--tasmota and --shelly exclude each other")
-    kind, topic = (
-        ("tasmota", tasmota) if tasmota else ("shelly", shelly) if shelly else ("device", None)
-    )
+    given = [(kind, topic) for kind, topic in plugs.items() if topic]
+    if len(given) > 1:
+        flags = " and ".join("--" + kind.replace("_", "-") for kind, _ in given)
+        raise click.UsageError(f"{flags} exclude each other")
+    kind, topic = given[0] if given else ("device", None)
     cfg = _config(obj)
     try:
         with _session(cfg) as session:

@@ -146,53 +146,6 @@ class PowerRange:
 PLAUSIBLE = PowerRange()
 
 
-def plug_name(kind: str) -> str:
-    """What a plug's topic is called: a Tasmota topic, a Shelly prefix."""
-    return "Tasmota topic" if kind == "tasmota" else "Shelly prefix"
-
-
-def plug_topics(kind: str, ref: str) -> tuple[str, ...]:
-    """The topic trees (each ``tree/#``) a plug writes or reads, by its kind and topic."""
-    if kind == "tasmota":
-        return tuple(f"{root}/{ref}" for root in TASMOTA_ROOTS)
-    return (ref,)
-
-
-def _holds(tree: str, topic: str) -> bool:
-    """Whether ``tree/#`` covers ``topic``: by levels, so ``tele`` holds ``tele/x``, not
-    ``telex``."""
-    return topic == tree or topic.startswith(tree + "/")
-
-
-def plug_ref_problem(kind: str, ref: str, discovery_prefix: str = DISCOVERY_PREFIX) -> str | None:
-    """Why ``ref`` cannot be a plug's topic (it reaches into a reserved tree), or None.
-
-    The same rule for both kinds, so it is one rule to remember: no plug's topic is, or
-    starts with, ``peershop``, ``tele``, ``stat``, ``cmnd``, ``homeassistant``, the
-    configured discovery prefix, or ``$``.
-
-    >>> plug_ref_problem("shelly", "peershop")
-    "Shelly prefix 'peershop' overlaps peershop/, which is reserved \
-(peershop/, tele/, stat/, cmnd/, homeassistant/ and $ topics are not a plug's)"
-    >>> plug_ref_problem("shelly", "shelly-saw") is None
-    True
-    """
-    roots = (*RESERVED_ROOTS, *dict.fromkeys((DISCOVERY_PREFIX, discovery_prefix)))
-    listing = ", ".join(f"{root}/" for root in roots)
-    why = f"which is reserved ({listing} and $ topics are not a plug's)"
-    if ref.startswith("$"):
-        return f"{plug_name(kind)} {ref!r} is a broker topic ($), {why}"
-    for root in roots:
-        if _holds(root, ref) or _holds(ref, root):
-            return f"{plug_name(kind)} {ref!r} overlaps {root}/, {why}"
-    return None
-
-
-def plugs_overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
-    """Whether two plugs ``(kind, topic)`` share topics, so one could speak as the other."""
-    return any(_holds(x, y) or _holds(y, x) for x in plug_topics(*a) for y in plug_topics(*b))
-
-
 def parse_topic(topic: str) -> tuple[str, str]:
     """Split ``peershop/dev/{id}/{leaf}`` into ``(id, leaf)``; a bad id is a ContractError."""
     if not topic.startswith(TOPIC_PREFIX):

@@ -46,6 +46,7 @@ from hub.contract.messages import (
     tool_state_topic,
 )
 from hub.peerconomy import economy as pc
+from hub.plugs.decode import switch_commands
 from hub.rules.access import (
     STATION_GRANT_S,
     Deny,
@@ -752,23 +753,11 @@ class ShopEngine:
         return Outcome()
 
     def _switch_plugs(self, cfg: ToolConfig, *, on: bool) -> list[Message]:
-        messages = []
-        for kind, ref, channel in cfg.plugs:
-            if kind == "tasmota":
-                # POWER<n> switches relay n; a plain POWER is the whole (single) plug
-                topic = f"cmnd/{ref}/POWER{channel or ''}"
-                messages.append(Message(topic, b"ON" if on else b"OFF", qos=1))
-            elif kind == "shelly":
-                body = {
-                    "id": 1,
-                    # the plug answers on {src}/rpc: keep it under the plug's own prefix,
-                    # the only place the broker's ACL lets a Shelly publish
-                    "src": f"{ref}/peershop-hub",
-                    "method": "Switch.Set",
-                    "params": {"id": channel, "on": on},
-                }
-                messages.append(Message(f"{ref}/rpc", json.dumps(body).encode()))
-        return messages
+        return [
+            Message(c.topic, c.payload, qos=c.qos)
+            for plug in cfg.plugs
+            for c in switch_commands(plug, on=on)
+        ]
 
     @staticmethod
     def _event_time(ev: DeviceEvent, now: datetime) -> datetime:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
-from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from hub.peerconomy import economy as pc
+from hub.plugs.base import PlugBinding
+from hub.plugs.base import plug_device_id as plug_device_id  # where the rules had it
 from hub.rules.access import (
     MemberAccess,
     WeeklyHours,
@@ -70,7 +71,7 @@ class ToolConfig:
     max_s: int | None = None
     project: str | None = None
     devices: tuple[str, ...] = ()  # device ids
-    plugs: tuple[PlugBinding, ...] = ()  # Tasmotas and Shellys, each with its channel
+    plugs: tuple[PlugBinding, ...] = ()  # plugs and meters (hub.plugs), each channel apart
     # a plug, or a device whose birth lists ``power``: the tool's energy is measured
     metered: bool = False
 
@@ -121,7 +122,7 @@ class ShopData:
     site: str | None = None
 
     def device_tool(self) -> dict[str, str]:
-        """Every device id feeding a tool (plugs as ``tasmota/TOPIC``, ``shelly/PREFIX``)."""
+        """Every device id feeding a tool (plugs as ``KIND/TOPIC``: ``tasmota/saw``)."""
         mapping = {}
         for tool in self.tools.values():
             for device in tool.devices:
@@ -142,30 +143,6 @@ class ShopData:
             and not m.suspended
             and m.trained(tool.training, now)
         )
-
-
-def plug_device_id(kind: str, ref: str, channel: int = 0) -> str:
-    """The event log's device id for an off-the-shelf plug (a ``/`` no device id can have);
-    a channel other than 0 follows a ``#``, which no plug topic can hold.
-
-    >>> plug_device_id("tasmota", "shelly25-saws", 2)
-    'tasmota/shelly25-saws#2'
-    """
-    return f"{kind}/{ref}#{channel}" if channel else f"{kind}/{ref}"
-
-
-class PlugBinding(NamedTuple):
-    """An off-the-shelf plug feeding a tool: its kind, its topic (a Tasmota topic, a
-    Shelly prefix) and the channel, as the plug numbers it: a Tasmota's ``POWER<n>``
-    (from 1; 0 is the whole plug), a Shelly's ``switch:<n>`` (from 0)."""
-
-    kind: str
-    ref: str
-    channel: int = 0
-
-    @property
-    def device_id(self) -> str:
-        return plug_device_id(self.kind, self.ref, self.channel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,10 @@ class _Stored:
             badges={b.uid: b for b in rows(Badge)},
             grants={(g.training_id, g.member_id): g for g in rows(TrainingGrant)},
             tools={t.id: t for t in rows(Tool)},
-            bindings={BindingSpec(b.kind, b.ref, b.channel): b for b in rows(ToolBinding)},
+            bindings={
+                BindingSpec(b.kind, b.ref, b.channel, tuple(sorted((b.options or {}).items()))): b
+                for b in rows(ToolBinding)
+            },
             tasks={t.id: t for t in rows(Task)},
             stations={s.device_id: s for s in rows(Station)},
             devices={d.id: d for d in rows(Device)},
@@ -504,13 +507,23 @@ class _Apply:
                 if row.tool_id != wanted[b].id:
                     self.note(f"~ binding {b}: {row.tool_id} -> {wanted[b].id}")
                     row.tool_id = wanted[b].id
+                new = next(w for w in wanted if w == b).options
+                if (row.options or {}) != dict(new):
+                    self.note(f"~ binding {b}: {dict(new) or 'no options'}")
+                    row.options = dict(new) or None
             elif row.tool_id in listed:
                 self.note(f"- binding {row.tool_id}: {b}")
                 self.session.delete(row)
                 del self.db.bindings[b]
         for b, t in wanted.items():
             if b not in self.db.bindings:
-                row = ToolBinding(tool_id=t.id, kind=b.kind, ref=b.ref, channel=b.channel)
+                row = ToolBinding(
+                    tool_id=t.id,
+                    kind=b.kind,
+                    ref=b.ref,
+                    channel=b.channel,
+                    options=dict(b.options) or None,
+                )
                 self.session.add(row)
                 self.db.bindings[b] = row
                 self.note(f"+ binding {t.id}: {b}")

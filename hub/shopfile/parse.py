@@ -46,6 +46,7 @@ from hub.config import DEFAULT_SITE, SITE_ID
 from hub.contract.messages import DEVICE_ID, normalize_uid
 from hub.errors import ContractError, ShopFileError
 from hub.peerconomy import economy as pc
+from hub.plugs import KINDS as PLUG_KINDS
 from hub.rules.access import TRAINERS, Role
 from hub.rules.sessions import POLICIES, Policy
 from hub.shopfile.entries import (
@@ -58,8 +59,6 @@ from hub.shopfile.entries import (
 from hub.shopfile.spec import (
     _RULES,
     BINDING_KINDS,
-    CHANNEL_FIRST,
-    CHANNEL_KEYS,
     CHANNEL_LAST,
     DEFAULT_MODEL,
     DEFAULT_PER_SLOT,
@@ -289,11 +288,15 @@ class _Parser:
                 channel = self.channel(e, kind, ref, item, line)
                 if channel is None:
                     continue
-                binding = BindingSpec(kind, ref, channel)
+                options = self.plug_options(e, kind, ref, item, line)
+                if options is None:
+                    continue
+                binding = BindingSpec(kind, ref, channel, options)
             else:
+                forms = [_plug_form(k) for k in BINDING_KINDS[1:]]
                 e.error(
                     f"devices: {show(item)} is neither a device id nor "
-                    "{tasmota: TOPIC[, channel: N]} or {shelly: PREFIX[, switch: N]}",
+                    f"{', '.join(forms[:-1])} or {forms[-1]}",
                     line=line,
                 )
                 continue
@@ -307,17 +310,22 @@ class _Parser:
         self, e: _Entry, kind: str, ref: str, item: dict[str, Any], line: int
     ) -> int | None:
         """The channel a plug binding names (0 when it names none); None after an error."""
-        key = CHANNEL_KEYS[kind]
-        extra = sorted(str(k) for k in item if k not in (kind, key))
+        plug = PLUG_KINDS[kind]
+        keys = (kind, *filter(None, (plug.channel_key,)), *plug.options)
+        extra = sorted(str(k) for k in item if k not in keys)
         if extra:
+            takes = ", ".join(f"{k}:" for k in keys[:-1])
             e.error(
                 f"{kind} {ref}: unknown key {', '.join(extra)} (a {kind} binding takes "
-                f"{kind}: and {key}:)",
+                f"{takes} and {keys[-1]}:)",
                 line=line,
             )
             return None
+        key = plug.channel_key
+        if key is None:
+            return 0
         value = item.get(key, 0)
-        first = CHANNEL_FIRST[kind]
+        first = plug.channel_first
         if key in item and (
             isinstance(value, bool)
             or not isinstance(value, int)
@@ -330,6 +338,29 @@ class _Parser:
             )
             return None
         return value
+
+    def plug_options(
+        self, e: _Entry, kind: str, ref: str, item: dict[str, Any], line: int
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The kind's own keys of a plug binding, as sorted pairs; None after an error."""
+        plug = PLUG_KINDS[kind]
+        options: dict[str, str] = {}
+        for key in plug.options:
+            value = item.get(key)
+            if value is None:
+                if key in plug.required_options:
+                    e.error(f"{kind} {ref}: {key}: is required", line=line)
+                    return None
+                continue
+            if not isinstance(value, str) or not 0 < len(value) <= 200:
+                e.error(f"{kind} {ref}: {key} must be text, got {show(value)}", line=line)
+                return None
+            options[key] = value
+        problem = plug.check_options(options)
+        if problem is not None:
+            e.error(f"{kind} {ref}: {problem}", line=line)
+            return None
+        return tuple(sorted(options.items()))
 
     def power(self, e: _Entry, policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         keys = ("off_w", "idle_w", "busy_w", "hysteresis_w", "idle_timeout", "max_duration")
@@ -456,14 +487,17 @@ class _Parser:
                     )
                 bound.setdefault(b, t)
         whole = {
-            (b.kind, b.ref): t for b, t in bound.items() if b.kind == "tasmota" and not b.channel
+            (b.kind, b.ref): t
+            for b, t in bound.items()
+            # a kind that numbers channels from 1 takes channel 0 for the whole plug
+            if b.kind in PLUG_KINDS and PLUG_KINDS[b.kind].channel_first > 0 and not b.channel
         }
         for b, t in bound.items():
             if b.channel and (b.kind, b.ref) in whole:
                 self.problems.add(
                     t.at("devices"),
                     t.label,
-                    f"{b} is a channel of tasmota {b.ref}, which {whole[b.kind, b.ref].label} "
+                    f"{b} is a channel of {b.kind} {b.ref}, which {whole[b.kind, b.ref].label} "
                     "has whole; bind every tool to its own channel",
                 )
         for s in shop.stations:
@@ -541,3 +575,13 @@ def parse_shop_file(path: str | Path) -> Shop:
     except UnicodeDecodeError:
         raise ShopFileError(f"{path}: not UTF-8 text") from None
     return parse_shop(text, str(path))
+
+
+def _plug_form(kind: str) -> str:
+    """How the shop file binds a plug of ``kind``: ``{tasmota: TOPIC[, channel: N]}``."""
+    plug = PLUG_KINDS[kind]
+    keys = [f"{kind}: TOPIC"]
+    keys += [f"{k}: X" for k in plug.required_options]
+    optional = [f"{k}: N" for k in filter(None, (plug.channel_key,))]
+    optional += [f"{k}: X" for k in plug.options if k not in plug.required_options]
+    return "{" + ", ".join(keys) + "".join(f"[, {k}]" for k in optional) + "}"

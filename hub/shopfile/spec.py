@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 from hub.config import DEFAULT_SITE
 from hub.contract.messages import DEVICE_ID
 from hub.peerconomy import economy as pc
+from hub.plugs import KINDS as PLUG_KINDS
+from hub.plugs.base import PlugBinding
 from hub.rules.access import Role
 from hub.rules.records import StationKind
 from hub.rules.sessions import ToolRules, tool_rules
@@ -31,11 +33,9 @@ PLUG_REF = re.compile(r"[^\s+#/][^\s+#]{0,199}")
 
 ROLES = tuple(Role)
 STATION_KINDS = tuple(StationKind)
-BINDING_KINDS = ("device", "tasmota", "shelly")
-# How a binding names one channel of a plug, in the plug's own numbering and bounds:
-# a Tasmota's POWER<n> (from 1), a Shelly's switch:<n> (from 0).
-CHANNEL_KEYS = {"tasmota": "channel", "shelly": "switch"}
-CHANNEL_FIRST = {"tasmota": 1, "shelly": 0}
+BINDING_KINDS = ("device", *PLUG_KINDS)
+# A binding names one channel of a plug in the plug's own numbering (its kind's
+# channel_key and channel_first: a Tasmota's POWER<n> from 1, a Shelly's switch:<n> from 0).
 CHANNEL_LAST = 32
 TOP_KEYS = ("projects", "members", "trainings", "tools", "tasks", "stations")
 DEFAULT_MODEL = pc.Model.PRODUCTION_EFFORT
@@ -112,16 +112,24 @@ class TrainingSpec(_Located):
 
 @dataclass(frozen=True)
 class BindingSpec:
-    """A device feeding a tool: ``kind`` is device, tasmota or shelly (ToolBinding)."""
+    """A device feeding a tool: ``kind`` is device or a plug kind (ToolBinding).
+
+    ``options`` (the kind's own keys, a meter's JSON paths) are not part of a binding's
+    identity: the same plug channel with other options is the same binding."""
 
     kind: str
     ref: str
     channel: int = 0  # a plug's channel (ToolBinding.channel); 0: the whole plug, switch:0
+    options: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
-        if not self.channel:
-            return f"{self.kind} {self.ref}"
-        return f"{self.kind} {self.ref} {CHANNEL_KEYS[self.kind]} {self.channel}"
+        if self.kind in PLUG_KINDS:
+            return PLUG_KINDS[self.kind].binding_label(self.plug)
+        return f"{self.kind} {self.ref}"
+
+    @property
+    def plug(self) -> PlugBinding:
+        return PlugBinding(self.kind, self.ref, self.channel, self.options)
 
 
 @dataclass(frozen=True)

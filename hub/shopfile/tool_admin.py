@@ -27,10 +27,11 @@ from sqlalchemy.orm import Session
 
 from hub.config import DEFAULT_SITE
 from hub.errors import ToolEditError
+from hub.plugs import KINDS as PLUG_KINDS
 from hub.shopfile.apply import TOOL_SETTINGS, _Apply, _Stored
 from hub.shopfile.entries import _Mapping, _Sequence
 from hub.shopfile.parse import _Parser
-from hub.shopfile.spec import CHANNEL_KEYS, Shop, _fmt, _fmt_duration
+from hub.shopfile.spec import Shop, _fmt, _fmt_duration
 from hub.store.models import Member, Tool, Training, TrainingGrant
 from hub.store.overrides import (
     grant_overrides,
@@ -363,8 +364,9 @@ def end_grant_override(session: Session, training: str, handle: str) -> list[str
 
 def _binding_item(b: Any) -> Any:
     """A stored binding as the shop file writes it: a device id, or a plug's mapping."""
-    if b.kind == "device":
-        return b.ref
-    if not b.channel:
-        return {b.kind: b.ref}
-    return {b.kind: b.ref, CHANNEL_KEYS[b.kind]: b.channel}
+    if b.kind not in PLUG_KINDS:
+        return b.ref  # a device
+    item: dict[str, Any] = {b.kind: b.ref}
+    if b.channel:
+        item[PLUG_KINDS[b.kind].channel_key] = b.channel
+    return item | dict(b.options or {})

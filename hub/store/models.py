@@ -160,19 +160,22 @@ class Tool(Base):
 
 
 class ToolBinding(Base):
-    """A device feeding a tool: an MQTT device id, a Tasmota topic or a Shelly prefix.
+    """A device feeding a tool: an MQTT device id, or a plug's topic (``kind`` is
+    ``device`` or a kind of hub/plugs/: a Tasmota topic, a Shelly prefix, ...).
 
     ``channel`` is one channel of a multi-channel plug, as the plug numbers it: a
     Tasmota's ``POWER<n>`` (from 1), a Shelly's ``switch:<n>`` (from 0).  0 is the whole
-    plug for a Tasmota and ``switch:0`` for a Shelly."""
+    plug for a Tasmota and ``switch:0`` for a Shelly.  ``options`` are the kind's own
+    keys of the binding (strings; a meter's JSON paths), None when it has none."""
 
     __tablename__ = "tool_bindings"
     __table_args__ = (UniqueConstraint("kind", "ref", "channel"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tool_id: Mapped[str] = mapped_column(ForeignKey("tools.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # device | tasmota | shelly
+    kind: Mapped[str] = mapped_column(String(16))  # device, or a plug kind (hub.plugs)
     ref: Mapped[str] = mapped_column(String(200))
     channel: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    options: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     tool: Mapped[Tool] = relationship(back_populates="bindings")
 
 
@@ -298,7 +301,7 @@ class Outbox(Base):
 
 
 class MqttAccount(Base):
-    """A login at the broker: an MQTT device, or a Tasmota/Shelly plug with its topic.
+    """A login at the broker: an MQTT device, or a plug (a kind of hub/plugs/) with its topic.
 
     ``password_hash`` is Mosquitto's own ``$7$`` line, so the password file can be
     rewritten from the database alone; a revoked account keeps its row for the audit.
@@ -306,7 +309,7 @@ class MqttAccount(Base):
 
     __tablename__ = "mqtt_accounts"
     username: Mapped[str] = mapped_column(String(63), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), default="device")  # device|tasmota|shelly
+    kind: Mapped[str] = mapped_column(String(16), default="device")  # device, or a plug kind
     topic: Mapped[str | None] = mapped_column(String(200), nullable=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -23,6 +23,7 @@ from hub.config import DEFAULT_SITE
 from hub.contract.allowlist import allowlist_payload, build_allowlist, next_version, uid_hash
 from hub.contract.messages import DeviceEvent, allowlist_topic
 from hub.peerconomy.economy import WeightMode
+from hub.plugs import KINDS as PLUG_KINDS
 from hub.rules.access import TRAINERS, MemberAccess, Role, WeeklyHours
 from hub.rules.engine import ShopEngine
 from hub.rules.presence import PresenceState, state_from_changes
@@ -151,9 +152,9 @@ def load_shop(
                 log.error("tool %s: scarce slots %r are invalid; not enforced", tool.id, slots)
         devices = tuple(b.ref for b in tool.bindings if b.kind == "device")
         plugs = tuple(
-            PlugBinding(b.kind, b.ref, b.channel)
+            PlugBinding(b.kind, b.ref, b.channel, tuple(sorted((b.options or {}).items())))
             for b in tool.bindings
-            if b.kind in ("tasmota", "shelly")
+            if b.kind in PLUG_KINDS
         )
         rules = tool_rules(tool)
         if plugs and not devices:

@@ -6,7 +6,8 @@ import json
 
 from devices.simulators import AgentStation, SerialNodeSim, ShellyPlug, SimClock, TasmotaPlug
 from hub.contract.messages import cmd_topic, parse_event
-from hub.rules.power import shelly_switch, tasmota_sensor
+from hub.plugs.shelly import shelly_switch
+from hub.plugs.tasmota import tasmota_sensor
 from tests.helpers import Device, Listener, wait_for
 
 

@@ -315,7 +315,7 @@ def test_acl_lets_a_device_write_only_its_own_topics_and_read_only_its_own_comma
     device = MqttAccount(username="laser-node", kind="device", topic=None, password_hash="x")
     plug = MqttAccount(username="laser-plug", kind="tasmota", topic="laser_plug", password_hash="x")
     shelly = MqttAccount(username="saw-plug", kind="shelly", topic="shelly-saw", password_hash="x")
-    acl = render_acl(HUB_USER, [device, plug, shelly], shelly=["bench/shelly-drill"])
+    acl = render_acl(HUB_USER, [device, plug, shelly], [("shelly", "bench/shelly-drill")])
     blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in acl.split("\n\n") if "user " in b}
     blocks = {k.removeprefix("user "): v for k, v in blocks.items() if k.startswith("user ")}
     assert blocks["laser-node"] == [

@@ -6,30 +6,23 @@ from datetime import timedelta
 
 import pytest
 
-from hub.contract.messages import (
-    PowerRange,
-    plug_name,
-    plug_ref_problem,
-    plug_topics,
-    plugs_overlap,
-)
+from hub.contract.messages import PowerRange
 from hub.errors import ContractError
-from hub.plugs.decode import parse_plug as parse_all
-from hub.plugs.decode import plug_subscriptions
-from hub.rules.power import shelly_online, shelly_switch, tasmota_online, tasmota_sensor
+from hub.plugs import plug_name, plug_ref_problem, plug_topics, plugs_overlap
+from hub.plugs.decode import parse_plug, plug_subscriptions
+from hub.plugs.shelly import shelly_online, shelly_switch
+from hub.plugs.tasmota import tasmota_online, tasmota_sensor
 from hub.rules.records import ShopData, ToolConfig
 from hub.rules.sessions import ToolRules
 
-
-def parse_plug(topic, payload, data, *args):
-    """The one message a single-channel plug's topic gives, or None (parse_plug's list
-    holds one per bound channel; these plugs have one)."""
-    messages = parse_all(topic, payload, data, *args)
-    assert len(messages) <= 1, messages
-    return messages[0] if messages else None
-
-
 RULES = ToolRules("tap", off_w=5, busy_w=200, idle_timeout=timedelta(minutes=15))
+
+
+def parse_one(*args):
+    """The one message a plug message of a single channel becomes, or None."""
+    out = parse_plug(*args)
+    assert len(out) <= 1
+    return out[0] if out else None
 
 
 def shop(*tools: tuple[str, tuple[tuple[str, str], ...]]) -> ShopData:
@@ -78,7 +71,7 @@ def test_a_shop_without_plugs_listens_to_no_plug_topic():
 
 
 def test_a_tasmota_reading_is_a_power_event_of_its_plug_in_watts_and_wh():
-    ev = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA)
+    ev = parse_one("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA)
     assert (ev.device_id, ev.boot, ev.type, ev.data) == (
         "tasmota/laser_plug",
         0,
@@ -90,10 +83,10 @@ def test_a_tasmota_reading_is_a_power_event_of_its_plug_in_watts_and_wh():
 
 def test_a_redelivered_reading_is_the_same_reading_and_another_one_is_not():
     payload = b'{"ENERGY":{"Total":1.5,"Power":812}}'
-    first = parse_plug("tele/laser_plug/SENSOR", payload, DATA)
-    again = parse_plug("tele/laser_plug/SENSOR", payload, DATA)
-    later = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.6,"Power":812}}', DATA)
-    other = parse_plug("tele/drill_plug/SENSOR", payload, DATA)
+    first = parse_one("tele/laser_plug/SENSOR", payload, DATA)
+    again = parse_one("tele/laser_plug/SENSOR", payload, DATA)
+    later = parse_one("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.6,"Power":812}}', DATA)
+    other = parse_one("tele/drill_plug/SENSOR", payload, DATA)
     assert first.identity == again.identity
     assert first.seq != later.seq
     assert first.seq != other.seq  # the same payload from another plug
@@ -102,17 +95,17 @@ def test_a_redelivered_reading_is_the_same_reading_and_another_one_is_not():
 
 
 def test_tasmota_power_without_a_counter_is_a_reading_without_wh():
-    ev = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Power":3}}', DATA)
+    ev = parse_one("tele/laser_plug/SENSOR", b'{"ENERGY":{"Power":3}}', DATA)
     assert ev.data == {"w": 3.0}
 
 
 def test_a_tasmota_counter_without_power_says_nothing_about_power():
-    assert parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5}}', DATA) is None
+    assert parse_one("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5}}', DATA) is None
 
 
 def test_tasmota_online_and_offline():
-    online = parse_plug("tele/laser_plug/LWT", b"Online", DATA)
-    offline = parse_plug("tele/laser_plug/LWT", b"Offline", DATA)
+    online = parse_one("tele/laser_plug/LWT", b"Online", DATA)
+    offline = parse_one("tele/laser_plug/LWT", b"Offline", DATA)
     assert (online.device_id, online.state, online.boot) == ("tasmota/laser_plug", "online", None)
     assert offline.state == "offline"
 
@@ -130,14 +123,14 @@ def test_tasmota_online_and_offline():
     ],
 )
 def test_topics_of_no_bound_tasmota_are_not_the_hubs(topic):
-    assert parse_plug(topic, b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA) is None
+    assert parse_one(topic, b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA) is None
 
 
 # --- Shelly --------------------------------------------------------------------------
 
 
 def test_a_shelly_status_is_a_power_event_with_its_wh_counter():
-    ev = parse_plug(
+    ev = parse_one(
         "shellies/saw-plug/status/switch:0", b'{"apower":40.5,"aenergy":{"total":12.5}}', DATA
     )
     assert (ev.device_id, ev.type, ev.data) == (
@@ -152,18 +145,18 @@ def test_a_shelly_status_is_a_power_event_with_its_wh_counter():
 
 def test_a_shelly_notify_status_with_power_is_a_reading_and_one_without_is_nothing():
     notify = b'{"method":"NotifyStatus","params":{"ts":1.5,"switch:0":{"id":0,"apower":7}}}'
-    ev = parse_plug("shellies/saw-plug/events/rpc", notify, DATA)
+    ev = parse_one("shellies/saw-plug/events/rpc", notify, DATA)
     assert (ev.device_id, ev.data) == ("shelly/shellies/saw-plug", {"w": 7.0})
     energy = b'{"method":"NotifyStatus","params":{"switch:0":{"aenergy":{"total":3}}}}'
-    assert parse_plug("shellies/saw-plug/events/rpc", energy, DATA) is None
+    assert parse_one("shellies/saw-plug/events/rpc", energy, DATA) is None
     other = b'{"method":"NotifyEvent","params":{"events":[]}}'
-    assert parse_plug("shellies/saw-plug/events/rpc", other, DATA) is None
+    assert parse_one("shellies/saw-plug/events/rpc", other, DATA) is None
 
 
 def test_shelly_online_and_offline():
-    online = parse_plug("drill/online", b"true", DATA)
+    online = parse_one("drill/online", b"true", DATA)
     assert (online.device_id, online.state, online.boot) == ("shelly/drill", "online", None)
-    assert parse_plug("drill/online", b"false", DATA).state == "offline"
+    assert parse_one("drill/online", b"false", DATA).state == "offline"
 
 
 @pytest.mark.parametrize(
@@ -182,7 +175,7 @@ def test_shelly_online_and_offline():
     ],
 )
 def test_topics_of_no_bound_shelly_are_not_the_hubs(topic):
-    assert parse_plug(topic, b'{"apower":40.5,"aenergy":{"total":12.5}}', DATA) is None
+    assert parse_one(topic, b'{"apower":40.5,"aenergy":{"total":12.5}}', DATA) is None
 
 
 # --- refused readings ----------------------------------------------------------------
@@ -221,13 +214,13 @@ def test_topics_of_no_bound_shelly_are_not_the_hubs(topic):
 )
 def test_implausible_or_broken_plug_messages_are_refused_naming_the_field(topic, payload, says):
     with pytest.raises(ContractError) as caught:
-        parse_plug(topic, payload, DATA)
+        parse_one(topic, payload, DATA)
     assert str(caught.value) == says
 
 
 def test_a_shop_that_allows_negative_power_passes_it_on_to_the_rules():
     lenient = PowerRange(min_w=-50.0)
-    ev = parse_plug("shellies/saw-plug/status/switch:0", b'{"apower":-3}', DATA, lenient)
+    ev = parse_one("shellies/saw-plug/status/switch:0", b'{"apower":-3}', DATA, lenient)
     assert ev.data == {"w": -3.0}
 
 
@@ -394,5 +387,5 @@ def test_two_plugs_overlap_when_one_could_speak_as_the_other(a, b, overlap):
 
 def test_a_readings_identity_stays_the_same_across_hub_versions():
     # stored with the reading: a redelivery after an upgrade must still be recognised
-    ev = parse_plug("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA)
+    ev = parse_one("tele/laser_plug/SENSOR", b'{"ENERGY":{"Total":1.5,"Power":812}}', DATA)
     assert ev.seq == 3673274264508049473

@@ -29,6 +29,7 @@ from hub.store.models import DeadLetter, UsageSession
 from hub.store.shop_store import load_shop
 from tests.conftest import database_url
 from tests.helpers import Device, Listener, event_payload, wait_for
+from tests.hub.plugs.plug_contract import PlugCase, help_test_plug
 
 PLUG_S = "shellyplusplugs-e86beae8f1a4"  # Plus Plug S (Gen2)
 PRO4 = "shellypro4pm-30c6f784e78c"  # Pro 4PM: four switches, switch:0..3
@@ -367,3 +368,20 @@ def test_a_shelly_coming_online_is_asked_for_its_whole_status(hub, broker):
     pro.send(b"", f"{PRO4}/online", retain=True)  # the next test's hub hears no old birth
     for link in (pro, cmds):
         link.close()
+
+
+def test_shelly_keeps_the_plug_contract(broker_shop):
+    status = b'{"id":0,"output":true,"apower":40.5,"aenergy":{"total":1500.25}}'
+    help_test_plug(
+        PlugCase(
+            binding={"shelly": "shelly-saw"},
+            reading=("shelly-saw/status/switch:0", status),
+            w=40.5,
+            wh_total=1500.25,
+            online=("shelly-saw/online", b"true"),
+            offline=("shelly-saw/online", b"false"),
+            unbound=("shelly-other/status/switch:0", "shelly-saw/status/switch:1"),
+            other_ref="shelly-other",
+        ),
+        broker_shop,
+    )

@@ -16,13 +16,14 @@ from sqlalchemy import select
 
 from devices.simulators import TasmotaPlug
 from hub.errors import ContractError, ShopFileError
-from hub.rules.power import tasmota_sensor
+from hub.plugs.tasmota import tasmota_sensor
 from hub.service.service import Hub
 from hub.shopfile.apply import apply_shop
 from hub.shopfile.parse import parse_shop
 from hub.store.db import make_engine, migrate, session_factory
 from hub.store.models import DeadLetter, UsageSession
 from tests.helpers import Device, Listener, event_payload, wait_for
+from tests.hub.plugs.plug_contract import PlugCase, help_test_plug
 
 SHOP = """
 members:
@@ -259,3 +260,19 @@ def test_a_tasmota_coming_online_is_asked_for_a_reading_once(hub, broker):
     assert asked == [b"10"]
     for link in (plug, cmds):
         link.close()
+
+
+def test_tasmota_keeps_the_plug_contract(broker_shop):
+    help_test_plug(
+        PlugCase(
+            binding={"tasmota": "saw_plug"},
+            reading=("tele/saw_plug/SENSOR", b'{"ENERGY":{"Total":1.234,"Power":812}}'),
+            w=812.0,
+            wh_total=1234.0,
+            online=("tele/saw_plug/LWT", b"Online"),
+            offline=("tele/saw_plug/LWT", b"Offline"),
+            unbound=("tele/other_plug/SENSOR", "tele/saw_plug/STATE", "saw_plug/SENSOR"),
+            other_ref="other_plug",
+        ),
+        broker_shop,
+    )

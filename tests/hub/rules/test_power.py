@@ -5,16 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.errors import ContractError
+from hub.plugs.base import PlugReading
+from hub.plugs.shelly import shelly_online, shelly_switch
+from hub.plugs.tasmota import tasmota_online, tasmota_sensor
 from hub.rules.power import (
-    PlugReading,
     PowerMeter,
     PowerThresholds,
     Segment,
     classify,
-    shelly_online,
-    shelly_switch,
-    tasmota_online,
-    tasmota_sensor,
 )
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

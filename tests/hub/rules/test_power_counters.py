@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub.rules.power import PowerMeter, PowerThresholds, shelly_switch
+from hub.plugs.shelly import shelly_switch
+from hub.rules.power import PowerMeter, PowerThresholds
 from hub.rules.sessions import ToolRules, ToolSessionState
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
