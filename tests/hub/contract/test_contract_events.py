@@ -13,9 +13,9 @@ from hub.contract.messages import (
     parse_event,
     parse_status,
     parse_topic,
-    plug_ref_problem,
 )
 from hub.errors import ContractError
+from hub.plugs import plug_ref_problem
 
 
 def event(**fields) -> bytes:
