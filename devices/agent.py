@@ -771,10 +771,7 @@ def agent_command(config_path: str, verbose: bool) -> None:
         # for a connection longer than a moment.
         agent.link.wait_connected(5)
         systemd.ready()
-        interval = systemd.watchdog_interval() or 3600.0
-        while not agent._stop.wait(interval):
-            if agent.alive:
-                systemd.watchdog()
+        systemd.serve_until(agent._stop, lambda: agent.alive)
     except KeyboardInterrupt:
         pass
     finally:

@@ -48,7 +48,7 @@ import click
 import serial
 
 from firmware_bridge.framing import FrameDecoder, Rejection, encode_frame
-from hub import checks
+from hub import checks, systemd
 from hub.config import load_config
 from hub.contract.messages import (
     DEVICE_ID,
@@ -935,7 +935,7 @@ def bridge_command(
     bridge.start()
     click.echo(f"bridging {', '.join(ports)} to {cfg.mqtt.host}:{cfg.mqtt.port}", err=True)
     try:
-        stop.wait()
+        systemd.serve_until(stop, lambda: True)
     finally:
         click.echo("stopping: publishing every node offline", err=True)
         bridge.stop()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 
 
 def notify(state: str, *, env: Mapping[str, str] | None = None) -> bool:
@@ -62,3 +64,20 @@ def watchdog_interval(*, env: Mapping[str, str] | None = None) -> float | None:
     if usec <= 0 or (pid and pid != str(os.getpid())):
         return None
     return usec / 2_000_000
+
+
+def serve_until(stop: threading.Event, alive: Callable[[], bool]) -> None:
+    """Block until ``stop`` is set, feeding the watchdog every interval while ``alive()``.
+
+    The wait wakes every second.  Python runs a signal handler only in the main thread,
+    and only once that thread runs again; the kernel may hand SIGTERM to another thread
+    (the MQTT or reader thread) while the main one sleeps in a lock, and the handler that
+    sets ``stop`` would then wait for the next wake-up: up to the watchdog interval, an
+    hour without one, while systemd waits to kill the process."""
+    interval = watchdog_interval() or 3600.0
+    next_ping = time.monotonic() + interval
+    while not stop.wait(1.0):
+        if time.monotonic() >= next_ping:
+            next_ping = time.monotonic() + interval
+            if alive():
+                watchdog()

@@ -55,6 +55,7 @@ NO_DATABASE_MODULES = frozenset(
     {
         "test_access",
         "test_access_hours",
+        "test_systemd",
         "test_allowlist",
         "test_allowlist_reasons",
         "test_bridge",

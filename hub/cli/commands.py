@@ -101,10 +101,7 @@ def run(ctx: Context, private_broker: bool) -> None:
         # as long as the write path lives.  A broker outage is not a reason to restart.
         if hub.wait_ready(30):
             systemd.ready()
-        interval = systemd.watchdog_interval() or 3600.0
-        while not stop.wait(interval):
-            if hub.ingest_alive:
-                systemd.watchdog()
+        systemd.serve_until(stop, lambda: hub.ingest_alive)
     finally:
         systemd.stopping()
         click.echo("stopping: committing the batch in hand, publishing offline", err=True)

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -392,22 +393,51 @@ class AgentProcess:
         )
 
     def start(self) -> None:
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        # PYTHONFAULTHANDLER: an agent that hangs and is aborted prints every thread's stack
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hub.cli", "agent", "-c", str(self.toml)],
             cwd=REPO,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
+        # The log is read all the time, so a full pipe never blocks the agent's logging.
+        self.log: list[str] = []
+        self._started = threading.Event()
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
+        self._reader.start()
+
+    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log.append(line)
+            if line.startswith(f"peershop agent {self.device_id}"):
+                self._started.set()
+        proc.stderr.close()
+        self._started.set()  # it exited: wait_started says so
 
     def wait_started(self) -> None:
-        """Read the log until the agent says it runs (its reader port is open by then)."""
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.startswith(f"peershop agent {self.device_id}"):
-                return
-        raise AssertionError(f"the agent exited with {self.proc.wait()}")
+        """Wait until the agent says it runs (its reader port is open by then)."""
+        assert self.proc is not None
+        self._started.wait(60)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the agent exited with {self.proc.returncode}")
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, then the exit status; one that does not stop in time is aborted, and
+        the assertion shows its log with the stack of every thread."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(timeout)
+            self._reader.join(10)  # the whole log, to its last line
+            return status
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            raise AssertionError(
+                f"the agent did not stop within {timeout} s:\n" + "".join(self.log[-200:])
+            ) from None
 
     def outbox(self) -> int:
         """Events waiting for a PUBACK (acknowledged ones stay for the resend window)."""
@@ -426,8 +456,6 @@ class AgentProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
         os.close(self.master)
         os.close(self._slave)
 
@@ -480,10 +508,14 @@ def test_sigterm_cuts_the_relay_and_says_offline(tmp_path, broker):
         listener.wait(lambda ms: any(m.topic.endswith("/event") for m in ms), timeout=10)
         hub.send(b'{"re":0,"action":"grant","member":"Bob","max_s":600}', cmd_topic(device_id))
         hub.flush()
-        proc.proc.send_signal(signal.SIGTERM)
-        assert proc.proc.wait(60) == 0  # a loaded CI machine stops slowly; it must stop
-        err = proc.proc.stderr.read()
+        assert proc.stop(60) == 0  # a loaded CI machine stops slowly; it must stop
+        err = "".join(proc.log)
         assert "relay off" in err
+        # the retained offline status it left, once the broker has passed it on
+        listener.wait(
+            lambda ms: [m for m in ms if m.topic.endswith("/status") and b"offline" in m.payload],
+            timeout=10,
+        )
         statuses = [json.loads(m.payload) for m in listener.messages if m.topic.endswith("/status")]
         assert statuses[-1] == {"state": "offline", "boot": 1}
     finally:
