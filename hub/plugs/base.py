@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -118,7 +119,7 @@ class PlugMemory:
         self.known.pop(device_id, None)
 
 
-class PlugKind:
+class PlugKind(ABC):
     """One kind of plug.  Subclasses set the class attributes and override the methods
     their plugs need; the defaults describe a meter that publishes on one topic tree of
     its own and cannot be switched."""
@@ -152,6 +153,7 @@ class PlugKind:
         and what part of it; none when the topic has none of this kind's forms."""
         return []
 
+    @abstractmethod
     def decode(
         self,
         leaf: str,
@@ -163,7 +165,6 @@ class PlugKind:
     ) -> list[PlugMessage]:
         """A message on one of ``plugs``' topics as events or statuses (see
         :func:`hub.plugs.decode.parse_plug`)."""
-        raise NotImplementedError
 
     # --- commands -------------------------------------------------------------------
 

@@ -63,11 +63,12 @@ class PlugCase:
         return self.binding[self.kind]
 
 
-def help_test_plug(case: PlugCase, shop: Shop) -> None:
+def help_test_plug(case: PlugCase, shop: Shop) -> dict[str, Any]:
     """Every behaviour a plug kind owes the hub; ``shop`` is the generated broker
-    (the ``broker_shop`` fixture of tests/hub/plugs/conftest.py)."""
+    (the ``broker_shop`` fixture of tests/hub/plugs/conftest.py).  Returns the data of
+    the one power event the hub stored from the plug's reading, sent twice."""
     data, plug = _pure(case)
-    _through_the_broker(case, shop, data, plug)
+    return _through_the_broker(case, shop, data, plug)
 
 
 def _shop_file(case: PlugCase, *, other: bool = False) -> str:
@@ -123,7 +124,7 @@ def _pure(case: PlugCase) -> tuple[ShopData, Any]:
     return data, plug
 
 
-def _through_the_broker(case: PlugCase, shop: Shop, data: ShopData, plug: Any) -> None:
+def _through_the_broker(case: PlugCase, shop: Shop, data: ShopData, plug: Any) -> dict[str, Any]:
     flag = "--" + case.kind.replace("_", "-")
     # a reserved topic is refused at the login and in the shop file
     result = peershop(shop.config_path, "device", "add", "rogue", flag, "peershop")
@@ -170,6 +171,7 @@ def _through_the_broker(case: PlugCase, shop: Shop, data: ShopData, plug: Any) -
             hub.link.publish(command.topic, command.payload, qos=1).wait_for_publish(10)
             plug_client.wait_topic(command.topic)
         assert len(stored(Event, plug.device_id)) == 1
+        return event.data
     finally:
         plug_client.close()
         hub.stop()

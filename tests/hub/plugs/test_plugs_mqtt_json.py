@@ -28,7 +28,7 @@ Z2M_STATE = (
 
 
 def test_mqtt_json_keeps_the_plug_contract(broker_shop):
-    help_test_plug(
+    stored = help_test_plug(
         PlugCase(
             binding={
                 "mqtt_json": "zigbee2mqtt/saw",
@@ -46,6 +46,7 @@ def test_mqtt_json_keeps_the_plug_contract(broker_shop):
         ),
         broker_shop,
     )
+    assert stored == {"w": 12.3, "wh_total": 1234.0}  # one reading, though sent twice
 
 
 def meter(binding: str) -> ShopData:

@@ -375,7 +375,7 @@ def test_a_shelly_coming_online_is_asked_for_its_whole_status(hub, broker):
 
 def test_shelly_keeps_the_plug_contract(broker_shop):
     status = b'{"id":0,"output":true,"apower":40.5,"aenergy":{"total":1500.25}}'
-    help_test_plug(
+    stored = help_test_plug(
         PlugCase(
             binding={"shelly": "shelly-saw"},
             reading=("shelly-saw/status/switch:0", status),
@@ -388,3 +388,4 @@ def test_shelly_keeps_the_plug_contract(broker_shop):
         ),
         broker_shop,
     )
+    assert stored == {"w": 40.5, "wh_total": 1500.25}  # one reading, though sent twice

@@ -263,7 +263,7 @@ def test_a_tasmota_coming_online_is_asked_for_a_reading_once(hub, broker):
 
 
 def test_tasmota_keeps_the_plug_contract(broker_shop):
-    help_test_plug(
+    stored = help_test_plug(
         PlugCase(
             binding={"tasmota": "saw_plug"},
             reading=("tele/saw_plug/SENSOR", b'{"ENERGY":{"Total":1.234,"Power":812}}'),
@@ -276,3 +276,4 @@ def test_tasmota_keeps_the_plug_contract(broker_shop):
         ),
         broker_shop,
     )
+    assert stored == {"w": 812.0, "wh_total": 1234.0}  # one reading, though sent twice
